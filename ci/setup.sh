@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Idempotent installer for the real-client test suite (Debian 12, root).
+# - kcat from Debian (links librdkafka 2.0.2)
+# - Python venv at ci/.venv with the pinned clients from ci/requirements.txt
+set -euo pipefail
+CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$CI_DIR/.venv"
+REQ="$CI_DIR/requirements.txt"
+
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "setup: installing kcat"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q kcat
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "setup: creating venv $VENV"
+    rm -rf "$VENV"
+    if ! "$PY" -m venv "$VENV"; then
+        # Debian's system python needs python3-venv for ensurepip.
+        export DEBIAN_FRONTEND=noninteractive
+        $SUDO apt-get update -q
+        $SUDO apt-get install -y -q python3-venv
+        rm -rf "$VENV"
+        "$PY" -m venv "$VENV"
+    fi
+fi
+
+# Reinstall only when requirements.txt changed since the last successful install.
+STAMP="$VENV/.requirements.sha256"
+WANT="$(sha256sum "$REQ" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
+    echo "setup: installing python packages"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
+    echo "$WANT" > "$STAMP"
+fi
+
+# Fail early if a codec backend is missing.
+"$VENV/bin/python" - <<'PY'
+import confluent_kafka, kafka.codec as kc, aiokafka.codec as ac, crc32c, pytest
+assert kc.has_gzip() and kc.has_snappy() and kc.has_lz4() and kc.has_zstd(), "kafka-python codecs missing"
+assert ac.has_gzip() and ac.has_snappy() and ac.has_lz4() and ac.has_zstd(), "aiokafka codecs missing"
+print("setup: confluent-kafka %s (librdkafka %s), kafka-python ok, aiokafka ok" % (confluent_kafka.__version__, confluent_kafka.libversion()[0]))
+PY
+kcat -V 2>&1 | sed -n '4p' | sed 's/^/setup: kcat /'

@@ -1,0 +1,219 @@
+"""Fixtures that run the real `brook` binary for the real-client tests.
+
+`broker` starts target/release/brook (or $BROOK_BIN) on a free 127.0.0.1 port
+with a fresh data dir and `--shards 2 --default-partitions 3`, waits for the
+`brook ready` log line, and on teardown sends SIGTERM and requires exit 0.
+When a test fails, the tail of the broker's log is attached to its report.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parents[2]
+BROOK_BIN = Path(os.environ.get("BROOK_BIN", REPO / "target" / "release" / "brook"))
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+DEFAULT_PARTITIONS = 3
+SHARDS = 2
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, n=80):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 256 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+    except OSError as e:
+        return "<no log: %s>" % e
+
+
+class Broker:
+    """One brook process (and its restarts) on a fixed port and data dir."""
+
+    def __init__(self, workdir, extra_args=()):
+        self.workdir = Path(workdir)
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "brook.log"
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.bootstrap = "%s:%d" % (self.host, self.port)
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self.starts = 0
+        self._log = None
+
+    # -- lifecycle --------------------------------------------------------
+
+    def args(self):
+        return [str(BROOK_BIN), "--data-dir", str(self.data_dir), "--listen", self.bootstrap,
+                "--shards", str(SHARDS), "--default-partitions", str(DEFAULT_PARTITIONS)
+                ] + self.extra_args
+
+    def start(self):
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        if not BROOK_BIN.exists():
+            pytest.fail("broker binary %s does not exist (cargo build --release)" % BROOK_BIN)
+        self.starts += 1
+        log = open(self.log_path, "ab")
+        log.write(("\n==== test harness: start #%d: %s\n" % (self.starts, " ".join(self.args()))).encode())
+        log.flush()
+        start_pos = log.tell()
+        env = dict(os.environ)
+        env.setdefault("RUST_BACKTRACE", "1")
+        self.proc = subprocess.Popen(self.args(), stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            with open(self.log_path, "rb") as f:
+                f.seek(start_pos)
+                if b"brook ready" in f.read():
+                    return self
+            rc = self.proc.poll()
+            if rc is not None:
+                pytest.fail("brook exited with %s before 'brook ready'. Log tail:\n%s"
+                            % (rc, tail(self.log_path)))
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                pytest.fail("brook not ready within %.0fs. Log tail:\n%s"
+                            % (READY_TIMEOUT, tail(self.log_path)))
+            time.sleep(0.05)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def kill(self):
+        """SIGKILL and reap. Returns the exit status."""
+        assert self.alive(), "broker not running (exit %s)" % (self.proc and self.proc.poll())
+        self.proc.send_signal(signal.SIGKILL)
+        return self.proc.wait(STOP_TIMEOUT)
+
+    def terminate(self, timeout=STOP_TIMEOUT):
+        """SIGTERM and wait; returns the exit code, or None if it did not exit
+        within timeout (the process is then SIGKILLed)."""
+        assert self.alive(), "broker not running (exit %s)" % (self.proc and self.proc.poll())
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(STOP_TIMEOUT)
+            return None
+
+    def restart(self, kill=False):
+        """Stop (SIGTERM, or SIGKILL with kill=True) if running, then start again
+        on the same port and data dir."""
+        if self.alive():
+            if kill:
+                self.kill()
+            else:
+                rc = self.terminate()
+                assert rc == 0, "brook exit code on SIGTERM: %r\n%s" % (rc, tail(self.log_path))
+        return self.start()
+
+    def rss_kib(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, n=80):
+        return tail(self.log_path, n)
+
+    # -- teardown ---------------------------------------------------------
+
+    def stop_for_teardown(self):
+        """Returns an error message, or None if the broker stopped cleanly."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is not None:
+            # Only an intentional kill leaves it dead; an unexpected exit is a failure.
+            if rc == -signal.SIGKILL or rc == 0:
+                return None
+            return "brook had exited on its own with status %s" % rc
+        rc = self.terminate()
+        if rc != 0:
+            return "brook exit status on SIGTERM at teardown: %r (expected 0 within %.0fs)" % (rc, STOP_TIMEOUT)
+        return None
+
+
+def _make_broker(tmp_path_factory, name):
+    b = Broker(tmp_path_factory.mktemp(name))
+    b.start()
+    return b
+
+
+@pytest.fixture
+def broker(request, tmp_path_factory):
+    b = _make_broker(tmp_path_factory, "brook")
+    request.node._brook = b
+    yield b
+    err = b.stop_for_teardown()
+    if err:
+        pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
+
+
+@pytest.fixture(scope="module")
+def module_broker(request, tmp_path_factory):
+    """One broker shared by a module's tests (tests must use unique topics)."""
+    b = _make_broker(tmp_path_factory, "brook-mod")
+    request.module._brook = b
+    yield b
+    err = b.stop_for_teardown()
+    if err:
+        pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        b = getattr(item, "_brook", None) or getattr(item.module, "_brook", None)
+        if b is not None:
+            rep.sections.append(("brook log tail (%s)" % b.log_path, b.tail(80)))
+
+
+@pytest.fixture
+def procs():
+    """Helper subprocesses started by a test; all are killed at teardown."""
+    started = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                p.kill()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass

@@ -1,0 +1,165 @@
+//! A heap buffer aligned for O_DIRECT.
+//!
+//! O_DIRECT on ext4 requires the buffer address, the file position and the length
+//! of every write to be multiples of the logical block size (4 KiB on the disks
+//! Brook targets). `AlignedBuf` owns such memory and implements compio's `IoBuf`
+//! so it can be moved into an io_uring write and handed back with the result.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::ptr::NonNull;
+
+/// Block size every O_DIRECT write is aligned to.
+pub const BLOCK_BYTES: usize = 4096;
+const _: () = assert!(BLOCK_BYTES.is_power_of_two());
+
+/// Rounds `n` up to a multiple of [`BLOCK_BYTES`].
+pub fn round_up(n: u64) -> u64 {
+    n.div_ceil(BLOCK_BYTES as u64) * BLOCK_BYTES as u64
+}
+
+/// Rounds `n` down to a multiple of [`BLOCK_BYTES`].
+pub fn round_down(n: u64) -> u64 {
+    n - n % BLOCK_BYTES as u64
+}
+
+/// Owned, zero-initialised, 4 KiB-aligned bytes with a fill length.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer is uniquely owned; moving it between threads moves ownership.
+unsafe impl Send for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A buffer that can hold at least `capacity` bytes (rounded up to whole blocks).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
+        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf {
+            ptr,
+            capacity,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: ptr is valid for `capacity` bytes, all initialised; len <= capacity.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Appends bytes, growing (and re-aligning) the allocation when needed.
+    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
+        let needed = self.len + bytes.len();
+        if needed > self.capacity {
+            self.grow(needed.max(self.capacity * 2));
+        }
+        // SAFETY: capacity checked above; regions do not overlap (bytes is not ours).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.ptr.as_ptr().add(self.len),
+                bytes.len(),
+            );
+        }
+        self.len = needed;
+    }
+
+    /// Empties the buffer and zeroes what was used, so block padding reads as zeros.
+    pub fn clear(&mut self) {
+        // SAFETY: the first `len` bytes are ours to write.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, round_up(self.len as u64) as usize) };
+        self.len = 0;
+    }
+
+    /// Length rounded up to whole blocks: how many bytes an O_DIRECT write of this buffer covers.
+    /// The padding past `len` is always zero.
+    pub fn padded_len(&self) -> usize {
+        round_up(self.len as u64) as usize
+    }
+
+    /// A view of this buffer padded with zeros to whole blocks, for O_DIRECT writes.
+    pub fn into_padded(self) -> PaddedBuf {
+        PaddedBuf(self)
+    }
+
+    fn grow(&mut self, capacity: usize) {
+        let mut bigger = AlignedBuf::with_capacity(capacity);
+        bigger.extend_from_slice(self.as_slice());
+        *self = bigger;
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
+        // SAFETY: allocated in with_capacity with this exact layout.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+/// An [`AlignedBuf`] presented to the kernel as whole zero-padded blocks.
+pub struct PaddedBuf(AlignedBuf);
+
+impl PaddedBuf {
+    pub fn into_inner(self) -> AlignedBuf {
+        self.0
+    }
+}
+
+impl compio::buf::IoBuf for PaddedBuf {
+    fn as_init(&self) -> &[u8] {
+        let len = self.0.padded_len();
+        assert!(
+            len <= self.0.capacity,
+            "padded length {len} exceeds capacity {}",
+            self.0.capacity
+        );
+        // SAFETY: capacity is a whole number of blocks and fully initialised (zeroed at
+        // allocation, cleared on reuse), so the padding is valid zeros.
+        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), len) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_and_padded() {
+        let mut b = AlignedBuf::with_capacity(10);
+        assert_eq!(b.ptr.as_ptr() as usize % BLOCK_BYTES, 0);
+        b.extend_from_slice(&[7u8; 5000]);
+        assert_eq!(b.ptr.as_ptr() as usize % BLOCK_BYTES, 0);
+        assert_eq!(b.len(), 5000);
+        assert_eq!(b.padded_len(), 8192);
+        let p = b.into_padded();
+        let s = compio::buf::IoBuf::as_init(&p);
+        assert_eq!(s.len(), 8192);
+        assert!(s[5000..].iter().all(|&x| x == 0));
+        let mut b = p.into_inner();
+        b.clear();
+        b.extend_from_slice(&[1, 2]);
+        assert!(
+            compio::buf::IoBuf::as_init(&b.into_padded())[2..]
+                .iter()
+                .all(|&x| x == 0)
+        );
+    }
+}

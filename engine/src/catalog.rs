@@ -1,0 +1,196 @@
+//! The topic catalog: which topics exist, their ids, partition counts and config.
+//!
+//! Shard 0 owns the authoritative copy and persists it to
+//! `<data-dir>/__brook/topics.json` (written to a temporary file, fsynced, renamed,
+//! directory fsynced) before any change is acknowledged. Every shard keeps its own
+//! immutable `Rc<Catalog>` copy, replaced by a message from shard 0 after each
+//! change, so reading metadata never crosses cores.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TopicConfig;
+use crate::error::EngineError;
+
+/// Everything the broker knows about one topic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: [u8; 16],
+    pub partitions: u32,
+    /// Only the settings the topic overrides, as given (Kafka names).
+    pub overrides: BTreeMap<String, String>,
+    /// Defaults with overrides applied.
+    pub config: TopicConfig,
+}
+
+/// An immutable snapshot of all topics.
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    pub topics: HashMap<String, TopicMeta>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredTopic {
+    id: String,
+    partitions: u32,
+    configs: BTreeMap<String, String>,
+}
+
+/// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), EngineError> {
+    let bad = |why: &str| Err(EngineError::InvalidTopicName(format!("{name:?}: {why}")));
+    if name.is_empty() || name.len() > 249 {
+        return bad("length must be 1 to 249");
+    }
+    if name == "." || name == ".." {
+        return bad("'.' and '..' are reserved");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return bad("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    if name.starts_with("__brook") {
+        return bad("the __brook prefix is reserved");
+    }
+    Ok(())
+}
+
+/// A random 16-byte topic id (a version-4 UUID).
+pub fn new_topic_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    for chunk in id.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+fn hex(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<[u8; 16]> {
+    let mut id = [0u8; 16];
+    if s.len() != 32 {
+        return None;
+    }
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+impl Catalog {
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("__brook").join("topics.json")
+    }
+
+    /// Loads the catalog, or an empty one when the broker has never stored one.
+    pub fn load(data_dir: &Path, defaults: &TopicConfig) -> Result<Catalog, EngineError> {
+        let path = Self::path(data_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let stored: BTreeMap<String, StoredTopic> = serde_json::from_str(&text)
+            .map_err(|e| EngineError::Storage(format!("{}: {e}", path.display())))?;
+        let mut topics = HashMap::new();
+        for (name, t) in stored {
+            let id = unhex(&t.id).ok_or_else(|| {
+                EngineError::Storage(format!("{}: bad id for {name}", path.display()))
+            })?;
+            let config = defaults.with_overrides(&t.configs)?;
+            let meta = TopicMeta {
+                name: name.clone(),
+                id,
+                partitions: t.partitions,
+                overrides: t.configs,
+                config,
+            };
+            topics.insert(name, meta);
+        }
+        Ok(Catalog { topics })
+    }
+
+    /// Writes the catalog durably: temp file, fsync, rename, fsync of the directory.
+    pub fn store(&self, data_dir: &Path) -> Result<(), EngineError> {
+        let path = Self::path(data_dir);
+        let dir = path.parent().expect("catalog path has a parent");
+        std::fs::create_dir_all(dir)?;
+        let stored: BTreeMap<&str, StoredTopic> = self
+            .topics
+            .values()
+            .map(|t| {
+                let st = StoredTopic {
+                    id: hex(&t.id),
+                    partitions: t.partitions,
+                    configs: t.overrides.clone(),
+                };
+                (t.name.as_str(), st)
+            })
+            .collect();
+        let text =
+            serde_json::to_vec_pretty(&stored).map_err(|e| EngineError::Storage(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok(())
+    }
+
+    pub fn topic_by_id(&self, id: &[u8; 16]) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| &t.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn store_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let defaults = TopicConfig::default();
+        let overrides = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        let config = defaults.with_overrides(&overrides).unwrap();
+        let meta = TopicMeta {
+            name: "t".into(),
+            id: new_topic_id(),
+            partitions: 3,
+            overrides,
+            config,
+        };
+        let mut c = Catalog::default();
+        c.topics.insert("t".into(), meta.clone());
+        c.store(dir.path()).unwrap();
+        let back = Catalog::load(dir.path(), &defaults).unwrap();
+        assert_eq!(back.topics["t"], meta);
+        assert_ne!(new_topic_id(), new_topic_id());
+    }
+}

@@ -1,0 +1,50 @@
+//! The engine's one error type. `net` maps each variant to a Kafka error code
+//! in one place; the engine itself knows nothing of the wire protocol.
+
+use crate::batch::BatchError;
+use crate::types::Offset;
+
+#[non_exhaustive]
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+pub enum EngineError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("topic already exists")]
+    TopicAlreadyExists,
+    #[error("invalid topic name: {0}")]
+    InvalidTopicName(String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid replication factor {0}: this broker is a single node")]
+    InvalidReplicationFactor(i16),
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    #[error("corrupt record batch: {0}")]
+    CorruptBatch(BatchError),
+    #[error("record batch of {len} bytes exceeds max.message.bytes {max}")]
+    BatchTooLarge { len: u32, max: u32 },
+    #[error("offset {requested} out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start: Offset,
+        high_watermark: Offset,
+    },
+    #[error("out of order sequence: expected {expected}, received {received}")]
+    OutOfOrderSequence { expected: u32, received: u32 },
+    #[error("producer epoch is older than the current one")]
+    InvalidProducerEpoch,
+    #[error("unknown producer id")]
+    UnknownProducerId,
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("not supported: {0}")]
+    Unsupported(String),
+}
+
+impl From<std::io::Error> for EngineError {
+    fn from(e: std::io::Error) -> Self {
+        EngineError::Storage(e.to_string())
+    }
+}

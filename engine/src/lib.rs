@@ -1,0 +1,39 @@
+//! Brook's engine: the log and everything that owns it. It knows no wire protocol.
+//!
+//! A tour, from the bytes up:
+//! - [`types`]: newtypes (offsets, file positions, timestamps, shard ids).
+//! - [`batch`]: the Kafka RecordBatch v2 header — parsing, CRC-32C validation,
+//!   rewriting the base offset.
+//! - [`aligned`]: 4 KiB-aligned buffers for O_DIRECT writes.
+//! - [`index`]: the sparse offset index and time index of a segment (derived files).
+//! - [`recovery`]: scanning a segment file, stopping at the first torn or corrupt batch.
+//! - [`producer`]: idempotent-producer sequence state per partition.
+//! - [`segment`]: one `<base>.log` file — appends, sealing, disk reads.
+//! - [`recover`]: opening a partition directory after a clean stop or a crash.
+//! - [`partition`]: segments + batch cache + producer state + the group-commit flusher.
+//! - [`catalog`]: topics, their ids, partition counts and configs; persisted by shard 0.
+//! - [`ring`]: the cross-shard mailboxes.
+//! - [`shard`]: one core's partitions, and the routing of every operation to the
+//!   shard that owns the partition.
+//! - [`config`], [`error`]: engine settings (Kafka names) and the engine's error enum.
+pub mod aligned;
+pub mod batch;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod partition;
+pub mod producer;
+pub mod recover;
+pub mod recovery;
+pub mod ring;
+pub mod segment;
+pub mod shard;
+pub mod types;
+
+pub use config::{EngineConfig, FlushPolicy, TopicConfig};
+pub use error::EngineError;
+pub use shard::{
+    Acks, EngineShared, ListedOffset, NewTopic, OffsetQuery, Produced, Shard, shard_of,
+};
+pub use types::{Offset, ShardId, TimestampMs, TopicPartition};

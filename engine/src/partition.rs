@@ -1,0 +1,661 @@
+//! A partition: an ordered list of segments, the batch cache, producer state and
+//! the group-commit flusher.
+//!
+//! **Lives on:** exactly one shard, the one `shard_of` names; it is `Rc`, never
+//! shared across threads.
+//!
+//! ## Offsets
+//! `log_start` ≤ `high_watermark` ≤ `log_end`. `log_end` is the next offset to
+//! assign; offsets are dense and never reused. `high_watermark` is what consumers
+//! may read: everything below it is on disk (fdatasynced under the default
+//! [`FlushPolicy::EveryBatch`], written under `Interval`). Producers with acks ≥ 1
+//! are answered when the high watermark passes their batch.
+//!
+//! ## Group commit
+//! `append` is synchronous: it validates, assigns offsets, copies the batch into the
+//! active segment's O_DIRECT buffer and the batch cache, and wakes the flusher. The
+//! flusher (one task per partition) takes everything appended so far, issues one
+//! write and one fdatasync, advances the high watermark and answers every producer
+//! covered — so all batches that arrive while a flush is in flight share the next
+//! one. A failed write or fdatasync poisons the partition: nothing more is
+//! acknowledged until a restart recovers it from disk.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures::channel::oneshot;
+
+use crate::aligned::{AlignedBuf, round_down};
+use crate::batch::{self, BatchError, BatchInfo};
+use crate::config::{FlushPolicy, TopicConfig};
+use crate::error::EngineError;
+use crate::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
+use crate::segment::{DiskRead, Segment, ensure_allocated};
+use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
+
+/// Kafka's `index.interval.bytes`.
+pub const INDEX_INTERVAL_BYTES: u32 = 4096;
+
+/// Outcome of a successful append.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Appended {
+    /// New batches at `base_offset..end_offset`.
+    New {
+        base_offset: Offset,
+        end_offset: Offset,
+    },
+    /// An idempotent producer resent a batch that is already in the log.
+    Duplicate { base_offset: Offset },
+}
+
+/// Batches read for a fetch, with the partition's offsets at that moment.
+#[derive(Clone, Debug)]
+pub struct FetchedData {
+    pub records: Bytes,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+}
+
+/// What a caller must do to finish a read: either the data is in memory, or a disk
+/// read is needed (done without holding the partition).
+pub enum ReadPlan {
+    Ready(FetchedData),
+    Disk {
+        read: DiskRead,
+        high_watermark: Offset,
+        log_start: Offset,
+    },
+}
+
+/// Recent batches, kept so tailing consumers never touch the disk.
+struct BatchCache {
+    batches: VecDeque<(Offset, Offset, Bytes)>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl BatchCache {
+    fn push(&mut self, base: Offset, next: Offset, b: Bytes) {
+        self.bytes += b.len();
+        self.batches.push_back((base, next, b));
+        while self.bytes > self.budget && self.batches.len() > 1 {
+            let (_, _, old) = self.batches.pop_front().expect("non-empty cache");
+            self.bytes -= old.len();
+        }
+    }
+
+    fn evict_below(&mut self, offset: Offset) {
+        while self
+            .batches
+            .front()
+            .is_some_and(|(_, next, _)| *next <= offset)
+        {
+            let (_, _, old) = self.batches.pop_front().expect("non-empty cache");
+            self.bytes -= old.len();
+        }
+    }
+
+    /// Batches holding offsets >= `from` and below `visible_end`, if the cache
+    /// reaches back far enough.
+    fn read(&self, from: Offset, visible_end: Offset, max_bytes: usize) -> Option<Bytes> {
+        let first = self.batches.front()?;
+        if first.0 > from {
+            return None;
+        }
+        let start = self.batches.partition_point(|(_, next, _)| *next <= from);
+        let mut picked: Vec<&Bytes> = Vec::new();
+        let mut total = 0usize;
+        for (base, _, b) in self.batches.range(start..) {
+            if *base >= visible_end || (!picked.is_empty() && total + b.len() > max_bytes) {
+                break;
+            }
+            total += b.len();
+            picked.push(b);
+        }
+        Some(match picked.as_slice() {
+            [] => Bytes::new(),
+            [one] => (*one).clone(),
+            many => {
+                let mut out = BytesMut::with_capacity(total);
+                for b in many {
+                    out.extend_from_slice(b);
+                }
+                out.freeze()
+            }
+        })
+    }
+}
+
+/// A single-waiter wake-up flag local to one shard.
+#[derive(Default)]
+pub struct LocalEvent {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl LocalEvent {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+type Waiter = oneshot::Sender<Result<(), EngineError>>;
+
+/// The mutable state of a partition.
+pub struct Partition {
+    pub tp: TopicPartition,
+    pub dir: PathBuf,
+    pub config: TopicConfig,
+    /// Oldest first; the last one is active. Segments with a writer but not last
+    /// are rolled but still have bytes in flight ("sealing").
+    segments: Vec<Segment>,
+    pub log_start: Offset,
+    pub log_end: Offset,
+    pub high_watermark: Offset,
+    cache: BatchCache,
+    producers: ProducerStateTable,
+    /// Producers waiting for the high watermark to pass an offset, in offset order.
+    waiters: VecDeque<(Offset, Waiter)>,
+    /// Long-polling fetches waiting for the high watermark to move.
+    data_watchers: Vec<oneshot::Sender<()>>,
+    /// log_end when the in-flight or last flush was taken.
+    taken_end: Offset,
+    last_sync: Instant,
+    unsynced: bool,
+    poisoned: Option<String>,
+    closing: bool,
+}
+
+/// A partition and its flusher's wake-up.
+pub struct PartitionCell {
+    pub state: RefCell<Partition>,
+    pub flush_event: LocalEvent,
+}
+
+pub type PartitionRef = Rc<PartitionCell>;
+
+impl Partition {
+    pub fn dir_for(data_dir: &std::path::Path, tp: &TopicPartition) -> PathBuf {
+        data_dir.join(format!("{}-{}", tp.topic, tp.partition))
+    }
+
+    /// Opens (recovering) or creates the partition's directory.
+    pub fn open(
+        data_dir: &std::path::Path,
+        tp: TopicPartition,
+        config: TopicConfig,
+        cache_bytes: usize,
+    ) -> Result<Partition, EngineError> {
+        let dir = Self::dir_for(data_dir, &tp);
+        std::fs::create_dir_all(&dir)?;
+        let mut producers = ProducerStateTable::default();
+        let segments = crate::recover::recover_partition(&dir, &tp, &mut producers)?;
+        let log_start = segments.first().expect("recovery yields a segment").base;
+        let log_end = segments
+            .last()
+            .expect("recovery yields a segment")
+            .next_offset;
+        Ok(Partition {
+            tp,
+            dir,
+            config,
+            segments,
+            log_start,
+            log_end,
+            high_watermark: log_end,
+            cache: BatchCache {
+                batches: VecDeque::new(),
+                bytes: 0,
+                budget: cache_bytes,
+            },
+            producers,
+            waiters: VecDeque::new(),
+            data_watchers: Vec::new(),
+            taken_end: log_end,
+            last_sync: Instant::now(),
+            unsynced: false,
+            poisoned: None,
+            closing: false,
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), EngineError> {
+        if let Some(why) = &self.poisoned {
+            return Err(EngineError::Storage(format!(
+                "partition {} is poisoned: {why}",
+                self.tp
+            )));
+        }
+        if self.closing {
+            return Err(EngineError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Validates and appends the batches of one Produce partition entry.
+    pub fn append(&mut self, records: &[u8]) -> Result<Appended, EngineError> {
+        self.check_writable()?;
+        let batches =
+            batch::split_incoming(records, self.config.max_message_bytes).map_err(|e| match e {
+                BatchError::TooLarge { len, max } => EngineError::BatchTooLarge {
+                    len: len as u32,
+                    max: max as u32,
+                },
+                e => EngineError::CorruptBatch(e),
+            })?;
+        let base_offset = self.log_end;
+        for (range, incoming) in batches {
+            if let Some(p) = &incoming.producer {
+                match self
+                    .producers
+                    .check(p, incoming.record_count)
+                    .map_err(map_producer_error)?
+                {
+                    SequenceVerdict::Duplicate { base_offset } => {
+                        return Ok(Appended::Duplicate { base_offset });
+                    }
+                    SequenceVerdict::Append => {}
+                }
+            }
+            self.append_one(&records[range], incoming)?;
+        }
+        Ok(Appended::New {
+            base_offset,
+            end_offset: self.log_end,
+        })
+    }
+
+    fn append_one(&mut self, bytes: &[u8], incoming: BatchInfo) -> Result<(), EngineError> {
+        self.maybe_roll(bytes.len() as u64)?;
+        let info = BatchInfo {
+            base_offset: self.log_end,
+            ..incoming
+        };
+        let mut b = BytesMut::from(bytes);
+        batch::set_base_offset(&mut b, info.base_offset);
+        batch::set_partition_leader_epoch(&mut b, 0);
+        let b = b.freeze();
+        self.segments
+            .last_mut()
+            .expect("an active segment")
+            .append(&b, &info);
+        if let Some(p) = &info.producer {
+            self.producers
+                .record(p, info.record_count, info.base_offset);
+        }
+        self.cache.push(info.base_offset, info.next_offset(), b);
+        self.log_end = info.next_offset();
+        Ok(())
+    }
+
+    fn maybe_roll(&mut self, incoming: u64) -> Result<(), EngineError> {
+        let active = self.segments.last().expect("an active segment");
+        let full = active.size + incoming > self.config.segment_bytes;
+        let old = active.opened_at.elapsed() >= Duration::from_millis(self.config.segment_ms);
+        if active.size == 0 || !(full || old) {
+            return Ok(());
+        }
+        let seg = Segment::create(&self.dir, self.log_end, INDEX_INTERVAL_BYTES)?;
+        tracing::debug!(partition = %self.tp, base = %self.log_end, "rolled segment");
+        self.segments.push(seg);
+        Ok(())
+    }
+
+    /// A receiver that completes when the high watermark reaches `end`.
+    pub fn wait_durable(&mut self, end: Offset) -> oneshot::Receiver<Result<(), EngineError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(why) = &self.poisoned {
+            let _ = tx.send(Err(EngineError::Storage(why.clone())));
+        } else if self.high_watermark >= end {
+            let _ = tx.send(Ok(()));
+        } else {
+            self.waiters.push_back((end, tx));
+        }
+        rx
+    }
+
+    /// A receiver that completes when the high watermark next moves.
+    pub fn watch_data(&mut self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.data_watchers.push(tx);
+        rx
+    }
+
+    /// Plans a read of batches from `offset`, at most `max_bytes` (at least one batch).
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadPlan, EngineError> {
+        let (hw, log_start) = (self.high_watermark, self.log_start);
+        if offset < log_start || offset > hw {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: offset,
+                log_start,
+                high_watermark: hw,
+            });
+        }
+        let ready = |records| {
+            ReadPlan::Ready(FetchedData {
+                records,
+                high_watermark: hw,
+                log_start,
+            })
+        };
+        if offset == hw {
+            return Ok(ready(Bytes::new()));
+        }
+        if let Some(records) = self.cache.read(offset, hw, max_bytes) {
+            return Ok(ready(records));
+        }
+        let idx = self
+            .segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1);
+        let seg = &self.segments[idx];
+        let read = DiskRead {
+            file: seg.reader.clone(),
+            start: seg.position_for(offset),
+            end: FilePos(seg.written),
+            from_offset: offset,
+            visible_end: hw,
+            max_bytes,
+        };
+        Ok(ReadPlan::Disk {
+            read,
+            high_watermark: hw,
+            log_start,
+        })
+    }
+
+    /// Segments that may hold a batch with timestamp >= `target`, with the file
+    /// position to start scanning each from.
+    pub fn timestamp_candidates(
+        &self,
+        target: TimestampMs,
+    ) -> Vec<(compio::fs::File, FilePos, FilePos)> {
+        self.segments
+            .iter()
+            .filter(|s| s.max_timestamp.is_some_and(|m| m >= target))
+            .map(|s| {
+                let rel = s.index.time_index().lookup(target);
+                let start = rel.map_or(FilePos(0), |r| s.index.offset_index().lookup(r));
+                (s.reader.clone(), start, FilePos(s.written))
+            })
+            .collect()
+    }
+
+    /// The offset and timestamp of the batch with the largest timestamp, if any.
+    pub fn max_timestamp(&self) -> Option<TimestampMs> {
+        self.segments.iter().filter_map(|s| s.max_timestamp).max()
+    }
+
+    /// Deletes whole sealed segments beyond `retention.ms` / `retention.bytes`.
+    /// Returns how many segments were deleted.
+    pub fn apply_retention(&mut self, now: SystemTime) -> usize {
+        let now_ms = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as i64;
+        let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
+        let mut deleted = 0;
+        while self.segments.len() > 1 && self.segments[0].writer.is_none() {
+            let s = &self.segments[0];
+            let too_old = self.config.retention_ms.is_some_and(|ms| {
+                s.max_timestamp
+                    .is_some_and(|t| t.0 < now_ms.saturating_sub(ms as i64))
+            });
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|max| total - s.size >= max);
+            if !(too_old || too_big) {
+                break;
+            }
+            let s = self.segments.remove(0);
+            total -= s.size;
+            s.remove_files();
+            deleted += 1;
+            self.log_start = self.segments[0].base;
+        }
+        if deleted > 0 {
+            tracing::info!(partition = %self.tp, deleted, log_start = %self.log_start, "retention deleted segments");
+            self.cache.evict_below(self.log_start);
+        }
+        deleted
+    }
+
+    fn poison(&mut self, why: String) {
+        tracing::error!(partition = %self.tp, error = %why, "write failed; partition poisoned, no further acknowledgements");
+        for (_, w) in self.waiters.drain(..) {
+            let _ = w.send(Err(EngineError::Storage(why.clone())));
+        }
+        self.poisoned = Some(why);
+    }
+
+    pub fn begin_close(&mut self) {
+        self.closing = true;
+    }
+
+    fn has_unflushed(&self) -> bool {
+        self.log_end > self.taken_end
+    }
+}
+
+fn map_producer_error(e: ProducerError) -> EngineError {
+    match e {
+        ProducerError::InvalidProducerEpoch { .. } => EngineError::InvalidProducerEpoch,
+        ProducerError::OutOfOrderSequence { expected, received } => {
+            EngineError::OutOfOrderSequence { expected, received }
+        }
+        #[allow(unreachable_patterns)]
+        _ => EngineError::UnknownProducerId,
+    }
+}
+
+/// One O_DIRECT write of a flush.
+struct WriteOp {
+    file: compio::fs::File,
+    buf: crate::aligned::PaddedBuf,
+    pos: u64,
+    seg_base: Offset,
+    written_to: u64,
+}
+
+/// Everything one flusher iteration does: writes, then (maybe) fdatasyncs.
+struct FlushJob {
+    writes: Vec<WriteOp>,
+    sync: Vec<compio::fs::File>,
+    end: Offset,
+}
+
+impl Partition {
+    /// Takes every unflushed byte into a flush job (None when there is nothing to do).
+    fn take_flush_job(&mut self) -> Result<Option<FlushJob>, EngineError> {
+        let interval_due = match self.config.flush {
+            FlushPolicy::EveryBatch => true,
+            FlushPolicy::Interval(d) => self.closing || self.last_sync.elapsed() >= d,
+        };
+        if !self.has_unflushed() && !(self.unsynced && interval_due) {
+            return Ok(None);
+        }
+        let mut job = FlushJob {
+            writes: Vec::new(),
+            sync: Vec::new(),
+            end: self.log_end,
+        };
+        for seg in self.segments.iter_mut() {
+            let Some(w) = seg.writer.as_mut() else {
+                continue;
+            };
+            let end = w.open_start + w.open.len() as u64;
+            if end > w.taken_to {
+                ensure_allocated(w, end)?;
+                let fresh = w
+                    .spare
+                    .take()
+                    .unwrap_or_else(|| AlignedBuf::with_capacity(w.open.capacity()));
+                let full = std::mem::replace(&mut w.open, fresh);
+                let tail_start = round_down(end);
+                w.open
+                    .extend_from_slice(&full.as_slice()[(tail_start - w.open_start) as usize..]);
+                let pos = std::mem::replace(&mut w.open_start, tail_start);
+                w.taken_to = end;
+                let buf = full.into_padded();
+                job.writes.push(WriteOp {
+                    file: w.file.clone(),
+                    buf,
+                    pos,
+                    seg_base: seg.base,
+                    written_to: end,
+                });
+            }
+            if interval_due {
+                job.sync.push(w.file.clone());
+            }
+        }
+        self.taken_end = self.log_end;
+        Ok(Some(job))
+    }
+
+    /// Applies a finished flush: advance the high watermark, answer producers,
+    /// wake long polls, seal rolled segments.
+    fn complete_flush(
+        &mut self,
+        synced: bool,
+        written: Vec<(Offset, u64, AlignedBuf)>,
+        end: Offset,
+    ) {
+        for (base, written_to, mut buf) in written {
+            if let Some(seg) = self.segments.iter_mut().find(|s| s.base == base) {
+                seg.written = seg.written.max(written_to);
+                if let Some(w) = seg.writer.as_mut() {
+                    buf.clear();
+                    w.spare = Some(buf);
+                }
+            }
+        }
+        if synced {
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        } else {
+            self.unsynced = true;
+        }
+        if let Err(e) = self.seal_finished() {
+            self.poison(format!("sealing segment: {e}"));
+            return;
+        }
+        assert!(
+            end >= self.high_watermark,
+            "high watermark of {} would go back",
+            self.tp
+        );
+        self.high_watermark = end;
+        while self.waiters.front().is_some_and(|(o, _)| *o <= end) {
+            let (_, w) = self.waiters.pop_front().expect("non-empty waiters");
+            let _ = w.send(Ok(()));
+        }
+        for w in self.data_watchers.drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    /// Seals rolled segments whose bytes are all written.
+    fn seal_finished(&mut self) -> Result<(), EngineError> {
+        let last = self.segments.len() - 1;
+        for seg in self.segments[..last].iter_mut() {
+            if seg.writer.is_some() && seg.written == seg.size {
+                seg.seal()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn run_job(job: FlushJob) -> (Result<(), std::io::Error>, Vec<(Offset, u64, AlignedBuf)>) {
+    use compio::io::AsyncWriteAtExt;
+    let mut done = Vec::with_capacity(job.writes.len());
+    for op in job.writes {
+        let mut f = &op.file;
+        let compio::BufResult(res, buf) = f.write_all_at(op.buf, op.pos).await;
+        done.push((op.seg_base, op.written_to, buf.into_inner()));
+        if let Err(e) = res {
+            return (Err(e), done);
+        }
+    }
+    for f in &job.sync {
+        if let Err(e) = f.sync_data().await {
+            return (Err(e), done);
+        }
+    }
+    (Ok(()), done)
+}
+
+/// The partition's flusher: runs until the partition is closed and drained.
+pub async fn run_flusher(cell: PartitionRef) {
+    loop {
+        let taken = cell.state.borrow_mut().take_flush_job();
+        match taken {
+            Err(e) => {
+                cell.state.borrow_mut().poison(e.to_string());
+            }
+            Ok(Some(job)) => {
+                let synced = !job.sync.is_empty();
+                let end = job.end;
+                let (res, written) = run_job(job).await;
+                let mut p = cell.state.borrow_mut();
+                match res {
+                    Ok(()) => p.complete_flush(synced, written, end),
+                    Err(e) => p.poison(e.to_string()),
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
+        let (closing, idle_wait) = {
+            let p = cell.state.borrow();
+            let wait = match p.config.flush {
+                FlushPolicy::Interval(d) if p.unsynced => {
+                    Some(d.saturating_sub(p.last_sync.elapsed()))
+                }
+                _ => None,
+            };
+            (p.closing || p.poisoned.is_some(), wait)
+        };
+        if closing {
+            return;
+        }
+        match idle_wait {
+            Some(d) => {
+                let _ = compio::time::timeout(d, cell.flush_event.wait()).await;
+            }
+            None => cell.flush_event.wait().await,
+        }
+    }
+}
+
+impl PartitionCell {
+    pub fn new(p: Partition) -> PartitionRef {
+        Rc::new(PartitionCell {
+            state: RefCell::new(p),
+            flush_event: LocalEvent::default(),
+        })
+    }
+}

@@ -1,0 +1,421 @@
+//! Idempotent-producer state of one partition: which batches each producer id
+//! has already written, so that a retried batch is acknowledged with its
+//! original offset instead of being appended twice, and a lost batch is
+//! reported instead of silently skipped.
+//!
+//! Each producer id maps to its current epoch and the sequence ranges of its
+//! last [`NUM_BATCHES_TO_RETAIN`] = 5 batches: Kafka clients keep at most 5
+//! requests in flight per connection (`max.in.flight.requests.per.connection`
+//! must be <= 5 with idempotence), so any retry is one of the last 5 batches.
+//!
+//! # Rules for a batch from a client (Kafka 4.x `ProducerAppendInfo`)
+//!
+//! Sequence numbers are per producer and partition, count records, and wrap
+//! from i32::MAX to 0. For a batch with epoch `e` and base sequence `s`,
+//! checked in this order:
+//!
+//! 1. **Duplicate**: the producer is known, `e` is its current epoch and the
+//!    batch's (first, last) sequence equals that of a retained batch: answer
+//!    `Duplicate` with the base offset the original got; nothing is written.
+//! 2. **Fenced**: `e` is older than the current epoch: `InvalidProducerEpoch`.
+//! 3. **Bumped epoch**: `e` is newer than the current epoch: `s` must be 0,
+//!    else `OutOfOrderSequence { expected: 0 }`.
+//! 4. **Same epoch**: `s` must be the last retained sequence + 1 (or 0 when no
+//!    batch of this epoch is retained, e.g. after a transaction marker), else
+//!    `OutOfOrderSequence`. This includes a retry older than the last 5 batches.
+//! 5. **Unknown producer id**: any `s` is accepted. Since Kafka 2.5 (KIP-360)
+//!    the broker no longer answers UNKNOWN_PRODUCER_ID: a producer's state can
+//!    vanish legitimately (retention or DeleteRecords removed all its batches),
+//!    and the client, not the broker, decides whether that was a loss.
+//!    (Kafka 4 makes one exception for transactions v2, which Brook does not
+//!    implement: a transactional producer with no state must start at 0.)
+//!
+//! # Source of truth and crashes
+//!
+//! The table is derived from the log: every producer batch's header carries
+//! its producer id, epoch and base sequence. Recovery replays the batches it
+//! scans through [`ProducerStateTable::rebuild_from`]. Kafka bounds that replay
+//! with periodic snapshots; Brook replays the segments it scans, so a producer
+//! whose last batches lie only in older segments comes back as unknown (rule 5).
+//! Expiring idle producer ids (`producer.id.expiration.ms`) is the owner's job.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::batch::{BatchInfo, ProducerBatchInfo};
+use crate::types::Offset;
+
+/// Batches remembered per producer for duplicate detection (Kafka's
+/// `ProducerStateEntry.NUM_BATCHES_TO_RETAIN`).
+pub const NUM_BATCHES_TO_RETAIN: usize = 5;
+
+/// Sequences live in `0..=i32::MAX`.
+const SEQUENCE_MODULUS: u64 = 1 << 31;
+const _: () = assert!(SEQUENCE_MODULUS == i32::MAX as u64 + 1);
+
+/// `seq + delta` in sequence space: i32::MAX + 1 wraps to 0, as Kafka's
+/// `DefaultRecordBatch.incrementSequence`.
+pub fn increment_sequence(seq: u32, delta: u32) -> u32 {
+    assert!(
+        u64::from(seq) < SEQUENCE_MODULUS && u64::from(delta) < SEQUENCE_MODULUS,
+        "sequence {seq} + {delta} outside 0..=i32::MAX"
+    );
+    ((u64::from(seq) + u64::from(delta)) % SEQUENCE_MODULUS) as u32
+}
+
+/// Why a producer's batch was refused.
+#[non_exhaustive]
+#[derive(thiserror::Error, Debug, Clone, PartialEq)]
+pub enum ProducerError {
+    #[error("producer epoch {received} is older than the current epoch {current}")]
+    InvalidProducerEpoch { current: u16, received: u16 },
+    #[error("out of order sequence: received {received}, expected {expected}")]
+    OutOfOrderSequence { expected: u32, received: u32 },
+}
+
+/// What to do with a batch that passed the checks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SequenceVerdict {
+    /// Append it.
+    Append,
+    /// Already in the log at `base_offset`: acknowledge that, append nothing.
+    Duplicate { base_offset: Offset },
+}
+
+/// Sequence and offset range of one retained batch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BatchMetadata {
+    pub first_seq: u32,
+    pub last_seq: u32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// One producer id's current epoch and its last batches of that epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerEntry {
+    epoch: u16,
+    /// Oldest first; at most [`NUM_BATCHES_TO_RETAIN`], all of `epoch`.
+    batches: VecDeque<BatchMetadata>,
+}
+
+impl ProducerEntry {
+    fn new(epoch: u16) -> Self {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(NUM_BATCHES_TO_RETAIN),
+        }
+    }
+
+    pub fn epoch(&self) -> u16 {
+        self.epoch
+    }
+
+    /// Retained batches of the current epoch, oldest first.
+    pub fn batches(&self) -> &VecDeque<BatchMetadata> {
+        &self.batches
+    }
+
+    fn last_seq(&self) -> Option<u32> {
+        self.batches.back().map(|b| b.last_seq)
+    }
+
+    fn find_duplicate(&self, first_seq: u32, last_seq: u32) -> Option<&BatchMetadata> {
+        self.batches
+            .iter()
+            .find(|b| b.first_seq == first_seq && b.last_seq == last_seq)
+    }
+
+    /// A new epoch starts with no batches.
+    fn set_epoch(&mut self, epoch: u16) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
+
+    fn push(&mut self, batch: BatchMetadata) {
+        if self.batches.len() == NUM_BATCHES_TO_RETAIN {
+            self.batches.pop_front();
+        }
+        self.batches.push_back(batch);
+    }
+}
+
+/// Producer state of one partition; owned by the partition's shard.
+#[derive(Clone, Debug, Default)]
+pub struct ProducerStateTable {
+    producers: HashMap<u64, ProducerEntry>,
+}
+
+impl ProducerStateTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Applies the rules in the module doc to a client batch of
+    /// `record_count >= 1` records. Check and [`record`](Self::record) one
+    /// batch before checking the next batch of the same producer.
+    pub fn check(
+        &self,
+        p: &ProducerBatchInfo,
+        record_count: u32,
+    ) -> Result<SequenceVerdict, ProducerError> {
+        assert!(
+            record_count >= 1,
+            "producer {} sent an empty batch",
+            p.producer_id
+        );
+        let Some(entry) = self.producers.get(&p.producer_id) else {
+            return Ok(SequenceVerdict::Append);
+        };
+        let last_seq = increment_sequence(p.base_sequence, record_count - 1);
+        if p.epoch == entry.epoch
+            && let Some(dup) = entry.find_duplicate(p.base_sequence, last_seq)
+        {
+            let base_offset = dup.base_offset;
+            return Ok(SequenceVerdict::Duplicate { base_offset });
+        }
+        check_epoch_and_sequence(entry, p)
+    }
+
+    /// Remembers a batch appended at `base_offset` after [`check`](Self::check)
+    /// said `Append`.
+    pub fn record(&mut self, p: &ProducerBatchInfo, record_count: u32, base_offset: Offset) {
+        assert!(
+            record_count >= 1,
+            "producer {} wrote an empty batch",
+            p.producer_id
+        );
+        if let Some(entry) = self.producers.get(&p.producer_id) {
+            assert!(
+                p.epoch >= entry.epoch,
+                "producer {} appended with epoch {} after epoch {}",
+                p.producer_id,
+                p.epoch,
+                entry.epoch
+            );
+        }
+        self.apply(p, record_count - 1, base_offset);
+    }
+
+    /// Replays a batch read back from the log (recovery, replication). The
+    /// log is the source of truth, so nothing is refused; an end-transaction
+    /// marker (a control batch) moves the producer to its epoch.
+    pub fn rebuild_from(&mut self, info: &BatchInfo) {
+        let Some(p) = info.producer else { return };
+        if let Some(entry) = self.producers.get(&p.producer_id)
+            && p.epoch < entry.epoch
+        {
+            tracing::warn!(
+                producer_id = p.producer_id,
+                epoch = p.epoch,
+                current = entry.epoch,
+                offset = %info.base_offset,
+                "log holds an older producer epoch after a newer one"
+            );
+        }
+        if info.is_control {
+            let entry = self.entry(p.producer_id, p.epoch);
+            entry.set_epoch(p.epoch);
+        } else {
+            self.apply(&p, info.last_offset_delta, info.base_offset);
+        }
+    }
+
+    /// The state kept for `producer_id`, if any.
+    pub fn get(&self, producer_id: u64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Number of producer ids tracked.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    fn entry(&mut self, producer_id: u64, epoch: u16) -> &mut ProducerEntry {
+        self.producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(epoch))
+    }
+
+    /// `last_offset_delta` rather than a record count: after compaction a
+    /// stored batch may hold fewer records than its offset (and sequence) span.
+    fn apply(&mut self, p: &ProducerBatchInfo, last_offset_delta: u32, base_offset: Offset) {
+        let entry = self.entry(p.producer_id, p.epoch);
+        entry.set_epoch(p.epoch);
+        entry.push(BatchMetadata {
+            first_seq: p.base_sequence,
+            last_seq: increment_sequence(p.base_sequence, last_offset_delta),
+            base_offset,
+            last_offset: base_offset.next(u64::from(last_offset_delta)),
+        });
+    }
+}
+
+/// Rules 2 to 4 of the module doc, for a known producer.
+fn check_epoch_and_sequence(
+    entry: &ProducerEntry,
+    p: &ProducerBatchInfo,
+) -> Result<SequenceVerdict, ProducerError> {
+    if p.epoch < entry.epoch {
+        let (current, received) = (entry.epoch, p.epoch);
+        return Err(ProducerError::InvalidProducerEpoch { current, received });
+    }
+    let expected = match entry.last_seq() {
+        Some(last) if p.epoch == entry.epoch => increment_sequence(last, 1),
+        _ => 0,
+    };
+    if p.base_sequence != expected {
+        let received = p.base_sequence;
+        return Err(ProducerError::OutOfOrderSequence { expected, received });
+    }
+    Ok(SequenceVerdict::Append)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::TimestampMs;
+
+    const PID: u64 = 42;
+
+    fn pb(epoch: u16, base_sequence: u32) -> ProducerBatchInfo {
+        ProducerBatchInfo {
+            producer_id: PID,
+            epoch,
+            base_sequence,
+        }
+    }
+
+    /// Checks and records a batch of `count` records; returns its verdict.
+    fn produce(
+        t: &mut ProducerStateTable,
+        p: ProducerBatchInfo,
+        count: u32,
+        at: u64,
+    ) -> SequenceVerdict {
+        let verdict = t.check(&p, count).unwrap();
+        if verdict == SequenceVerdict::Append {
+            t.record(&p, count, Offset(at));
+        }
+        verdict
+    }
+
+    fn out_of_order(expected: u32, received: u32) -> Result<SequenceVerdict, ProducerError> {
+        Err(ProducerError::OutOfOrderSequence { expected, received })
+    }
+
+    #[test]
+    fn unknown_producer_is_accepted_at_any_sequence() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(produce(&mut t, pb(0, 17), 3, 0), SequenceVerdict::Append);
+        assert_eq!(t.check(&pb(0, 20), 1), Ok(SequenceVerdict::Append));
+    }
+
+    #[test]
+    fn duplicates_of_the_last_five_batches_return_their_offsets() {
+        let mut t = ProducerStateTable::new();
+        for i in 0..7u32 {
+            assert_eq!(
+                produce(&mut t, pb(1, i * 2), 2, 100 + u64::from(i) * 10),
+                SequenceVerdict::Append
+            );
+        }
+        for i in 2..7u32 {
+            let base_offset = Offset(100 + u64::from(i) * 10);
+            assert_eq!(
+                t.check(&pb(1, i * 2), 2),
+                Ok(SequenceVerdict::Duplicate { base_offset })
+            );
+        }
+        // Older than the retained five: a sequence below the expected one.
+        assert_eq!(t.check(&pb(1, 2), 2), out_of_order(14, 2));
+        // Same first sequence but a different length is not a duplicate.
+        assert_eq!(t.check(&pb(1, 12), 1), out_of_order(14, 12));
+        assert_eq!(t.get(PID).unwrap().batches().len(), NUM_BATCHES_TO_RETAIN);
+    }
+
+    #[test]
+    fn gap_is_out_of_order() {
+        let mut t = ProducerStateTable::new();
+        produce(&mut t, pb(0, 0), 5, 0);
+        assert_eq!(t.check(&pb(0, 6), 1), out_of_order(5, 6));
+        assert_eq!(t.check(&pb(0, 5), 1), Ok(SequenceVerdict::Append));
+    }
+
+    #[test]
+    fn new_epoch_restarts_at_zero_and_fences_the_old_one() {
+        let mut t = ProducerStateTable::new();
+        produce(&mut t, pb(3, 0), 5, 0);
+        assert_eq!(t.check(&pb(4, 5), 1), out_of_order(0, 5));
+        // A retry under the old epoch's numbers in the new epoch is no duplicate.
+        assert_eq!(t.check(&pb(4, 0), 5), Ok(SequenceVerdict::Append));
+        produce(&mut t, pb(4, 0), 1, 5);
+        let fenced = ProducerError::InvalidProducerEpoch {
+            current: 4,
+            received: 3,
+        };
+        assert_eq!(t.check(&pb(3, 5), 1), Err(fenced.clone()));
+        assert_eq!(t.check(&pb(3, 0), 5), Err(fenced));
+        assert_eq!(t.get(PID).unwrap().batches().len(), 1);
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let mut t = ProducerStateTable::new();
+        let max = i32::MAX as u32;
+        produce(&mut t, pb(0, max - 1), 3, 0);
+        assert_eq!(t.get(PID).unwrap().batches()[0].last_seq, 0);
+        assert_eq!(t.check(&pb(0, 1), 1), Ok(SequenceVerdict::Append));
+        assert_eq!(
+            t.check(&pb(0, max - 1), 3),
+            Ok(SequenceVerdict::Duplicate {
+                base_offset: Offset(0)
+            })
+        );
+    }
+
+    fn stored(p: ProducerBatchInfo, base: u64, count: u32, is_control: bool) -> BatchInfo {
+        BatchInfo {
+            base_offset: Offset(base),
+            len: 100,
+            last_offset_delta: count - 1,
+            record_count: count,
+            first_timestamp: TimestampMs(0),
+            max_timestamp: TimestampMs(0),
+            producer: Some(p),
+            is_transactional: is_control,
+            is_control,
+            compression: 0,
+        }
+    }
+
+    #[test]
+    fn rebuild_matches_live_recording() {
+        let (mut live, mut rebuilt) = (ProducerStateTable::new(), ProducerStateTable::new());
+        for i in 0..8u32 {
+            produce(&mut live, pb(2, i * 3), 3, u64::from(i) * 3);
+            rebuilt.rebuild_from(&stored(pb(2, i * 3), u64::from(i) * 3, 3, false));
+        }
+        assert_eq!(live.get(PID), rebuilt.get(PID));
+        let mut no_producer = stored(pb(0, 0), 0, 1, false);
+        no_producer.producer = None;
+        rebuilt.rebuild_from(&no_producer);
+        assert_eq!(rebuilt.len(), 1);
+    }
+
+    #[test]
+    fn control_marker_moves_the_epoch_and_clears_batches() {
+        let mut t = ProducerStateTable::new();
+        t.rebuild_from(&stored(pb(1, 0), 0, 4, false));
+        t.rebuild_from(&stored(pb(2, 0), 4, 1, true));
+        let entry = t.get(PID).unwrap();
+        assert_eq!((entry.epoch(), entry.batches().len()), (2, 0));
+        assert_eq!(t.check(&pb(2, 4), 1), out_of_order(0, 4));
+        assert_eq!(t.check(&pb(2, 0), 1), Ok(SequenceVerdict::Append));
+    }
+}

@@ -1,0 +1,174 @@
+//! Opening a partition directory after a clean stop or a crash.
+//!
+//! Sealed segments were truncated to size and fsynced when rolled, so their
+//! `.index`/`.timeindex` files are trusted when they decode; if either is missing
+//! or damaged the segment is scanned and the indexes rebuilt. The last (active)
+//! segment is always scanned batch by batch with CRC checks: the scan stops at the
+//! first zero (pre-allocated), torn, corrupt or out-of-sequence batch, and the file
+//! is truncated there. Under the default flush policy nothing below that point was
+//! ever acknowledged-but-unsynced, so no acknowledged batch is lost.
+//!
+//! A damaged *sealed* segment is handled as Kafka does: the log is truncated at the
+//! damage and every later segment is deleted, so offsets stay dense.
+
+use std::path::Path;
+
+use crate::error::EngineError;
+use crate::index::{IndexBuilder, read_offset_index, read_time_index};
+use crate::partition::INDEX_INTERVAL_BYTES;
+use crate::producer::ProducerStateTable;
+use crate::recovery::{ScanOutcome, scan_segment};
+use crate::segment::{Segment, index_path, log_path, time_index_path};
+use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
+
+/// Base offsets of the `.log` files in `dir`, ascending. Removes leftover temp files.
+fn segment_bases(dir: &Path) -> Result<Vec<Offset>, EngineError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(dir.join(name.as_ref()));
+        } else if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<u64>()
+        {
+            bases.push(Offset(base));
+        }
+    }
+    bases.sort();
+    Ok(bases)
+}
+
+/// What a scan of one segment found.
+struct Scanned {
+    outcome: ScanOutcome,
+    index: IndexBuilder,
+    max_timestamp: Option<TimestampMs>,
+    file_len: u64,
+}
+
+fn scan(
+    dir: &Path,
+    base: Offset,
+    producers: &mut ProducerStateTable,
+) -> Result<Scanned, EngineError> {
+    let file = std::fs::File::open(log_path(dir, base))?;
+    let file_len = file.metadata()?.len();
+    let mut index = IndexBuilder::new(INDEX_INTERVAL_BYTES);
+    let mut max_timestamp: Option<TimestampMs> = None;
+    let outcome = scan_segment(&file, file_len, base, |pos, info| {
+        index.on_batch(pos, info, base);
+        if max_timestamp.is_none_or(|m| info.max_timestamp > m) {
+            max_timestamp = Some(info.max_timestamp);
+        }
+        producers.rebuild_from(info);
+    })?;
+    Ok(Scanned {
+        outcome,
+        index,
+        max_timestamp,
+        file_len,
+    })
+}
+
+/// Tries to open a sealed segment from its index files alone.
+fn open_from_indexes(
+    dir: &Path,
+    base: Offset,
+    next_base: Offset,
+) -> Result<Option<Segment>, EngineError> {
+    let (Some(oi), Some(ti)) = (
+        read_offset_index(&index_path(dir, base)),
+        read_time_index(&time_index_path(dir, base)),
+    ) else {
+        return Ok(None);
+    };
+    let size = std::fs::metadata(log_path(dir, base))?.len();
+    if oi.last().is_some_and(|(_, pos)| pos.0 >= size) {
+        return Ok(None);
+    }
+    let max_ts = ti.max_timestamp();
+    let index = IndexBuilder::from_parts(INDEX_INTERVAL_BYTES, oi, ti);
+    Ok(Some(Segment::open_sealed(
+        dir, base, size, index, next_base, max_ts,
+    )?))
+}
+
+fn remove_segment_files(dir: &Path, base: Offset) {
+    for p in [
+        log_path(dir, base),
+        index_path(dir, base),
+        time_index_path(dir, base),
+    ] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Opens every segment of a partition; the last one is returned ready for appends.
+pub fn recover_partition(
+    dir: &Path,
+    tp: &TopicPartition,
+    producers: &mut ProducerStateTable,
+) -> Result<Vec<Segment>, EngineError> {
+    let bases = segment_bases(dir)?;
+    if bases.is_empty() {
+        return Ok(vec![Segment::create(dir, Offset(0), INDEX_INTERVAL_BYTES)?]);
+    }
+    let mut segments = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        let next_base = bases.get(i + 1).copied();
+        if let Some(nb) = next_base
+            && let Some(seg) = open_from_indexes(dir, base, nb)?
+        {
+            segments.push(seg);
+            continue;
+        }
+        let s = scan(dir, base, producers)?;
+        let intact =
+            s.outcome.valid_len.0 == s.file_len && Some(s.outcome.next_offset) == next_base;
+        if next_base.is_some() && intact {
+            let mut seg = Segment::open_sealed(
+                dir,
+                base,
+                s.file_len,
+                s.index,
+                s.outcome.next_offset,
+                s.max_timestamp,
+            )?;
+            seg.writer = None;
+            crate::index::write_index_file(
+                &index_path(dir, base),
+                &seg.index.offset_index().encode(),
+            )?;
+            crate::index::write_index_file(
+                &time_index_path(dir, base),
+                &seg.index.time_index().encode(),
+            )?;
+            segments.push(seg);
+            continue;
+        }
+        if let Some(stop) = &s.outcome.stop {
+            tracing::warn!(partition = %tp, segment = %base, ?stop, valid_len = s.outcome.valid_len.0, "log tail truncated during recovery");
+        }
+        for &later in &bases[i + 1..] {
+            tracing::warn!(partition = %tp, segment = %later, "deleting segment after a damaged one");
+            remove_segment_files(dir, later);
+        }
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(log_path(dir, base))?;
+        f.set_len(s.outcome.valid_len.0)?;
+        f.sync_all()?;
+        let valid = FilePos(s.outcome.valid_len.0);
+        segments.push(Segment::open_active(
+            dir,
+            base,
+            valid,
+            s.index,
+            s.outcome.next_offset,
+            s.max_timestamp,
+        )?);
+        return Ok(segments);
+    }
+    unreachable!("the last segment always returns from the loop")
+}

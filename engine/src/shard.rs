@@ -1,0 +1,684 @@
+//! Shards: one per core, each owning its partitions, talking only through rings.
+//!
+//! **Lives on:** a [`Shard`] is created on its own thread (pinned to core `id`) and
+//! never leaves it (`Rc`). [`EngineShared`] is the only thing all shards see: the
+//! immutable config, the inbound [`Mailbox`] of every shard, and the producer id
+//! allocator (a mutex touched only by InitProducerId, never by produce or fetch).
+//!
+//! Every public operation takes a partition and runs on the shard that owns it
+//! ([`shard_of`]): directly when that is the calling shard, otherwise as a job on
+//! the owner's ring whose answer comes back on a oneshot channel. The caller never
+//! needs to know which.
+//!
+//! Topic changes are serialised on shard 0, which persists the catalog, opens or
+//! removes partitions on their owners, then sends every shard the new catalog
+//! before answering, so a client that sees its CreateTopics answered finds the
+//! topic on whichever core its next request lands.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{join_all, select_all};
+
+use crate::catalog::{Catalog, TopicMeta, new_topic_id, validate_topic_name};
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::partition::{
+    Appended, FetchedData, Partition, PartitionCell, PartitionRef, ReadPlan, run_flusher,
+};
+use crate::ring::Mailbox;
+use crate::segment;
+use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
+
+/// Work sent to another shard: runs on that shard's thread with its state.
+pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// Which shard owns a partition: FNV-1a of the topic name plus the partition
+/// number, so a topic's partitions spread round-robin over the shards.
+pub fn shard_of(tp: &TopicPartition, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tp.topic.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    ShardId((h.wrapping_add(tp.partition as u64) % shards as u64) as usize)
+}
+
+/// How many replicas must have a batch before the producer is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+/// A successful produce to one partition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Produced {
+    pub base_offset: Offset,
+    pub log_start: Offset,
+}
+
+/// The offset a ListOffsets query asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    MaxTimestamp,
+    /// The first batch whose max timestamp is at least this.
+    Timestamp(TimestampMs),
+}
+
+/// Answer to an [`OffsetQuery`]; `None` when no batch matches the timestamp.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ListedOffset {
+    pub offset: Option<Offset>,
+    pub timestamp: Option<TimestampMs>,
+}
+
+/// A CreateTopics entry, engine-side.
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<i16>,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+/// Hands out producer ids in blocks, persisting each block's end before using it,
+/// so ids are never reused across restarts.
+pub struct ProducerIdAllocator {
+    path: std::path::PathBuf,
+    state: Mutex<(u64, u64)>,
+}
+
+const PRODUCER_ID_BLOCK: u64 = 1000;
+
+impl ProducerIdAllocator {
+    fn open(data_dir: &std::path::Path) -> Result<Self, EngineError> {
+        let path = data_dir.join("__brook").join("producer_id_block");
+        let next = match std::fs::read_to_string(&path) {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| EngineError::Storage(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(ProducerIdAllocator {
+            path,
+            state: Mutex::new((next, next)),
+        })
+    }
+
+    pub fn allocate(&self) -> Result<u64, EngineError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.0 == st.1 {
+            let end = st.1 + PRODUCER_ID_BLOCK;
+            let tmp = self.path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            writeln!(f, "{end}")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            st.1 = end;
+        }
+        st.0 += 1;
+        Ok(st.0 - 1)
+    }
+}
+
+/// What every shard can see: immutable after start, plus the rings.
+pub struct EngineShared {
+    pub config: EngineConfig,
+    pub mailboxes: Vec<Mailbox<Job>>,
+    pub producer_ids: ProducerIdAllocator,
+    initial_catalog: Arc<Catalog>,
+}
+
+impl EngineShared {
+    /// Loads the catalog and prepares the rings; shards are started by the caller.
+    pub fn new(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
+        std::fs::create_dir_all(config.data_dir.join("__brook"))?;
+        let catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
+        Ok(Arc::new(EngineShared {
+            config,
+            mailboxes,
+            producer_ids,
+            initial_catalog: Arc::new(catalog),
+        }))
+    }
+}
+
+struct LocalPartition {
+    cell: PartitionRef,
+    flusher: compio::runtime::JoinHandle<()>,
+}
+
+/// One core's share of the broker.
+pub struct Shard {
+    pub id: ShardId,
+    pub shared: Arc<EngineShared>,
+    partitions: RefCell<HashMap<TopicPartition, LocalPartition>>,
+    catalog: RefCell<Arc<Catalog>>,
+    /// Serialises catalog changes (used on shard 0 only).
+    topic_lock: futures::lock::Mutex<()>,
+}
+
+impl Shard {
+    /// Opens (recovering) this shard's partitions. Runs on the shard's thread.
+    pub fn open(id: ShardId, shared: Arc<EngineShared>) -> Result<Rc<Shard>, EngineError> {
+        let catalog = shared.initial_catalog.clone();
+        let shard = Rc::new(Shard {
+            id,
+            shared,
+            partitions: RefCell::new(HashMap::new()),
+            catalog: RefCell::new(catalog.clone()),
+            topic_lock: futures::lock::Mutex::new(()),
+        });
+        for t in catalog.topics.values() {
+            let mine: Vec<u32> = (0..t.partitions)
+                .filter(|&p| shard.owns(&t.name, p))
+                .collect();
+            shard.open_partitions(t, &mine)?;
+        }
+        Ok(shard)
+    }
+
+    /// Serves this shard's ring and retention timer until the runtime stops.
+    pub fn start_background(self: &Rc<Self>) {
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            let mut jobs = Vec::new();
+            loop {
+                me.shared.mailboxes[me.id.0].recv_batch(&mut jobs).await;
+                for job in jobs.drain(..) {
+                    job(&me);
+                }
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(me.shared.config.retention_check_interval).await;
+                me.apply_retention();
+            }
+        })
+        .detach();
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shared.config.shards
+    }
+
+    fn owns(&self, topic: &str, partition: u32) -> bool {
+        let tp = TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        shard_of(&tp, self.shards()) == self.id
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Runs `f` on shard `target` and returns its output here.
+    pub fn invoke_on<R, F, Fut>(
+        &self,
+        target: ShardId,
+        f: F,
+    ) -> impl Future<Output = Result<R, EngineError>> + use<R, F, Fut>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |shard: &Rc<Shard>| {
+            // `f` runs now, in ring order: its synchronous part (e.g. an append)
+            // keeps the order in which the sender queued it.
+            let fut = f(shard.clone());
+            compio::runtime::spawn(async move {
+                let _ = tx.send(fut.await);
+            })
+            .detach();
+        });
+        self.shared.mailboxes[target.0].push(job);
+        async move { rx.await.map_err(|_| EngineError::ShuttingDown) }
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
+        self.partitions
+            .borrow()
+            .get(tp)
+            .map(|lp| lp.cell.clone())
+            .ok_or(EngineError::UnknownTopicOrPartition)
+    }
+
+    fn open_partitions(&self, topic: &TopicMeta, partitions: &[u32]) -> Result<(), EngineError> {
+        let cfg = &self.shared.config;
+        for &p in partitions {
+            let tp = TopicPartition {
+                topic: topic.name.clone(),
+                partition: p,
+            };
+            if self.partitions.borrow().contains_key(&tp) {
+                continue;
+            }
+            let part = Partition::open(
+                &cfg.data_dir,
+                tp.clone(),
+                topic.config.clone(),
+                cfg.cache_bytes_per_partition,
+            )?;
+            let cell = PartitionCell::new(part);
+            let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
+            self.partitions
+                .borrow_mut()
+                .insert(tp, LocalPartition { cell, flusher });
+        }
+        Ok(())
+    }
+
+    async fn close_partition(&self, tp: &TopicPartition) -> Option<PartitionRef> {
+        let lp = self.partitions.borrow_mut().remove(tp)?;
+        lp.cell.state.borrow_mut().begin_close();
+        lp.cell.flush_event.notify();
+        let _ = lp.flusher.await;
+        Some(lp.cell)
+    }
+
+    /// Stops taking appends, flushes everything appended, and closes every partition.
+    pub async fn close_all(&self) {
+        let tps: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
+        for tp in tps {
+            self.close_partition(&tp).await;
+        }
+    }
+
+    fn apply_retention(&self) {
+        let now = SystemTime::now();
+        for lp in self.partitions.borrow().values() {
+            lp.cell.state.borrow_mut().apply_retention(now);
+        }
+    }
+}
+
+// ---- produce, fetch, offsets -------------------------------------------------
+
+impl Shard {
+    /// Appends to a partition wherever it lives. The append itself happens before
+    /// this returns (locally) or in ring order (remotely), so requests pipelined on
+    /// one connection keep their order; the future resolves when `acks` is met.
+    pub fn produce(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        records: Bytes,
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return self.produce_local(&tp, &records, acks);
+        }
+        let fut = self.invoke_on(owner, move |s| s.produce_local(&tp, &records, acks));
+        Box::pin(async move { fut.await? })
+    }
+
+    fn produce_local(
+        &self,
+        tp: &TopicPartition,
+        records: &[u8],
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, EngineError>> {
+        let cell = match self.partition(tp) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let appended = cell.state.borrow_mut().append(records);
+        let (base_offset, end) = match appended {
+            Ok(Appended::New {
+                base_offset,
+                end_offset,
+            }) => (base_offset, end_offset),
+            Ok(Appended::Duplicate { base_offset }) => (base_offset, base_offset.next(1)),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        cell.flush_event.notify();
+        let log_start = cell.state.borrow().log_start;
+        let done = Produced {
+            base_offset,
+            log_start,
+        };
+        if acks == Acks::None {
+            return Box::pin(async move { Ok(done) });
+        }
+        let rx = cell.state.borrow_mut().wait_durable(end);
+        Box::pin(async move {
+            rx.await.map_err(|_| EngineError::ShuttingDown)??;
+            Ok(done)
+        })
+    }
+
+    /// Reads batches from `offset`, at most `max_bytes` (but at least one batch).
+    pub fn fetch(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> LocalFuture<Result<FetchedData, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return Box::pin(Self::fetch_local(self.partition(&tp), offset, max_bytes));
+        }
+        let fut = self.invoke_on(owner, move |s| {
+            Self::fetch_local(s.partition(&tp), offset, max_bytes)
+        });
+        Box::pin(async move { fut.await? })
+    }
+
+    async fn fetch_local(
+        cell: Result<PartitionRef, EngineError>,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<FetchedData, EngineError> {
+        let plan = cell?.state.borrow().read(offset, max_bytes)?;
+        match plan {
+            ReadPlan::Ready(d) => Ok(d),
+            ReadPlan::Disk {
+                read,
+                high_watermark,
+                log_start,
+            } => {
+                let records = segment::read_batches(read).await?;
+                Ok(FetchedData {
+                    records,
+                    high_watermark,
+                    log_start,
+                })
+            }
+        }
+    }
+
+    /// Waits until the high watermark of any of these partitions passes the given
+    /// offset, or until `deadline`. Used by long-polling fetches.
+    pub async fn wait_for_data(
+        self: &Rc<Self>,
+        watch: Vec<(TopicPartition, Offset)>,
+        deadline: Instant,
+    ) {
+        let mut by_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
+        for (tp, o) in watch {
+            by_shard
+                .entry(shard_of(&tp, self.shards()))
+                .or_default()
+                .push((tp, o));
+        }
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+        for (owner, list) in by_shard {
+            if owner == self.id {
+                waits.push(Box::pin(self.wait_local(list, deadline)));
+            } else {
+                let fut =
+                    self.invoke_on(
+                        owner,
+                        move |s| async move { s.wait_local(list, deadline).await },
+                    );
+                waits.push(Box::pin(async move {
+                    let _ = fut.await;
+                }));
+            }
+        }
+        if waits.is_empty() {
+            return;
+        }
+        let _ = compio::time::timeout_at(deadline, select_all(waits)).await;
+    }
+
+    async fn wait_local(&self, list: Vec<(TopicPartition, Offset)>, deadline: Instant) {
+        let mut rxs = Vec::new();
+        for (tp, offset) in list {
+            let Ok(cell) = self.partition(&tp) else {
+                return;
+            };
+            let mut p = cell.state.borrow_mut();
+            if p.high_watermark > offset {
+                return;
+            }
+            rxs.push(p.watch_data());
+        }
+        if rxs.is_empty() {
+            return;
+        }
+        let _ = compio::time::timeout_at(deadline, select_all(rxs)).await;
+    }
+
+    /// Answers a ListOffsets query for one partition.
+    pub fn list_offset(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        q: OffsetQuery,
+    ) -> LocalFuture<Result<ListedOffset, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return Box::pin(Self::list_offset_local(self.partition(&tp), q));
+        }
+        let fut = self.invoke_on(owner, move |s| Self::list_offset_local(s.partition(&tp), q));
+        Box::pin(async move { fut.await? })
+    }
+
+    async fn list_offset_local(
+        cell: Result<PartitionRef, EngineError>,
+        q: OffsetQuery,
+    ) -> Result<ListedOffset, EngineError> {
+        let cell = cell?;
+        let (hw, start, target, candidates) = {
+            let p = cell.state.borrow();
+            let target = match q {
+                OffsetQuery::Earliest => {
+                    return Ok(ListedOffset {
+                        offset: Some(p.log_start),
+                        timestamp: None,
+                    });
+                }
+                OffsetQuery::Latest => {
+                    return Ok(ListedOffset {
+                        offset: Some(p.high_watermark),
+                        timestamp: None,
+                    });
+                }
+                OffsetQuery::MaxTimestamp => match p.max_timestamp() {
+                    Some(t) => t,
+                    None => {
+                        return Ok(ListedOffset {
+                            offset: None,
+                            timestamp: None,
+                        });
+                    }
+                },
+                OffsetQuery::Timestamp(t) => t,
+            };
+            (
+                p.high_watermark,
+                p.log_start,
+                target,
+                p.timestamp_candidates(target),
+            )
+        };
+        for (file, from, to) in candidates {
+            if let Some((offset, ts)) = segment::find_timestamp(&file, from, to, target).await? {
+                if offset >= hw {
+                    break;
+                }
+                let offset = offset.max(start);
+                return Ok(ListedOffset {
+                    offset: Some(offset),
+                    timestamp: Some(ts),
+                });
+            }
+        }
+        Ok(ListedOffset {
+            offset: None,
+            timestamp: None,
+        })
+    }
+
+    /// A fresh producer id for InitProducerId, with epoch 0.
+    pub fn init_producer_id(&self) -> Result<(u64, u16), EngineError> {
+        Ok((self.shared.producer_ids.allocate()?, 0))
+    }
+}
+
+// ---- topics -------------------------------------------------------------------
+
+impl Shard {
+    /// Creates a topic (on shard 0, wherever it is called).
+    pub async fn create_topic(self: &Rc<Self>, t: NewTopic) -> Result<TopicMeta, EngineError> {
+        if self.id.0 == 0 {
+            return self.create_topic_on_zero(t).await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.create_topic_on_zero(t).await
+        })
+        .await?
+    }
+
+    async fn create_topic_on_zero(self: &Rc<Self>, t: NewTopic) -> Result<TopicMeta, EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let meta = self.validate_new_topic(&t)?;
+        if t.validate_only {
+            return Ok(meta);
+        }
+        let mut next = (*self.catalog()).clone();
+        next.topics.insert(meta.name.clone(), meta.clone());
+        next.store(&self.shared.config.data_dir)?;
+        let opens = (0..self.shards()).map(|s| {
+            let m = meta.clone();
+            self.invoke_on(ShardId(s), move |shard| async move {
+                let mine: Vec<u32> = (0..m.partitions)
+                    .filter(|&p| shard.owns(&m.name, p))
+                    .collect();
+                shard.open_partitions(&m, &mine)
+            })
+        });
+        for r in join_all(opens).await {
+            r??;
+        }
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
+        Ok(meta)
+    }
+
+    fn validate_new_topic(&self, t: &NewTopic) -> Result<TopicMeta, EngineError> {
+        validate_topic_name(&t.name)?;
+        if self.catalog().topics.contains_key(&t.name) {
+            return Err(EngineError::TopicAlreadyExists);
+        }
+        let partitions = t
+            .partitions
+            .unwrap_or(self.shared.config.default_partitions);
+        if partitions == 0 || partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(EngineError::InvalidPartitions(format!(
+                "{partitions} (must be 1 to {MAX_PARTITIONS_PER_TOPIC})"
+            )));
+        }
+        if let Some(rf) = t.replication_factor
+            && rf != 1
+        {
+            return Err(EngineError::InvalidReplicationFactor(rf));
+        }
+        let config = self
+            .shared
+            .config
+            .topic_defaults
+            .with_overrides(&t.configs)?;
+        Ok(TopicMeta {
+            name: t.name.clone(),
+            id: new_topic_id(),
+            partitions,
+            overrides: t.configs.clone(),
+            config,
+        })
+    }
+
+    async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
+        let sends = (0..self.shards()).map(|s| {
+            let c = catalog.clone();
+            self.invoke_on(ShardId(s), move |shard| async move {
+                *shard.catalog.borrow_mut() = c;
+            })
+        });
+        join_all(sends).await;
+    }
+
+    /// Deletes a topic and its data (on shard 0, wherever it is called).
+    pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
+        if self.id.0 == 0 {
+            return self.delete_topic_on_zero(name).await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.delete_topic_on_zero(name).await
+        })
+        .await?
+    }
+
+    async fn delete_topic_on_zero(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let Some(meta) = self.catalog().topics.get(&name).cloned() else {
+            return Err(EngineError::UnknownTopicOrPartition);
+        };
+        let closes = (0..self.shards()).map(|s| {
+            let m = meta.clone();
+            self.invoke_on(ShardId(s), move |shard| async move {
+                for p in (0..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
+                    let tp = TopicPartition { topic: m.name.clone(), partition: p };
+                    shard.close_partition(&tp).await;
+                    let dir = Partition::dir_for(&shard.shared.config.data_dir, &tp);
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+                    }
+                }
+            })
+        });
+        join_all(closes).await;
+        let mut next = (*self.catalog()).clone();
+        next.topics.remove(&name);
+        next.store(&self.shared.config.data_dir)?;
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_over_shards() {
+        let mut counts = [0usize; 4];
+        for p in 0..400 {
+            let tp = TopicPartition {
+                topic: "events".into(),
+                partition: p,
+            };
+            counts[shard_of(&tp, 4).0] += 1;
+        }
+        assert_eq!(counts, [100; 4], "consecutive partitions go round-robin");
+    }
+}

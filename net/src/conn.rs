@@ -1,0 +1,154 @@
+//! One client connection: framing, pipelining, and responses in request order.
+//!
+//! The read side parses frames out of one growing `BytesMut` (a frame is handed to
+//! its handler as a zero-copy `Bytes` slice), dispatches each, and queues the
+//! spawned request task on a bounded channel; the write side awaits those tasks in
+//! the order the requests arrived and writes their responses. So requests on one
+//! connection are processed concurrently — a pipelining producer's batches share a
+//! group commit — while responses leave in order, as the protocol requires. The
+//! channel bound (`max_in_flight_per_connection`) is the backpressure: when it is
+//! full the connection stops reading and TCP slows the client down.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use compio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures::channel::mpsc;
+use futures::{FutureExt, SinkExt, StreamExt};
+
+use crate::dispatch::{Dispatched, dispatch};
+use crate::server::ShardServer;
+
+type Pending = compio::runtime::JoinHandle<Option<Bytes>>;
+
+const READ_CHUNK_BYTES: usize = 256 << 10;
+
+/// Smallest valid request frame: api key, api version, correlation id.
+const MIN_FRAME_BYTES: usize = 8;
+
+pub async fn serve(srv: &Rc<ShardServer>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(srv.config.max_in_flight_per_connection);
+    let writer_task = compio::runtime::spawn(write_loop(writer, rx));
+    read_loop(srv, reader, tx, peer).await;
+    let _ = writer_task.await;
+}
+
+/// Splits one complete frame off the front of `buf`, if there is one.
+/// `Err` carries the reason the connection must be closed.
+fn next_frame(buf: &mut BytesMut, max_request_bytes: usize) -> Result<Option<Bytes>, String> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < MIN_FRAME_BYTES as i32 {
+        return Err(format!(
+            "frame length {len} is smaller than a request header"
+        ));
+    }
+    let len = len as usize;
+    if len > max_request_bytes {
+        return Err(format!(
+            "frame of {len} bytes exceeds socket.request.max.bytes {max_request_bytes}"
+        ));
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+async fn read_loop(
+    srv: &Rc<ShardServer>,
+    mut reader: TcpStream,
+    mut tx: mpsc::Sender<Pending>,
+    peer: SocketAddr,
+) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        loop {
+            let frame = match next_frame(&mut buf, srv.config.max_request_bytes) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(why) => {
+                    tracing::warn!(%peer, "closing connection: {why}");
+                    return;
+                }
+            };
+            match dispatch(srv, frame) {
+                Dispatched::Respond(fut) => {
+                    if tx.send(compio::runtime::spawn(fut)).await.is_err() {
+                        return;
+                    }
+                }
+                Dispatched::NoResponse(fut) => compio::runtime::spawn(fut).detach(),
+                Dispatched::Close(why) => {
+                    tracing::warn!(%peer, "closing connection: {why}");
+                    return;
+                }
+            }
+        }
+        if srv.stop.is_fired() {
+            return;
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        let stop = srv.stop.wait();
+        let read = futures::select_biased! {
+            _ = stop.fuse() => return,
+            r = reader.append(buf).fuse() => r,
+        };
+        let compio::BufResult(res, b) = read;
+        buf = b;
+        match res {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "read failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
+    while let Some(pending) = rx.next().await {
+        let response = match pending.await {
+            Ok(Some(r)) => r,
+            // Only requests that expect an answer are queued here: `None` means the
+            // response could not be encoded, and the client would wait forever.
+            Ok(None) | Err(_) => {
+                tracing::error!("request task failed; closing connection");
+                break;
+            }
+        };
+        let compio::BufResult(res, _) = writer.write_all(response).await;
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_and_bad_lengths_close() {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(&[0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0]);
+        assert_eq!(next_frame(&mut b, 100).unwrap().unwrap().len(), 8);
+        assert_eq!(next_frame(&mut b, 100).unwrap(), None);
+        let mut neg = BytesMut::from(&[0xff, 0xff, 0xff, 0xff][..]);
+        assert!(next_frame(&mut neg, 100).is_err());
+        let mut huge = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff][..]);
+        assert!(next_frame(&mut huge, 100).is_err());
+    }
+}

@@ -1,0 +1,49 @@
+//! The one place engine errors become Kafka error codes.
+
+use brook_engine::EngineError;
+use kafka_protocol::error::ResponseError as E;
+
+pub fn code(e: &EngineError) -> i16 {
+    let kafka = match e {
+        EngineError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+        EngineError::TopicAlreadyExists => E::TopicAlreadyExists,
+        EngineError::InvalidTopicName(_) => E::InvalidTopicException,
+        EngineError::InvalidPartitions(_) => E::InvalidPartitions,
+        EngineError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+        EngineError::InvalidConfig(_) => E::InvalidConfig,
+        EngineError::CorruptBatch(_) => E::CorruptMessage,
+        EngineError::BatchTooLarge { .. } => E::MessageTooLarge,
+        EngineError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        EngineError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
+        EngineError::InvalidProducerEpoch => E::InvalidProducerEpoch,
+        EngineError::UnknownProducerId => E::UnknownProducerId,
+        EngineError::Storage(_) => E::KafkaStorageError,
+        // Retriable: the client refreshes metadata and tries again.
+        EngineError::ShuttingDown => E::NotLeaderOrFollower,
+        EngineError::Unsupported(_) => E::UnsupportedVersion,
+        _ => E::UnknownServerError,
+    };
+    kafka.code()
+}
+
+/// Error code for "no error".
+pub const NONE: i16 = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_the_protocol() {
+        assert_eq!(code(&EngineError::UnknownTopicOrPartition), 3);
+        assert_eq!(
+            code(&EngineError::OutOfOrderSequence {
+                expected: 1,
+                received: 3
+            }),
+            45
+        );
+        assert_eq!(code(&EngineError::Storage("x".into())), 56);
+        assert_eq!(code(&EngineError::BatchTooLarge { len: 2, max: 1 }), 10);
+    }
+}

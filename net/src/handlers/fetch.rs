@@ -1,0 +1,146 @@
+//! Fetch with long polling: read every requested partition (on its shard); if
+//! fewer than `min_bytes` came back, wait until any of them grows or `max_wait_ms`
+//! passes, then read again. Partitions are filled in request order up to the
+//! request's `max_bytes`, always including the first non-empty one whole, as
+//! Kafka does. Fetch sessions (KIP-227) are not kept: every answer is a full one
+//! with session id 0, which clients accept.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use brook_engine::partition::FetchedData;
+use brook_engine::{EngineError, Offset, TopicPartition};
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+
+use crate::errors;
+use crate::server::ShardServer;
+
+/// Longest wait honoured, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+struct Wanted {
+    topic: TopicName,
+    tp: TopicPartition,
+    index: i32,
+    offset: Offset,
+    max_bytes: usize,
+}
+
+fn wanted(req: &FetchRequest) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            out.push(Wanted {
+                topic: t.topic.clone(),
+                tp: TopicPartition {
+                    topic: t.topic.to_string(),
+                    partition: p.partition.max(0) as u32,
+                },
+                index: p.partition,
+                offset: Offset(p.fetch_offset.max(0) as u64),
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            });
+        }
+    }
+    out
+}
+
+async fn read_all(
+    srv: &Rc<ShardServer>,
+    wants: &[Wanted],
+) -> Vec<Result<FetchedData, EngineError>> {
+    join_all(
+        wants
+            .iter()
+            .map(|w| srv.shard.fetch(w.tp.clone(), w.offset, w.max_bytes)),
+    )
+    .await
+}
+
+fn partition_data(w: &Wanted, r: Result<FetchedData, EngineError>) -> PartitionData {
+    let base = PartitionData::default()
+        .with_partition_index(w.index)
+        .with_aborted_transactions(Some(vec![]));
+    match r {
+        Ok(d) => base
+            .with_high_watermark(d.high_watermark.0 as i64)
+            .with_last_stable_offset(d.high_watermark.0 as i64)
+            .with_log_start_offset(d.log_start.0 as i64)
+            .with_records(Some(d.records)),
+        Err(e) => {
+            let (hw, start) = match &e {
+                EngineError::OffsetOutOfRange {
+                    high_watermark,
+                    log_start,
+                    ..
+                } => (high_watermark.0 as i64, log_start.0 as i64),
+                _ => (-1, -1),
+            };
+            base.with_error_code(errors::code(&e))
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(start)
+                .with_records(Some(Bytes::new()))
+        }
+    }
+}
+
+pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest) -> FetchResponse {
+    let wants = wanted(&req);
+    let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let mut results = read_all(&srv, &wants).await;
+    loop {
+        let total: usize = results
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
+            .sum();
+        let any_error = results.iter().any(|r| r.is_err());
+        if total >= min_bytes.max(1)
+            || any_error
+            || Instant::now() >= deadline
+            || srv.stop.is_fired()
+        {
+            break;
+        }
+        let watch = wants.iter().map(|w| (w.tp.clone(), w.offset)).collect();
+        srv.shard.wait_for_data(watch, deadline).await;
+        results = read_all(&srv, &wants).await;
+    }
+    // The first non-empty partition always goes whole; later ones while they fit.
+    let mut budget = if req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut sent_any = false;
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    for (w, mut r) in wants.iter().zip(results) {
+        if let Ok(d) = &mut r
+            && !d.records.is_empty()
+        {
+            if sent_any && d.records.len() > budget {
+                d.records = Bytes::new();
+            } else {
+                budget = budget.saturating_sub(d.records.len());
+                sent_any = true;
+            }
+        }
+        let pd = partition_data(w, r);
+        match topics.last_mut() {
+            Some(t) if t.topic == w.topic => t.partitions.push(pd),
+            _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(w.topic.clone())
+                    .with_partitions(vec![pd]),
+            ),
+        }
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(topics)
+}

@@ -1,0 +1,111 @@
+//! Metadata: this broker, and the topics asked for (all when none are named).
+//! Topics that do not exist are created on first use when auto-creation is on
+//! (Kafka's `auto.create.topics.enable`); creation completes before the answer,
+//! so the client gets the new topic's partitions at once.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use brook_engine::catalog::TopicMeta;
+use brook_engine::{EngineError, NewTopic};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::topic_name;
+use crate::errors;
+use crate::server::ShardServer;
+
+fn describe(t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
+    let partitions = (0..t.partitions as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(0)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&t.name)))
+        .with_topic_id(uuid::Uuid::from_bytes(t.id))
+        .with_partitions(partitions)
+}
+
+fn failed(name: &str, e: &EngineError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_error_code(errors::code(e))
+}
+
+async fn lookup_or_create(
+    srv: &Rc<ShardServer>,
+    name: &str,
+    create: bool,
+) -> Result<TopicMeta, EngineError> {
+    if let Some(t) = srv.shard.catalog().topics.get(name) {
+        return Ok(t.clone());
+    }
+    if !create || !srv.shard.shared.config.auto_create_topics {
+        return Err(EngineError::UnknownTopicOrPartition);
+    }
+    let new = NewTopic {
+        name: name.to_string(),
+        partitions: None,
+        replication_factor: None,
+        configs: BTreeMap::new(),
+        validate_only: false,
+    };
+    match srv.shard.create_topic(new).await {
+        Err(EngineError::TopicAlreadyExists) => srv
+            .shard
+            .catalog()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or(EngineError::UnknownTopicOrPartition),
+        other => other,
+    }
+}
+
+pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) -> MetadataResponse {
+    let cfg = &srv.config;
+    let node = BrokerId(cfg.node_id);
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(StrBytes::from_string(cfg.advertise_host.clone()))
+        .with_port(cfg.advertise_port);
+    // v0: an empty list means all topics; v1+: null means all topics.
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    let mut topics = Vec::new();
+    if all {
+        let catalog = srv.shard.catalog();
+        let mut names: Vec<&String> = catalog.topics.keys().collect();
+        names.sort();
+        topics.extend(
+            names
+                .into_iter()
+                .map(|n| describe(&catalog.topics[n], node)),
+        );
+    } else {
+        let create = version < 4 || req.allow_auto_topic_creation;
+        for t in req.topics.unwrap_or_default() {
+            let Some(name) = t.name else { continue };
+            match lookup_or_create(&srv, name.as_str(), create).await {
+                Ok(meta) => topics.push(describe(&meta, node)),
+                Err(e) => topics.push(failed(name.as_str(), &e)),
+            }
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(StrBytes::from_string(cfg.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}

@@ -1,0 +1,106 @@
+//! Produce: append each partition's batches on the shard that owns it, then answer
+//! when `acks` is met. The appends are issued before this function returns (see
+//! `dispatch`), which keeps pipelined requests on one connection in order — what
+//! idempotent producers with several requests in flight rely on.
+
+use std::future::Future;
+use std::rc::Rc;
+
+use brook_engine::{Acks, EngineError, TopicPartition};
+use futures::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use crate::errors;
+use crate::server::ShardServer;
+
+fn acks_of(raw: i16) -> Option<Acks> {
+    match raw {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    }
+}
+
+fn failed(index: i32, code: i16) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_start_offset(-1)
+        .with_log_append_time_ms(-1)
+}
+
+pub fn handle(
+    srv: &Rc<ShardServer>,
+    req: ProduceRequest,
+) -> impl Future<Output = ProduceResponse> + 'static {
+    let shard = srv.shard.clone();
+    let acks = acks_of(req.acks);
+    let refuse = if req.transactional_id.is_some() {
+        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+    } else if acks.is_none() {
+        Some(ResponseError::InvalidRequiredAcks.code())
+    } else {
+        None
+    };
+    // Phase 1, synchronous: issue every append now, in request order.
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let index = p.index;
+            let pending = match (refuse, p.records, u32::try_from(index)) {
+                (Some(code), _, _) => Err(code),
+                (None, None, _) => Err(ResponseError::CorruptMessage.code()),
+                (None, Some(_), Err(_)) => Err(errors::code(&EngineError::UnknownTopicOrPartition)),
+                (None, Some(records), Ok(partition)) => {
+                    let tp = TopicPartition {
+                        topic: t.name.to_string(),
+                        partition,
+                    };
+                    Ok(shard.produce(tp, records, acks.unwrap_or(Acks::All)))
+                }
+            };
+            parts.push((index, pending));
+        }
+        topics.push((t.name, parts));
+    }
+    // Phase 2: wait for durability (acks) of every partition.
+    async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, parts) in topics {
+            let (indexes, pendings): (Vec<i32>, Vec<_>) = parts.into_iter().unzip();
+            let results = join_all(pendings.into_iter().map(|p| async move {
+                match p {
+                    Err(code) => Err(code),
+                    Ok(fut) => fut.await.map_err(|e| {
+                        tracing::debug!(error = %e, "produce failed");
+                        errors::code(&e)
+                    }),
+                }
+            }))
+            .await;
+            let partition_responses = indexes
+                .into_iter()
+                .zip(results)
+                .map(|(index, r)| match r {
+                    Ok(p) => PartitionProduceResponse::default()
+                        .with_index(index)
+                        .with_base_offset(p.base_offset.0 as i64)
+                        .with_log_start_offset(p.log_start.0 as i64)
+                        .with_log_append_time_ms(-1),
+                    Err(code) => failed(index, code),
+                })
+                .collect();
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    }
+}

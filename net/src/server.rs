@@ -1,0 +1,152 @@
+//! Per-shard listeners and the connection registry used for a graceful stop.
+//!
+//! Every shard binds the same address with SO_REUSEPORT, so the kernel spreads
+//! incoming connections over the shards and each connection lives on the core
+//! that accepted it. A request for a partition owned by another shard is routed
+//! by the engine over the cross-shard rings.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use brook_engine::Shard;
+use futures::FutureExt;
+use futures::channel::oneshot;
+
+/// Settings of the protocol layer, shared read-only by all shards.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub listen: SocketAddr,
+    pub advertise_host: String,
+    pub advertise_port: i32,
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Requests read ahead of their responses on one connection.
+    pub max_in_flight_per_connection: usize,
+}
+
+/// A one-shot broadcast: once fired, every current and future waiter returns.
+#[derive(Default)]
+pub struct StopSignal {
+    fired: Cell<bool>,
+    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+}
+
+impl StopSignal {
+    pub fn fire(&self) {
+        self.fired.set(true);
+        for w in self.waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
+    }
+
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    pub fn wait(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let (tx, rx) = oneshot::channel();
+        if self.fired.get() {
+            let _ = tx.send(());
+        } else {
+            self.waiters.borrow_mut().push(tx);
+        }
+        rx.map(|_| ())
+    }
+}
+
+/// The protocol side of one shard.
+pub struct ShardServer {
+    pub shard: Rc<Shard>,
+    pub config: Arc<NetConfig>,
+    pub stop: StopSignal,
+    open_connections: Cell<usize>,
+    drained: StopSignal,
+}
+
+fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    Ok(sock.into())
+}
+
+impl ShardServer {
+    pub fn new(shard: Rc<Shard>, config: Arc<NetConfig>) -> Rc<ShardServer> {
+        Rc::new(ShardServer {
+            shard,
+            config,
+            stop: StopSignal::default(),
+            open_connections: Cell::new(0),
+            drained: StopSignal::default(),
+        })
+    }
+
+    /// Binds this shard's listener; the accept loop runs as a background task.
+    pub fn listen(self: &Rc<Self>) -> std::io::Result<()> {
+        let std_listener = bind_reuseport(self.config.listen)?;
+        let listener = compio::net::TcpListener::from_std(std_listener)?;
+        let me = self.clone();
+        compio::runtime::spawn(async move { me.accept_loop(listener).await }).detach();
+        Ok(())
+    }
+
+    async fn accept_loop(self: Rc<Self>, listener: compio::net::TcpListener) {
+        loop {
+            let stop = self.stop.wait();
+            let accepted = futures::select_biased! {
+                _ = stop.fuse() => return,
+                r = listener.accept().fuse() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    self.open_connections.set(self.open_connections.get() + 1);
+                    let me = self.clone();
+                    compio::runtime::spawn(async move {
+                        crate::conn::serve(&me, stream, peer).await;
+                        me.connection_closed();
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    compio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    fn connection_closed(&self) {
+        let n = self.open_connections.get() - 1;
+        self.open_connections.set(n);
+        if n == 0 && self.stop.is_fired() {
+            self.drained.fire();
+        }
+    }
+
+    /// Stops accepting, lets every connection finish the requests it has read,
+    /// and waits (at most `grace`) for them to close.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.fire();
+        if self.open_connections.get() == 0 {
+            return;
+        }
+        if compio::time::timeout(grace, self.drained.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.open_connections.get(),
+                "connections still open after the shutdown grace period"
+            );
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Command-line flags and the optional TOML file, merged into engine and network
+//! settings. The file uses Kafka's own property names (quoted TOML keys), e.g.
+//!
+//! ```toml
+//! "log.dirs" = "./data"
+//! "listeners" = "PLAINTEXT://127.0.0.1:9092"
+//! "num.partitions" = 3
+//! "log.retention.hours" = 168
+//! ```
+//!
+//! Precedence: built-in defaults, then the file, then flags.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brook_engine::{EngineConfig, TopicConfig};
+use brook_net::NetConfig;
+use clap::Parser;
+
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "brook",
+    about = "A Kafka-compatible streaming log on a thread-per-core io_uring engine"
+)]
+pub struct Cli {
+    /// TOML file of Kafka-named settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Where partitions and metadata live (Kafka's log.dirs).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on, HOST:PORT.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to, HOST:PORT (defaults to --listen).
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Shards (one thread pinned per core); defaults to the number of cores.
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Partitions of auto-created topics and of CreateTopics without a count (num.partitions).
+    #[arg(long)]
+    pub default_partitions: Option<u32>,
+    /// This broker's node id.
+    #[arg(long)]
+    pub node_id: Option<i32>,
+    /// Do not pin shard threads to cores (useful when many brokers share a machine).
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+pub struct Settings {
+    pub engine: EngineConfig,
+    pub net: NetConfig,
+}
+
+fn strip_scheme(s: &str) -> &str {
+    let first = s.split(',').next().unwrap_or(s).trim();
+    first.split_once("://").map_or(first, |(_, rest)| rest)
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    strip_scheme(s)
+        .to_socket_addrs()
+        .map_err(|e| format!("bad address {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("address {s:?} resolves to nothing"))
+}
+
+fn split_host_port(s: &str) -> Result<(String, i32), String> {
+    let s = strip_scheme(s);
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected HOST:PORT, got {s:?}"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("bad port in {s:?}"))?;
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port as i32,
+    ))
+}
+
+fn load_file(path: &PathBuf) -> Result<BTreeMap<String, toml::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn as_string(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn settings(cli: Cli) -> Result<Settings, String> {
+    let file = match &cli.config {
+        Some(p) => load_file(p)?,
+        None => BTreeMap::new(),
+    };
+    let get = |k: &str| file.get(k).map(as_string);
+    let num = |k: &str| -> Result<Option<i64>, String> {
+        get(k)
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| format!("{k}: expected an integer, got {v:?}"))
+            })
+            .transpose()
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shards = cli
+        .shards
+        .or(num("brook.shards")?.map(|n| n as usize))
+        .unwrap_or(cores)
+        .max(1);
+    let data_dir = cli
+        .data_dir
+        .clone()
+        .or(get("log.dirs").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let listen_s = cli
+        .listen
+        .clone()
+        .or(get("listeners"))
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let listen = resolve(&listen_s)?;
+    let advertise_s = cli
+        .advertise
+        .clone()
+        .or(get("advertised.listeners"))
+        .unwrap_or_else(|| listen_s.clone());
+    let (advertise_host, advertise_port) = split_host_port(&advertise_s)?;
+
+    let mut topic = TopicConfig::default();
+    let mut overrides = BTreeMap::new();
+    for (broker_key, topic_key) in [
+        ("log.segment.bytes", "segment.bytes"),
+        ("log.segment.ms", "segment.ms"),
+        ("log.retention.ms", "retention.ms"),
+        ("log.retention.bytes", "retention.bytes"),
+        ("message.max.bytes", "max.message.bytes"),
+        ("log.flush.interval.ms", "flush.ms"),
+    ] {
+        if let Some(v) = get(broker_key) {
+            overrides.insert(topic_key.to_string(), v);
+        }
+    }
+    if let (Some(h), false) = (
+        num("log.retention.hours")?,
+        overrides.contains_key("retention.ms"),
+    ) {
+        overrides.insert("retention.ms".into(), (h * 3_600_000).to_string());
+    }
+    topic = topic
+        .with_overrides(&overrides)
+        .map_err(|e| e.to_string())?;
+
+    let mut engine = EngineConfig::new(data_dir, shards);
+    engine.pin_cores = !cli.no_pin;
+    engine.topic_defaults = topic;
+    engine.default_partitions = cli
+        .default_partitions
+        .or(num("num.partitions")?.map(|n| n as u32))
+        .unwrap_or(1)
+        .max(1);
+    engine.auto_create_topics = get("auto.create.topics.enable").is_none_or(|v| v == "true");
+    if let Some(ms) = num("log.retention.check.interval.ms")? {
+        engine.retention_check_interval = Duration::from_millis(ms.max(100) as u64);
+    }
+    if let Some(b) = num("brook.cache.partition.bytes")? {
+        engine.cache_bytes_per_partition = b.max(0) as usize;
+    }
+    let net = NetConfig {
+        listen,
+        advertise_host,
+        advertise_port,
+        node_id: cli
+            .node_id
+            .or(num("node.id")?.map(|n| n as i32))
+            .unwrap_or(1),
+        cluster_id: String::new(),
+        max_request_bytes: num("socket.request.max.bytes")?
+            .map_or(100 << 20, |n| n.max(1024) as usize),
+        max_in_flight_per_connection: 64,
+    };
+    Ok(Settings { engine, net })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_file_and_flags() {
+        let s = settings(Cli::default()).unwrap();
+        assert_eq!(s.net.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(s.engine.data_dir, PathBuf::from("./data"));
+        let dir = std::env::temp_dir().join(format!("brook-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("b.toml");
+        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n").unwrap();
+        let cli = Cli {
+            config: Some(f),
+            listen: None,
+            advertise: Some("example:1234".into()),
+            ..Cli::default()
+        };
+        let s = settings(cli).unwrap();
+        assert_eq!(s.net.listen.port(), 9999);
+        assert_eq!(
+            (s.net.advertise_host.as_str(), s.net.advertise_port),
+            ("example", 1234)
+        );
+        assert_eq!(s.engine.default_partitions, 4);
+        assert_eq!(s.engine.topic_defaults.retention_ms, Some(3_600_000));
+    }
+}

@@ -1,0 +1,172 @@
+//! The `brook` binary: wires config, engine and network together. Nothing else.
+//!
+//! One thread per shard, each running its own compio (io_uring) runtime pinned to
+//! a core; the main thread only waits for SIGTERM/SIGINT and then asks every shard
+//! to stop accepting, finish in-flight requests, flush, and exit.
+
+mod config;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use brook_engine::{EngineShared, Shard, ShardId};
+use brook_net::{NetConfig, ShardServer};
+use clap::Parser;
+use futures::channel::oneshot;
+
+/// How long a stopping shard waits for connections to finish their requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The cluster id, created once per data directory.
+fn cluster_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("__brook").join("cluster_id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    std::fs::create_dir_all(path.parent().expect("has parent"))?;
+    let id: String = brook_engine::catalog::new_topic_id()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut f = std::fs::File::create(&path)?;
+    writeln!(f, "{id}")?;
+    f.sync_all()?;
+    Ok(id)
+}
+
+fn run_shard(
+    id: usize,
+    shared: Arc<EngineShared>,
+    net: Arc<NetConfig>,
+    ready: mpsc::Sender<Result<(), String>>,
+    stop: oneshot::Receiver<()>,
+) {
+    let mut builder = compio::runtime::RuntimeBuilder::new();
+    if shared.config.pin_cores {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.thread_affinity(HashSet::from([id % cores]));
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(format!("shard {id}: io_uring runtime: {e}")));
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let shard = match Shard::open(ShardId(id), shared) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(format!("shard {id}: opening partitions: {e}")));
+                return;
+            }
+        };
+        shard.start_background();
+        let server = ShardServer::new(shard.clone(), net);
+        if let Err(e) = server.listen() {
+            let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
+            return;
+        }
+        let _ = ready.send(Ok(()));
+        let _ = stop.await;
+        server.shutdown(SHUTDOWN_GRACE).await;
+        shard.close_all().await;
+    });
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let settings = match config::settings(config::Cli::parse()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(settings: config::Settings) -> Result<(), String> {
+    let config::Settings { engine, mut net } = settings;
+    raise_fd_limit();
+    std::fs::create_dir_all(&engine.data_dir)
+        .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
+    net.cluster_id = cluster_id(&engine.data_dir).map_err(|e| format!("cluster id: {e}"))?;
+    let shards = engine.shards;
+    let data_dir = engine.data_dir.clone();
+    let shared =
+        EngineShared::new(engine).map_err(|e| format!("opening {}: {e}", data_dir.display()))?;
+    let net = Arc::new(net);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut stops = Vec::new();
+    let mut threads = Vec::new();
+    for id in 0..shards {
+        let (stop_tx, stop_rx) = oneshot::channel();
+        stops.push(stop_tx);
+        let (shared, net, ready) = (shared.clone(), net.clone(), ready_tx.clone());
+        let t = std::thread::Builder::new()
+            .name(format!("brook-shard-{id}"))
+            .spawn(move || run_shard(id, shared, net, ready, stop_rx))
+            .map_err(|e| format!("spawning shard {id}: {e}"))?;
+        threads.push(t);
+    }
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("signal handler: {e}"))?;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard thread died during start-up".into()),
+        }
+    }
+    tracing::info!(listen = %net.listen, shards, data_dir = %data_dir.display(), "brook ready");
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(
+            signal = sig,
+            "stopping: no new connections, finishing in-flight requests, flushing"
+        );
+    }
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in threads {
+        t.join()
+            .map_err(|_| "a shard thread panicked during shutdown".to_string())?;
+    }
+    tracing::info!("brook stopped cleanly");
+    Ok(())
+}
+
+/// Segments and connections are file descriptors: lift the soft limit to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a stack struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
