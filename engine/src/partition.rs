@@ -258,10 +258,7 @@ impl Partition {
         self.check_writable()?;
         let batches =
             batch::split_incoming(records, self.config.max_message_bytes).map_err(|e| match e {
-                BatchError::TooLarge { len, max } => EngineError::BatchTooLarge {
-                    len: len as u32,
-                    max: max as u32,
-                },
+                BatchError::TooLarge { len, max } => EngineError::BatchTooLarge { len, max },
                 e => EngineError::CorruptBatch(e),
             })?;
         let base_offset = self.log_end;
@@ -493,7 +490,7 @@ impl Partition {
             FlushPolicy::EveryBatch => true,
             FlushPolicy::Interval(d) => self.closing || self.last_sync.elapsed() >= d,
         };
-        if !self.has_unflushed() && !(self.unsynced && interval_due) {
+        if !(self.has_unflushed() || self.unsynced && interval_due) {
             return Ok(None);
         }
         let mut job = FlushJob {

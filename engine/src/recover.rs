@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+use crate::batch::{BATCH_HEADER_LEN, parse_header};
 use crate::error::EngineError;
 use crate::index::{IndexBuilder, read_offset_index, read_time_index};
 use crate::partition::INDEX_INTERVAL_BYTES;
@@ -104,6 +105,34 @@ fn remove_segment_files(dir: &Path, base: Offset) {
     }
 }
 
+/// Replays the batch headers of a sealed segment into the producer table, so an
+/// idempotent producer whose last batches sit just before a roll is still known
+/// after a restart (Kafka keeps producer snapshots for this; reading one
+/// segment's headers costs one sequential read of it).
+fn replay_producers(
+    dir: &Path,
+    base: Offset,
+    size: u64,
+    producers: &mut ProducerStateTable,
+) -> Result<(), EngineError> {
+    const CHUNK: usize = 4 << 20;
+    let file = std::fs::File::open(log_path(dir, base))?;
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    while pos + BATCH_HEADER_LEN as u64 <= size {
+        let n = ((size - pos) as usize).min(CHUNK);
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf[..n], pos)?;
+        let mut p = 0usize;
+        while p + BATCH_HEADER_LEN <= n {
+            let info = parse_header(&buf[p..n]).map_err(EngineError::CorruptBatch)?;
+            producers.rebuild_from(&info);
+            p += info.len as usize;
+        }
+        pos += p as u64;
+    }
+    Ok(())
+}
+
 /// Opens every segment of a partition; the last one is returned ready for appends.
 pub fn recover_partition(
     dir: &Path,
@@ -120,6 +149,9 @@ pub fn recover_partition(
         if let Some(nb) = next_base
             && let Some(seg) = open_from_indexes(dir, base, nb)?
         {
+            if i + 2 == bases.len() {
+                replay_producers(dir, base, seg.size, producers)?;
+            }
             segments.push(seg);
             continue;
         }
