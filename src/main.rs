@@ -39,12 +39,20 @@ fn cluster_id(data_dir: &Path) -> std::io::Result<String> {
     Ok(id)
 }
 
+/// The two-phase stop of one shard: drain connections, then (once every shard has
+/// drained) close partitions.
+struct Phases {
+    drain: oneshot::Receiver<()>,
+    drained: mpsc::Sender<()>,
+    close: oneshot::Receiver<()>,
+}
+
 fn run_shard(
     id: usize,
     shared: Arc<EngineShared>,
     net: Arc<NetConfig>,
     ready: mpsc::Sender<Result<(), String>>,
-    stop: oneshot::Receiver<()>,
+    stop: Phases,
 ) {
     let mut builder = compio::runtime::RuntimeBuilder::new();
     if shared.config.pin_cores {
@@ -73,8 +81,12 @@ fn run_shard(
             return;
         }
         let _ = ready.send(Ok(()));
-        let _ = stop.await;
+        let _ = stop.drain.await;
         server.shutdown(SHUTDOWN_GRACE).await;
+        // Other shards may still need this one's partitions for requests they are
+        // finishing: keep serving the ring until every shard has drained.
+        let _ = stop.drained.send(());
+        let _ = stop.close.await;
         shard.close_all().await;
     });
 }
@@ -114,15 +126,20 @@ fn run(settings: config::Settings) -> Result<(), String> {
         EngineShared::new(engine).map_err(|e| format!("opening {}: {e}", data_dir.display()))?;
     let net = Arc::new(net);
     let (ready_tx, ready_rx) = mpsc::channel();
-    let mut stops = Vec::new();
+    let (drained_tx, drained_rx) = mpsc::channel();
+    let mut drains = Vec::new();
+    let mut closes = Vec::new();
     let mut threads = Vec::new();
     for id in 0..shards {
-        let (stop_tx, stop_rx) = oneshot::channel();
-        stops.push(stop_tx);
+        let (drain_tx, drain) = oneshot::channel();
+        let (close_tx, close) = oneshot::channel();
+        drains.push(drain_tx);
+        closes.push(close_tx);
+        let phases = Phases { drain, drained: drained_tx.clone(), close };
         let (shared, net, ready) = (shared.clone(), net.clone(), ready_tx.clone());
         let t = std::thread::Builder::new()
             .name(format!("brook-shard-{id}"))
-            .spawn(move || run_shard(id, shared, net, ready, stop_rx))
+            .spawn(move || run_shard(id, shared, net, ready, phases))
             .map_err(|e| format!("spawning shard {id}: {e}"))?;
         threads.push(t);
     }
@@ -145,8 +162,14 @@ fn run(settings: config::Settings) -> Result<(), String> {
             "stopping: no new connections, finishing in-flight requests, flushing"
         );
     }
-    for s in stops {
-        let _ = s.send(());
+    for d in drains {
+        let _ = d.send(());
+    }
+    for _ in 0..shards {
+        let _ = drained_rx.recv();
+    }
+    for c in closes {
+        let _ = c.send(());
     }
     for t in threads {
         t.join()

@@ -30,11 +30,13 @@ const MIN_FRAME_BYTES: usize = 8;
 
 pub async fn serve(srv: &Rc<ShardServer>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    tracing::debug!(%peer, shard = srv.shard.id.0, "connection opened");
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(srv.config.max_in_flight_per_connection);
     let writer_task = compio::runtime::spawn(write_loop(writer, rx));
     read_loop(srv, reader, tx, peer).await;
     let _ = writer_task.await;
+    tracing::debug!(%peer, "connection closed");
 }
 
 /// Splits one complete frame off the front of `buf`, if there is one.
@@ -70,6 +72,7 @@ async fn read_loop(
     peer: SocketAddr,
 ) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut stop = srv.stop.wait().fuse();
     loop {
         loop {
             let frame = match next_frame(&mut buf, srv.config.max_request_bytes) {
@@ -99,9 +102,8 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        let stop = srv.stop.wait();
         let read = futures::select_biased! {
-            _ = stop.fuse() => return,
+            _ = stop => return,
             r = reader.append(buf).fuse() => r,
         };
         let compio::BufResult(res, b) = read;

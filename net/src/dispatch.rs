@@ -93,9 +93,11 @@ pub fn dispatch(srv: &Rc<ShardServer>, mut frame: Bytes) -> Dispatched {
             "Produce v{version} (message format v0/v1) is not supported"
         ));
     }
-    if let Err(e) = RequestHeader::decode(&mut frame, key.request_header_version(version)) {
-        return Dispatched::Close(format!("malformed {key:?} v{version} request header: {e}"));
-    }
+    let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return Dispatched::Close(format!("malformed {key:?} v{version} request header: {e}")),
+    };
+    tracing::trace!(?key, version, correlation_id, client_id = ?header.client_id, "request");
     match route(srv, key, version, correlation_id, &mut frame) {
         Ok(d) => d,
         Err(why) => Dispatched::Close(why),

@@ -53,7 +53,12 @@ impl StopSignal {
         if self.fired.get() {
             let _ = tx.send(());
         } else {
-            self.waiters.borrow_mut().push(tx);
+            let mut waiters = self.waiters.borrow_mut();
+            // Connections that closed leave cancelled senders: prune as the list doubles.
+            if waiters.len() >= 64 && waiters.len().is_power_of_two() {
+                waiters.retain(|w| !w.is_canceled());
+            }
+            waiters.push(tx);
         }
         rx.map(|_| ())
     }
@@ -100,10 +105,10 @@ impl ShardServer {
     }
 
     async fn accept_loop(self: Rc<Self>, listener: compio::net::TcpListener) {
+        let mut stop = self.stop.wait().fuse();
         loop {
-            let stop = self.stop.wait();
             let accepted = futures::select_biased! {
-                _ = stop.fuse() => return,
+                _ = stop => return,
                 r = listener.accept().fuse() => r,
             };
             match accepted {
