@@ -354,14 +354,24 @@ pub async fn read_batches(r: DiskRead) -> Result<Bytes, EngineError> {
     })
 }
 
-/// Reads batch headers from `start` on and returns the base offset of the first
-/// batch whose max timestamp is at least `target`.
+/// The first batch whose max timestamp reaches a ListOffsets target.
+#[derive(Clone, Debug)]
+pub struct TimestampHit {
+    pub base_offset: Offset,
+    pub max_timestamp: TimestampMs,
+    /// The whole stored batch, so the caller can find the exact record
+    /// (records may be compressed; decoding them is the protocol layer's job).
+    pub batch: Bytes,
+}
+
+/// Reads batch headers from `start` on and returns the first batch whose max
+/// timestamp is at least `target`.
 pub async fn find_timestamp(
     file: &compio::fs::File,
     start: FilePos,
     end: FilePos,
     target: TimestampMs,
-) -> Result<Option<(Offset, TimestampMs)>, EngineError> {
+) -> Result<Option<TimestampHit>, EngineError> {
     let mut pos = start.0;
     while pos + BATCH_HEADER_LEN as u64 <= end.0 {
         let chunk = ((end.0 - pos) as usize).min(1 << 20);
@@ -370,7 +380,17 @@ pub async fn find_timestamp(
         while p + BATCH_HEADER_LEN <= buf.len() {
             let info = batch::parse_header(&buf[p..]).map_err(EngineError::CorruptBatch)?;
             if info.max_timestamp >= target {
-                return Ok(Some((info.base_offset, info.max_timestamp)));
+                let len = info.len as usize;
+                let batch = if p + len <= buf.len() {
+                    Bytes::from(buf).slice(p..p + len)
+                } else {
+                    Bytes::from(read_at(file, pos + p as u64, len).await?)
+                };
+                return Ok(Some(TimestampHit {
+                    base_offset: info.base_offset,
+                    max_timestamp: info.max_timestamp,
+                    batch,
+                }));
             }
             p += info.len as usize;
         }

@@ -81,11 +81,15 @@ pub enum OffsetQuery {
     Timestamp(TimestampMs),
 }
 
-/// Answer to an [`OffsetQuery`]; `None` when no batch matches the timestamp.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Answer to an [`OffsetQuery`]; `offset` is `None` when no batch matches the
+/// timestamp. For timestamp queries `batch` holds the matching stored batch: the
+/// offset is its base offset, and the caller may refine it to the first record
+/// at or after the target by decoding the records.
+#[derive(Clone, Debug, PartialEq)]
 pub struct ListedOffset {
     pub offset: Option<Offset>,
     pub timestamp: Option<TimestampMs>,
+    pub batch: Option<Bytes>,
 }
 
 /// A CreateTopics entry, engine-side.
@@ -487,29 +491,29 @@ impl Shard {
         q: OffsetQuery,
     ) -> Result<ListedOffset, EngineError> {
         let cell = cell?;
+        let none = ListedOffset {
+            offset: None,
+            timestamp: None,
+            batch: None,
+        };
         let (hw, start, target, candidates) = {
             let p = cell.state.borrow();
             let target = match q {
                 OffsetQuery::Earliest => {
                     return Ok(ListedOffset {
                         offset: Some(p.log_start),
-                        timestamp: None,
+                        ..none
                     });
                 }
                 OffsetQuery::Latest => {
                     return Ok(ListedOffset {
                         offset: Some(p.high_watermark),
-                        timestamp: None,
+                        ..none
                     });
                 }
                 OffsetQuery::MaxTimestamp => match p.max_timestamp() {
                     Some(t) => t,
-                    None => {
-                        return Ok(ListedOffset {
-                            offset: None,
-                            timestamp: None,
-                        });
-                    }
+                    None => return Ok(none),
                 },
                 OffsetQuery::Timestamp(t) => t,
             };
@@ -521,21 +525,18 @@ impl Shard {
             )
         };
         for (file, from, to) in candidates {
-            if let Some((offset, ts)) = segment::find_timestamp(&file, from, to, target).await? {
-                if offset >= hw {
+            if let Some(hit) = segment::find_timestamp(&file, from, to, target).await? {
+                if hit.base_offset >= hw {
                     break;
                 }
-                let offset = offset.max(start);
                 return Ok(ListedOffset {
-                    offset: Some(offset),
-                    timestamp: Some(ts),
+                    offset: Some(hit.base_offset.max(start)),
+                    timestamp: Some(hit.max_timestamp),
+                    batch: Some(hit.batch),
                 });
             }
         }
-        Ok(ListedOffset {
-            offset: None,
-            timestamp: None,
-        })
+        Ok(none)
     }
 
     /// A fresh producer id for InitProducerId, with epoch 0.

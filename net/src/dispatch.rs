@@ -95,7 +95,9 @@ pub fn dispatch(srv: &Rc<ShardServer>, mut frame: Bytes) -> Dispatched {
     }
     let header = match RequestHeader::decode(&mut frame, key.request_header_version(version)) {
         Ok(h) => h,
-        Err(e) => return Dispatched::Close(format!("malformed {key:?} v{version} request header: {e}")),
+        Err(e) => {
+            return Dispatched::Close(format!("malformed {key:?} v{version} request header: {e}"));
+        }
     };
     tracing::trace!(?key, version, correlation_id, client_id = ?header.client_id, "request");
     match route(srv, key, version, correlation_id, &mut frame) {

@@ -1,15 +1,17 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, v7) or the first
-//! batch whose max timestamp is at least a given time. Offsets by timestamp have
-//! batch granularity: the answer is the base offset of that batch.
+//! record whose timestamp is at least a given time. The engine finds the batch;
+//! this decodes its records (decompressing if needed) to find the record, as
+//! Kafka does. For -3 the answer is the batch holding the max timestamp.
 
 use std::rc::Rc;
 
-use brook_engine::{OffsetQuery, TimestampMs, TopicPartition};
+use brook_engine::{ListedOffset, OffsetQuery, TimestampMs, TopicPartition};
 use futures::future::join_all;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::errors;
 use crate::server::ShardServer;
@@ -20,6 +22,30 @@ fn query_of(ts: i64) -> OffsetQuery {
         -2 => OffsetQuery::Earliest,
         -3 => OffsetQuery::MaxTimestamp,
         t => OffsetQuery::Timestamp(TimestampMs(t)),
+    }
+}
+
+/// The first record at or after `target` in the batch the engine found; falls back
+/// to the batch's base offset if the records cannot be decoded.
+fn refine(l: &ListedOffset, target: i64) -> (i64, i64) {
+    let (offset, ts) = (
+        l.offset.map_or(-1, |o| o.0 as i64),
+        l.timestamp.map_or(-1, |t| t.0),
+    );
+    let Some(batch) = &l.batch else {
+        return (offset, ts);
+    };
+    let mut buf = batch.clone();
+    match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= target)
+            .map_or((offset, ts), |r| (r.offset.max(offset), r.timestamp)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not decode a stored batch for a timestamp lookup");
+            (offset, ts)
+        }
     }
 }
 
@@ -42,9 +68,10 @@ pub async fn handle(srv: Rc<ShardServer>, req: ListOffsetsRequest) -> ListOffset
                 let r =
                     ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
                 match a {
-                    Ok(l) => r
-                        .with_offset(l.offset.map_or(-1, |o| o.0 as i64))
-                        .with_timestamp(l.timestamp.map_or(-1, |t| t.0)),
+                    Ok(l) => {
+                        let (offset, timestamp) = refine(&l, p.timestamp);
+                        r.with_offset(offset).with_timestamp(timestamp)
+                    }
                     Err(e) => r
                         .with_error_code(errors::code(&e))
                         .with_offset(-1)
