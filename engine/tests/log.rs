@@ -360,7 +360,7 @@ fn timestamps_find_the_first_batch_at_or_after() {
                 .timestamp_candidates(brook_engine::TimestampMs(target));
             let mut found = None;
             for (file, from, to) in cands {
-                if let Some((o, _)) = brook_engine::segment::find_timestamp(
+                if let Some(hit) = brook_engine::segment::find_timestamp(
                     &file,
                     from,
                     to,
@@ -369,7 +369,8 @@ fn timestamps_find_the_first_batch_at_or_after() {
                 .await
                 .unwrap()
                 {
-                    found = Some(o.0);
+                    assert_eq!(parse_header(&hit.batch).unwrap().base_offset, hit.base_offset);
+                    found = Some(hit.base_offset.0);
                     break;
                 }
             }
