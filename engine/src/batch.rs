@@ -435,12 +435,11 @@ fn producer_fields(producer: Option<ProducerBatchInfo>) -> (i64, i16, i32) {
 }
 
 /// A record's key and value for [`build_batch`]; `None` is a null field.
-#[doc(hidden)]
 pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
 /// Encodes a real, uncompressed, CRC-correct v2 batch whose records all carry
-/// `timestamp_ms`. For tests and benchmarks; the broker never builds batches.
-#[doc(hidden)]
+/// `timestamp_ms`. The broker builds batches only for its internal topics
+/// (`__consumer_offsets`); tests use it too.
 pub fn build_batch(
     base: Offset,
     records: &[KeyValue<'_>],

@@ -145,6 +145,7 @@ pub struct EngineConfig {
     pub cache_bytes_per_partition: usize,
     /// How often retention is applied (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval: Duration,
+    pub group: crate::group::GroupConfig,
 }
 
 impl EngineConfig {
@@ -158,6 +159,7 @@ impl EngineConfig {
             topic_defaults: TopicConfig::default(),
             cache_bytes_per_partition: 8 << 20,
             retention_check_interval: Duration::from_secs(300),
+            group: crate::group::GroupConfig::default(),
         }
     }
 }

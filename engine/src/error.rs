@@ -41,6 +41,26 @@ pub enum EngineError {
     ShuttingDown,
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("unknown member id")]
+    UnknownMemberId,
+    #[error("illegal generation")]
+    IllegalGeneration,
+    #[error("the group is rebalancing")]
+    RebalanceInProgress,
+    #[error("inconsistent group protocol")]
+    InconsistentGroupProtocol,
+    #[error("session timeout outside the broker's allowed range")]
+    InvalidSessionTimeout,
+    #[error("a member id is required: rejoin with {0}")]
+    MemberIdRequired(String),
+    #[error("the group has members")]
+    NonEmptyGroup,
+    #[error("no such group")]
+    GroupIdNotFound,
+    #[error("the static member's instance id is used by a newer member")]
+    FencedInstanceId,
+    #[error("invalid group id")]
+    InvalidGroupId,
 }
 
 impl From<std::io::Error> for EngineError {

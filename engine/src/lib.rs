@@ -12,6 +12,9 @@
 //! - [`recover`]: opening a partition directory after a clean stop or a crash.
 //! - [`partition`]: segments + batch cache + producer state + the group-commit flusher.
 //! - [`catalog`]: topics, their ids, partition counts and configs; persisted by shard 0.
+//! - [`records`]: reading uncompressed records (for the broker's own topics).
+//! - [`group`]: consumer groups — Kafka's membership state machine, committed offsets.
+//! - [`group_log`]: `__consumer_offsets` records in Kafka's formats, and replay.
 //! - [`ring`]: the cross-shard mailboxes.
 //! - [`shard`]: one core's partitions, and the routing of every operation to the
 //!   shard that owns the partition.
@@ -21,9 +24,12 @@ pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod group;
+pub mod group_log;
 pub mod index;
 pub mod partition;
 pub mod producer;
+pub mod records;
 pub mod recover;
 pub mod recovery;
 pub mod ring;

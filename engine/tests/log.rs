@@ -42,7 +42,7 @@ fn record(i: u64) -> (Vec<u8>, Vec<u8>) {
 /// A batch of `n` records numbered from `first`.
 fn batch(first: u64, n: u64, ts: i64, producer: Option<ProducerBatchInfo>) -> Vec<u8> {
     let recs: Vec<(Vec<u8>, Vec<u8>)> = (first..first + n).map(record).collect();
-    let kv: Vec<(Option<&[u8]>, Option<&[u8]>)> = recs
+    let kv: Vec<brook_engine::batch::KeyValue<'_>> = recs
         .iter()
         .map(|(k, v)| (Some(&k[..]), Some(&v[..])))
         .collect();
@@ -369,7 +369,10 @@ fn timestamps_find_the_first_batch_at_or_after() {
                 .await
                 .unwrap()
                 {
-                    assert_eq!(parse_header(&hit.batch).unwrap().base_offset, hit.base_offset);
+                    assert_eq!(
+                        parse_header(&hit.batch).unwrap().base_offset,
+                        hit.base_offset
+                    );
                     found = Some(hit.base_offset.0);
                     break;
                 }

@@ -1,0 +1,247 @@
+//! Records of the `__consumer_offsets` topic, in Kafka's own formats, so that
+//! committed offsets are written through the same log (and durability policy) as
+//! user data and can be rebuilt from it on start-up.
+//!
+//! Offset commit key (version 1), big-endian, strings as i16 length + UTF-8:
+//! `i16 version=1 | string group | string topic | i32 partition`.
+//! Offset commit value (version 3):
+//! `i16 version=3 | i64 offset | i32 leader epoch (-1 none) | string metadata | i64 commit timestamp`.
+//! A null value is a tombstone (the offset was deleted with its group).
+//! Other record kinds (Kafka's group metadata, key version 2) are skipped on replay:
+//! group membership is re-established by the clients after a restart.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use crate::batch::{self, BatchInfo};
+use crate::group::{CommittedOffset, Group};
+use crate::records::uncompressed_records;
+use crate::types::{Offset, TopicPartition};
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+pub fn offset_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + group.len() + tp.topic.len());
+    k.extend_from_slice(&1i16.to_be_bytes());
+    put_str(&mut k, group);
+    put_str(&mut k, &tp.topic);
+    k.extend_from_slice(&(tp.partition as i32).to_be_bytes());
+    k
+}
+
+pub fn offset_value(c: &CommittedOffset) -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 + c.metadata.len());
+    v.extend_from_slice(&3i16.to_be_bytes());
+    v.extend_from_slice(&(c.offset.0 as i64).to_be_bytes());
+    v.extend_from_slice(&c.leader_epoch.unwrap_or(-1).to_be_bytes());
+    put_str(&mut v, &c.metadata);
+    v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
+    v
+}
+
+struct Reader<'a>(&'a [u8], usize);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.0.get(self.1..self.1.checked_add(n)?)?;
+        self.1 += n;
+        Some(s)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.i16()?).ok()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+/// A decoded offset commit record: `None` value for a tombstone.
+pub type OffsetRecord = (String, TopicPartition, Option<CommittedOffset>);
+
+pub fn decode_offset_record(key: &[u8], value: Option<&[u8]>) -> Option<OffsetRecord> {
+    let mut k = Reader(key, 0);
+    if !matches!(k.i16()?, 0 | 1) {
+        return None;
+    }
+    let group = k.string()?;
+    let topic = k.string()?;
+    let partition = u32::try_from(k.i32()?).ok()?;
+    let tp = TopicPartition { topic, partition };
+    let Some(value) = value else {
+        return Some((group, tp, None));
+    };
+    let mut v = Reader(value, 0);
+    let version = v.i16()?;
+    let offset = Offset(u64::try_from(v.i64()?).ok()?);
+    let leader_epoch = if version >= 3 {
+        Some(v.i32()?).filter(|e| *e >= 0)
+    } else {
+        None
+    };
+    let metadata = v.string()?;
+    let commit_timestamp_ms = v.i64()?;
+    Some((
+        group,
+        tp,
+        Some(CommittedOffset {
+            offset,
+            leader_epoch,
+            metadata,
+            commit_timestamp_ms,
+        }),
+    ))
+}
+
+/// Encodes commits as one uncompressed batch ready to append.
+pub fn commit_batch(
+    group: &str,
+    commits: &[(TopicPartition, CommittedOffset)],
+    now_ms: i64,
+) -> Vec<u8> {
+    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
+        .iter()
+        .map(|(tp, c)| (offset_key(group, tp), Some(offset_value(c))))
+        .collect();
+    encode(&kvs, now_ms)
+}
+
+/// Encodes tombstones for the given offsets as one batch.
+pub fn tombstone_batch(group: &str, tps: &[TopicPartition], now_ms: i64) -> Vec<u8> {
+    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        tps.iter().map(|tp| (offset_key(group, tp), None)).collect();
+    encode(&kvs, now_ms)
+}
+
+fn encode(kvs: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Vec<u8> {
+    let refs: Vec<batch::KeyValue<'_>> = kvs
+        .iter()
+        .map(|(k, v)| (Some(&k[..]), v.as_deref()))
+        .collect();
+    batch::build_batch(Offset(0), &refs, now_ms, None)
+}
+
+fn apply(groups: &mut HashMap<String, Group>, rec: OffsetRecord) {
+    let (group, tp, value) = rec;
+    match value {
+        Some(c) => {
+            groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(group))
+                .offsets
+                .insert(tp, c);
+        }
+        None => {
+            if let Some(g) = groups.get_mut(&group) {
+                g.offsets.remove(&tp);
+                if g.is_empty_of_everything() {
+                    groups.remove(&group);
+                }
+            }
+        }
+    }
+}
+
+/// Rebuilds committed offsets from one `__consumer_offsets` partition directory
+/// (already recovered, so every batch up to the first invalid one is good).
+pub fn replay_partition(dir: &Path, groups: &mut HashMap<String, Group>) -> std::io::Result<usize> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let mut applied = 0;
+    for path in logs {
+        let bytes = std::fs::read(&path)?;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let Ok(info) = batch::validate(&bytes[pos..]) else {
+                break;
+            };
+            applied += replay_batch(&bytes[pos..pos + info.len as usize], &info, groups);
+            pos += info.len as usize;
+        }
+    }
+    Ok(applied)
+}
+
+fn replay_batch(bytes: &[u8], info: &BatchInfo, groups: &mut HashMap<String, Group>) -> usize {
+    let Ok(records) = uncompressed_records(bytes, info) else {
+        return 0;
+    };
+    let mut n = 0;
+    for r in records {
+        if let Some(key) = r.key
+            && let Some(rec) = decode_offset_record(key, r.value)
+        {
+            apply(groups, rec);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_records_round_trip_and_replay() {
+        let tp = TopicPartition {
+            topic: "orders".into(),
+            partition: 7,
+        };
+        let c = CommittedOffset {
+            offset: Offset(42),
+            leader_epoch: None,
+            metadata: "m".into(),
+            commit_timestamp_ms: 9,
+        };
+        let (g, t, v) =
+            decode_offset_record(&offset_key("g1", &tp), Some(&offset_value(&c))).unwrap();
+        assert_eq!((g.as_str(), &t, v.as_ref()), ("g1", &tp, Some(&c)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut b1 = commit_batch("g1", &[(tp.clone(), c.clone())], 9);
+        let info1 = batch::validate(&b1).unwrap();
+        batch::set_base_offset(&mut b1, Offset(0));
+        let mut b2 = tombstone_batch("g1", std::slice::from_ref(&tp), 10);
+        batch::set_base_offset(&mut b2, info1.next_offset());
+        let mut file = b1.clone();
+        file.extend_from_slice(&b2);
+        file.extend_from_slice(&[0u8; 100]);
+        std::fs::write(dir.path().join("00000000000000000000.log"), &file).unwrap();
+        let mut groups = HashMap::new();
+        std::fs::write(dir.path().join("00000000000000000000.log"), &b1).unwrap();
+        assert_eq!(replay_partition(dir.path(), &mut groups).unwrap(), 1);
+        assert_eq!(groups["g1"].offsets[&tp], c);
+        let mut groups = HashMap::new();
+        std::fs::write(dir.path().join("00000000000000000000.log"), &file).unwrap();
+        assert_eq!(replay_partition(dir.path(), &mut groups).unwrap(), 2);
+        assert!(
+            !groups.contains_key("g1"),
+            "the tombstone removed the only offset"
+        );
+    }
+
+    #[test]
+    fn group_partition_matches_kafka() {
+        // Java: "abc".hashCode() == 96354, 96354 % 50 == 4; "" hashes to 0.
+        assert_eq!(crate::group::offsets_partition_of("abc"), 4);
+        assert_eq!(crate::group::offsets_partition_of(""), 0);
+        // Negative hash codes are made positive first: "polygenelubricants" hashes
+        // to i32::MIN, which Kafka's Utils.abs maps to 0.
+        assert_eq!(crate::group::offsets_partition_of("polygenelubricants"), 0);
+    }
+}
