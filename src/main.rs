@@ -135,7 +135,11 @@ fn run(settings: config::Settings) -> Result<(), String> {
         let (close_tx, close) = oneshot::channel();
         drains.push(drain_tx);
         closes.push(close_tx);
-        let phases = Phases { drain, drained: drained_tx.clone(), close };
+        let phases = Phases {
+            drain,
+            drained: drained_tx.clone(),
+            close,
+        };
         let (shared, net, ready) = (shared.clone(), net.clone(), ready_tx.clone());
         let t = std::thread::Builder::new()
             .name(format!("brook-shard-{id}"))

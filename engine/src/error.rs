@@ -61,6 +61,8 @@ pub enum EngineError {
     FencedInstanceId,
     #[error("invalid group id")]
     InvalidGroupId,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 impl From<std::io::Error> for EngineError {

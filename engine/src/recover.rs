@@ -18,7 +18,7 @@ use crate::error::EngineError;
 use crate::index::{IndexBuilder, read_offset_index, read_time_index};
 use crate::partition::INDEX_INTERVAL_BYTES;
 use crate::producer::ProducerStateTable;
-use crate::recovery::{ScanOutcome, scan_segment};
+use crate::recovery::{ScanOutcome, StopReason, scan_segment};
 use crate::segment::{Segment, index_path, log_path, time_index_path};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
@@ -179,7 +179,9 @@ pub fn recover_partition(
             segments.push(seg);
             continue;
         }
-        if let Some(stop) = &s.outcome.stop {
+        if let Some(stop) = &s.outcome.stop
+            && !matches!(stop, StopReason::EndOfData)
+        {
             tracing::warn!(partition = %tp, segment = %base, ?stop, valid_len = s.outcome.valid_len.0, "log tail truncated during recovery");
         }
         for &later in &bases[i + 1..] {

@@ -31,6 +31,8 @@ use futures::future::{join_all, select_all};
 use crate::catalog::{Catalog, TopicMeta, new_topic_id, validate_topic_name};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
+use crate::group::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::group_log;
 use crate::partition::{
     Appended, FetchedData, Partition, PartitionCell, PartitionRef, ReadPlan, run_flusher,
 };
@@ -42,6 +44,9 @@ use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
 pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// How often group sessions and rebalance deadlines are checked.
+const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
@@ -156,7 +161,8 @@ impl EngineShared {
     /// Loads the catalog and prepares the rings; shards are started by the caller.
     pub fn new(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
         std::fs::create_dir_all(config.data_dir.join("__brook"))?;
-        let catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+        let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+        ensure_offsets_topic(&mut catalog, &config)?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
         let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
         Ok(Arc::new(EngineShared {
@@ -166,6 +172,32 @@ impl EngineShared {
             initial_catalog: Arc::new(catalog),
         }))
     }
+}
+
+/// Creates `__consumer_offsets` (50 partitions, 100 MiB segments, kept forever)
+/// the first time a data directory is used, as Kafka does on first group use.
+fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<(), EngineError> {
+    if catalog.topics.contains_key(OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let overrides = BTreeMap::from([
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+    ]);
+    let meta = TopicMeta {
+        name: OFFSETS_TOPIC.to_string(),
+        id: new_topic_id(),
+        partitions: OFFSETS_PARTITIONS,
+        config: config.topic_defaults.with_overrides(&overrides)?,
+        overrides,
+    };
+    catalog.topics.insert(meta.name.clone(), meta);
+    catalog.store(&config.data_dir)
+}
+
+/// Topics the broker owns; clients may read them but not delete them.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC
 }
 
 struct LocalPartition {
@@ -181,6 +213,8 @@ pub struct Shard {
     catalog: RefCell<Arc<Catalog>>,
     /// Serialises catalog changes (used on shard 0 only).
     topic_lock: futures::lock::Mutex<()>,
+    /// Consumer groups coordinated here (their offsets partition is on this shard).
+    pub(crate) groups: RefCell<HashMap<String, crate::group::Group>>,
 }
 
 impl Shard {
@@ -193,6 +227,7 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             catalog: RefCell::new(catalog.clone()),
             topic_lock: futures::lock::Mutex::new(()),
+            groups: RefCell::new(HashMap::new()),
         });
         for t in catalog.topics.values() {
             let mine: Vec<u32> = (0..t.partitions)
@@ -200,7 +235,31 @@ impl Shard {
                 .collect();
             shard.open_partitions(t, &mine)?;
         }
+        shard.replay_group_offsets()?;
         Ok(shard)
+    }
+
+    /// Rebuilds committed offsets from this shard's `__consumer_offsets` partitions.
+    fn replay_group_offsets(&self) -> Result<(), EngineError> {
+        let mut groups = self.groups.borrow_mut();
+        let mut records = 0;
+        for p in (0..OFFSETS_PARTITIONS).filter(|&p| self.owns(OFFSETS_TOPIC, p)) {
+            let tp = TopicPartition {
+                topic: OFFSETS_TOPIC.to_string(),
+                partition: p,
+            };
+            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
+            records += group_log::replay_partition(&dir, &mut groups)?;
+        }
+        if records > 0 {
+            tracing::info!(
+                shard = self.id.0,
+                groups = groups.len(),
+                records,
+                "rebuilt committed offsets"
+            );
+        }
+        Ok(())
     }
 
     /// Serves this shard's ring and retention timer until the runtime stops.
@@ -221,6 +280,14 @@ impl Shard {
             loop {
                 compio::time::sleep(me.shared.config.retention_check_interval).await;
                 me.apply_retention();
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(GROUP_TICK).await;
+                me.tick_groups();
             }
         })
         .detach();
@@ -344,7 +411,7 @@ impl Shard {
         Box::pin(async move { fut.await? })
     }
 
-    fn produce_local(
+    pub(crate) fn produce_local(
         &self,
         tp: &TopicPartition,
         records: &[u8],
@@ -640,6 +707,11 @@ impl Shard {
 
     async fn delete_topic_on_zero(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
         let _guard = self.topic_lock.lock().await;
+        if is_internal_topic(&name) {
+            return Err(EngineError::InvalidTopicName(format!(
+                "{name} is an internal topic"
+            )));
+        }
         let Some(meta) = self.catalog().topics.get(&name).cloned() else {
             return Err(EngineError::UnknownTopicOrPartition);
         };

@@ -83,7 +83,7 @@ async fn read_loop(
                     return;
                 }
             };
-            match dispatch(srv, frame) {
+            match dispatch(srv, peer, frame) {
                 Dispatched::Respond(fut) => {
                     if tx.send(compio::runtime::spawn(fut)).await.is_err() {
                         return;

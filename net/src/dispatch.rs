@@ -66,7 +66,7 @@ where
     }))
 }
 
-pub fn dispatch(srv: &Rc<ShardServer>, mut frame: Bytes) -> Dispatched {
+pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) -> Dispatched {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -100,7 +100,15 @@ pub fn dispatch(srv: &Rc<ShardServer>, mut frame: Bytes) -> Dispatched {
         }
     };
     tracing::trace!(?key, version, correlation_id, client_id = ?header.client_id, "request");
-    match route(srv, key, version, correlation_id, &mut frame) {
+    let client = handlers::ClientInfo {
+        client_id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        host: format!("/{}", peer.ip()),
+    };
+    match route(srv, client, key, version, correlation_id, &mut frame) {
         Ok(d) => d,
         Err(why) => Dispatched::Close(why),
     }
@@ -108,6 +116,7 @@ pub fn dispatch(srv: &Rc<ShardServer>, mut frame: Bytes) -> Dispatched {
 
 fn route(
     srv: &Rc<ShardServer>,
+    client: handlers::ClientInfo,
     key: ApiKey,
     v: i16,
     cid: i32,
@@ -151,6 +160,61 @@ fn route(
             v,
             cid,
             init_producer_id::handle(s, decode(frame, key, v)?),
+        ),
+        ApiKey::FindCoordinator => respond(
+            key,
+            v,
+            cid,
+            find_coordinator::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::JoinGroup => respond(
+            key,
+            v,
+            cid,
+            join_group::handle(s, decode(frame, key, v)?, v, client),
+        ),
+        ApiKey::SyncGroup => respond(
+            key,
+            v,
+            cid,
+            sync_group::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::Heartbeat => respond(key, v, cid, heartbeat::handle(s, decode(frame, key, v)?)),
+        ApiKey::LeaveGroup => respond(
+            key,
+            v,
+            cid,
+            leave_group::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::OffsetCommit => respond(
+            key,
+            v,
+            cid,
+            offset_commit::handle(s, decode(frame, key, v)?),
+        ),
+        ApiKey::OffsetFetch => respond(
+            key,
+            v,
+            cid,
+            offset_fetch::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::ListGroups => respond(
+            key,
+            v,
+            cid,
+            list_groups::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::DescribeGroups => respond(
+            key,
+            v,
+            cid,
+            describe_groups::handle(s, decode(frame, key, v)?, v),
+        ),
+        ApiKey::DeleteGroups => respond(
+            key,
+            v,
+            cid,
+            delete_groups::handle(s, decode(frame, key, v)?),
         ),
         other => return Err(format!("no handler for {other:?}")),
     })

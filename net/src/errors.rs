@@ -21,6 +21,17 @@ pub fn code(e: &EngineError) -> i16 {
         // Retriable: the client refreshes metadata and tries again.
         EngineError::ShuttingDown => E::NotLeaderOrFollower,
         EngineError::Unsupported(_) => E::UnsupportedVersion,
+        EngineError::UnknownMemberId => E::UnknownMemberId,
+        EngineError::IllegalGeneration => E::IllegalGeneration,
+        EngineError::RebalanceInProgress => E::RebalanceInProgress,
+        EngineError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+        EngineError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        EngineError::MemberIdRequired(_) => E::MemberIdRequired,
+        EngineError::NonEmptyGroup => E::NonEmptyGroup,
+        EngineError::GroupIdNotFound => E::GroupIdNotFound,
+        EngineError::FencedInstanceId => E::FencedInstanceId,
+        EngineError::InvalidGroupId => E::InvalidGroupId,
+        EngineError::InvalidRequest(_) => E::InvalidRequest,
         _ => E::UnknownServerError,
     };
     kafka.code()

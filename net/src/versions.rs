@@ -1,6 +1,7 @@
 //! The ApiVersions table: which Kafka APIs Brook serves, and which versions.
 //!
-//! The ranges are Kafka 3.0's for these APIs, so that clients which infer the
+//! The ranges are Kafka 3.0's for these APIs (OffsetCommit from v2 and OffsetFetch
+//! from v1: the codec does not carry the 0.8-era versions), so that clients which infer the
 //! broker's release from the advertised ranges (kafka-python does: ListOffsets v7
 //! means 3.0) pick a release whose behaviour Brook implements. Two deliberate
 //! differences, as Kafka 4 does: Produce is listed from v0 — librdkafka before
@@ -18,47 +19,29 @@ pub struct ApiRange {
     pub max: i16,
 }
 
+const fn api(key: ApiKey, min: i16, max: i16) -> ApiRange {
+    ApiRange { key, min, max }
+}
+
 pub const SUPPORTED: &[ApiRange] = &[
-    ApiRange {
-        key: ApiKey::Produce,
-        min: 0,
-        max: 9,
-    },
-    ApiRange {
-        key: ApiKey::Fetch,
-        min: 4,
-        max: 12,
-    },
-    ApiRange {
-        key: ApiKey::ListOffsets,
-        min: 1,
-        max: 7,
-    },
-    ApiRange {
-        key: ApiKey::Metadata,
-        min: 0,
-        max: 11,
-    },
-    ApiRange {
-        key: ApiKey::ApiVersions,
-        min: 0,
-        max: 3,
-    },
-    ApiRange {
-        key: ApiKey::CreateTopics,
-        min: 2,
-        max: 7,
-    },
-    ApiRange {
-        key: ApiKey::DeleteTopics,
-        min: 1,
-        max: 6,
-    },
-    ApiRange {
-        key: ApiKey::InitProducerId,
-        min: 0,
-        max: 4,
-    },
+    api(ApiKey::Produce, 0, 9),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 7),
+    api(ApiKey::Metadata, 0, 11),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 7),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 4),
+    api(ApiKey::OffsetCommit, 2, 8),
+    api(ApiKey::OffsetFetch, 1, 8),
+    api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// Lowest Produce version Brook decodes: v3 is the first with RecordBatch v2.
@@ -85,6 +68,16 @@ mod tests {
             ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
             ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
             ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+            ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+            ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+            ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
+            ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
+            ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+            ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
+            ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
+            ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
+            ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
+            ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in SUPPORTED {

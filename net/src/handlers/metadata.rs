@@ -31,6 +31,7 @@ fn describe(t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
         .collect();
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
+        .with_is_internal(brook_engine::shard::is_internal_topic(&t.name))
         .with_topic_id(uuid::Uuid::from_bytes(t.id))
         .with_partitions(partitions)
 }

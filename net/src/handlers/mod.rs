@@ -1,12 +1,30 @@
 //! One file per Kafka API, as Redpanda lays out `kafka/server/handlers/`.
 pub mod api_versions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
+
+/// Who sent a request, for the APIs that record it (JoinGroup).
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    pub client_id: String,
+    /// `/ip`, as Kafka reports client hosts.
+    pub host: String,
+}
 
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;

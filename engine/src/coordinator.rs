@@ -1,0 +1,331 @@
+//! Group coordinator operations on [`Shard`]: each runs on the shard that owns the
+//! group's `__consumer_offsets` partition, wherever it is called from.
+//!
+//! Offset commits are appended to that partition (same log, same group commit and
+//! fdatasync as user data) and applied to the in-memory group only once durable,
+//! so an answered commit survives a crash and is rebuilt by `group_log::replay_partition`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::future::join_all;
+
+use crate::error::EngineError;
+use crate::group::{
+    CommittedOffset, Group, GroupState, JoinRequest, JoinResult, OFFSETS_TOPIC, Reply, SyncResult,
+    offsets_partition_of,
+};
+use crate::group_log;
+use crate::shard::{Acks, Shard, shard_of};
+use crate::types::{ShardId, TopicPartition};
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// Committed offsets per partition; `None` where the group committed nothing.
+pub type CommittedOffsets = Vec<(TopicPartition, Option<CommittedOffset>)>;
+
+/// An OffsetCommit, engine-side. Generation -1 with an empty member id is a
+/// "simple" commit from a consumer that does not use group membership.
+#[derive(Clone, Debug)]
+pub struct CommitRequest {
+    pub group: String,
+    pub member_id: String,
+    pub generation: i32,
+    pub instance_id: Option<String>,
+    pub offsets: Vec<(TopicPartition, CommittedOffset)>,
+}
+
+/// A ListGroups row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupListing {
+    pub group: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+/// A DescribeGroups member.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Metadata for the group's chosen protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A DescribeGroups answer; unknown groups are reported as "Dead", as Kafka does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+async fn settle<T>(reply: Reply<Result<T, EngineError>>) -> Result<T, EngineError> {
+    match reply {
+        Reply::Now(r) => r,
+        Reply::Later(rx) => rx.await.unwrap_or(Err(EngineError::ShuttingDown)),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
+}
+
+impl Shard {
+    fn offsets_tp(group: &str) -> TopicPartition {
+        TopicPartition {
+            topic: OFFSETS_TOPIC.to_string(),
+            partition: offsets_partition_of(group),
+        }
+    }
+
+    /// Runs `f` on the shard that coordinates `group`.
+    fn on_group<R, F, Fut>(
+        self: &Rc<Self>,
+        group: &str,
+        f: F,
+    ) -> LocalFuture<Result<R, EngineError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, EngineError>> + 'static,
+    {
+        let owner = shard_of(&Self::offsets_tp(group), self.shards());
+        if owner == self.id {
+            return Box::pin(f(self.clone()));
+        }
+        let fut = self.invoke_on(owner, f);
+        Box::pin(async move { fut.await? })
+    }
+
+    fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut Group) -> T) -> T {
+        let mut groups = self.groups.borrow_mut();
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(group.to_string()));
+        f(g)
+    }
+
+    pub fn join_group(self: &Rc<Self>, req: JoinRequest) -> LocalFuture<JoinResult> {
+        let group = req.group.clone();
+        self.on_group(&group, move |s| {
+            let cfg = s.shared.config.group.clone();
+            let reply = s.with_group(&req.group.clone(), |g| g.join(req, &cfg, Instant::now()));
+            settle(reply)
+        })
+    }
+
+    pub fn sync_group(
+        self: &Rc<Self>,
+        group: String,
+        member: String,
+        generation: i32,
+        instance: Option<String>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> LocalFuture<SyncResult> {
+        self.on_group(&group.clone(), move |s| {
+            let now = Instant::now();
+            let reply = s.with_group(&group, |g| {
+                g.sync(&member, generation, instance.as_deref(), assignments, now)
+            });
+            settle(reply)
+        })
+    }
+
+    pub fn heartbeat(
+        self: &Rc<Self>,
+        group: String,
+        member: String,
+        generation: i32,
+        instance: Option<String>,
+    ) -> LocalFuture<Result<(), EngineError>> {
+        self.on_group(&group.clone(), move |s| {
+            let r = s.with_group(&group, |g| {
+                g.heartbeat(&member, generation, instance.as_deref(), Instant::now())
+            });
+            async move { r }
+        })
+    }
+
+    /// Removes members (member id, or instance id for static members); one result each.
+    pub fn leave_group(
+        self: &Rc<Self>,
+        group: String,
+        members: Vec<(String, Option<String>)>,
+    ) -> LocalFuture<Result<Vec<Result<(), EngineError>>, EngineError>> {
+        self.on_group(&group.clone(), move |s| {
+            let cfg = s.shared.config.group.clone();
+            let now = Instant::now();
+            let r = s.with_group(&group, |g| {
+                members
+                    .iter()
+                    .map(|(id, inst)| g.leave(id, inst.as_deref(), &cfg, now))
+                    .collect()
+            });
+            async move { Ok(r) }
+        })
+    }
+
+    /// Validates, appends durably, then applies an offset commit (all or nothing).
+    pub fn commit_offsets(
+        self: &Rc<Self>,
+        req: CommitRequest,
+    ) -> LocalFuture<Result<(), EngineError>> {
+        self.on_group(&req.group.clone(), move |s| async move {
+            s.with_group(&req.group, |g| {
+                g.check_commit(&req.member_id, req.generation, req.instance_id.as_deref())
+            })?;
+            if req.offsets.is_empty() {
+                return Ok(());
+            }
+            let batch = group_log::commit_batch(&req.group, &req.offsets, now_ms());
+            s.produce_local(&Self::offsets_tp(&req.group), &batch, Acks::All)
+                .await?;
+            s.with_group(&req.group, |g| g.offsets.extend(req.offsets));
+            Ok(())
+        })
+    }
+
+    /// Committed offsets of `tps`, or of every partition the group committed when `None`.
+    pub fn fetch_offsets(
+        self: &Rc<Self>,
+        group: String,
+        tps: Option<Vec<TopicPartition>>,
+    ) -> LocalFuture<Result<CommittedOffsets, EngineError>> {
+        self.on_group(&group.clone(), move |s| {
+            let groups = s.groups.borrow();
+            let committed = groups.get(&group).map(|g| &g.offsets);
+            let r = match tps {
+                Some(tps) => tps
+                    .into_iter()
+                    .map(|tp| {
+                        let c = committed.and_then(|o| o.get(&tp).cloned());
+                        (tp, c)
+                    })
+                    .collect(),
+                None => committed.map_or_else(Vec::new, |o| {
+                    o.iter()
+                        .map(|(tp, c)| (tp.clone(), Some(c.clone())))
+                        .collect()
+                }),
+            };
+            async move { Ok(r) }
+        })
+    }
+
+    /// Every group on every shard.
+    pub async fn list_groups(self: &Rc<Self>) -> Vec<GroupListing> {
+        let asks = (0..self.shards()).map(|i| {
+            self.invoke_on(ShardId(i), |s| async move {
+                s.groups
+                    .borrow()
+                    .values()
+                    .map(|g| GroupListing {
+                        group: g.id.clone(),
+                        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                        state: g.state.kafka_name(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        let mut all: Vec<GroupListing> = join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        all.sort_by(|a, b| a.group.cmp(&b.group));
+        all
+    }
+
+    pub fn describe_group(
+        self: &Rc<Self>,
+        group: String,
+    ) -> LocalFuture<Result<GroupDescription, EngineError>> {
+        self.on_group(&group.clone(), move |s| {
+            let groups = s.groups.borrow();
+            let d = match groups.get(&group) {
+                None => GroupDescription {
+                    group,
+                    state: "Dead",
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                },
+                Some(g) => describe(g),
+            };
+            async move { Ok(d) }
+        })
+    }
+
+    /// Deletes an empty group and its committed offsets (tombstones in the log).
+    pub fn delete_group(self: &Rc<Self>, group: String) -> LocalFuture<Result<(), EngineError>> {
+        self.on_group(&group.clone(), move |s| async move {
+            let tps: Vec<TopicPartition> = {
+                let groups = s.groups.borrow();
+                let g = groups.get(&group).ok_or(EngineError::GroupIdNotFound)?;
+                if !g.members.is_empty() || g.state != GroupState::Empty {
+                    return Err(EngineError::NonEmptyGroup);
+                }
+                g.offsets.keys().cloned().collect()
+            };
+            if !tps.is_empty() {
+                let batch = group_log::tombstone_batch(&group, &tps, now_ms());
+                s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
+                    .await?;
+            }
+            s.groups.borrow_mut().remove(&group);
+            Ok(())
+        })
+    }
+
+    /// Expires members and completes due rebalances; forgets groups left with nothing.
+    pub(crate) fn tick_groups(&self) {
+        let cfg = &self.shared.config.group;
+        let now = Instant::now();
+        let mut groups = self.groups.borrow_mut();
+        for g in groups.values_mut() {
+            g.tick(cfg, now);
+        }
+        groups.retain(|_, g| !(g.state == GroupState::Empty && g.is_empty_of_everything()));
+    }
+}
+
+fn describe(g: &Group) -> GroupDescription {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    let members = g
+        .members
+        .values()
+        .map(|m| MemberDescription {
+            member_id: m.id.clone(),
+            instance_id: m.instance_id.clone(),
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            metadata: m
+                .protocols
+                .iter()
+                .find(|(n, _)| *n == protocol)
+                .map(|(_, md)| md.clone())
+                .unwrap_or_default(),
+            assignment: m.assignment.clone(),
+        })
+        .collect();
+    GroupDescription {
+        group: g.id.clone(),
+        state: g.state.kafka_name(),
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        protocol,
+        members,
+    }
+}

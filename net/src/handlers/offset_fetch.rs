@@ -1,0 +1,140 @@
+//! OffsetFetch: committed offsets (-1 where none), for one group (v0–7) or a
+//! batch of groups (v8). A null topic list means every committed partition.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use brook_engine::TopicPartition;
+use brook_engine::group::CommittedOffset;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::topic_name;
+use crate::errors;
+use crate::server::ShardServer;
+
+type Committed = Vec<(TopicPartition, Option<CommittedOffset>)>;
+
+/// Groups the answer by topic, keeping partition order.
+fn by_topic(rows: Committed) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> {
+    let mut out: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+    for (tp, c) in rows {
+        out.entry(tp.topic)
+            .or_default()
+            .push((tp.partition as i32, c));
+    }
+    out
+}
+
+fn fields(c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match c {
+        Some(c) => (
+            c.offset.0 as i64,
+            c.leader_epoch.unwrap_or(-1),
+            Some(StrBytes::from_string(c.metadata.clone())),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+async fn lookup(
+    srv: &Rc<ShardServer>,
+    group: String,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Committed, i16> {
+    let tps = topics.map(|ts| {
+        ts.into_iter()
+            .flat_map(|(t, ps)| {
+                ps.into_iter().map(move |p| TopicPartition {
+                    topic: t.clone(),
+                    partition: p.max(0) as u32,
+                })
+            })
+            .collect()
+    });
+    srv.shard
+        .fetch_offsets(group, tps)
+        .await
+        .map_err(|e| errors::code(&e))
+}
+
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::new();
+        for g in req.groups {
+            let topics = g.topics.map(|ts| {
+                ts.into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match lookup(&srv, g.group_id.to_string(), topics).await {
+                Err(code) => group.with_error_code(code),
+                Ok(rows) => group.with_topics(
+                    by_topic(rows)
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            let partitions = ps
+                                .iter()
+                                .map(|(p, c)| {
+                                    let (offset, epoch, md) = fields(c);
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(offset)
+                                        .with_committed_leader_epoch(epoch)
+                                        .with_metadata(md)
+                                })
+                                .collect();
+                            OffsetFetchResponseTopics::default()
+                                .with_name(topic_name(&t))
+                                .with_partitions(partitions)
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match lookup(&srv, req.group_id.to_string(), topics).await {
+        Err(code) => OffsetFetchResponse::default().with_error_code(code),
+        Ok(rows) => {
+            let topics = by_topic(rows)
+                .into_iter()
+                .map(|(t, ps)| {
+                    let partitions = ps
+                        .iter()
+                        .map(|(p, c)| {
+                            let (offset, epoch, md) = fields(c);
+                            let r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(offset)
+                                .with_metadata(md);
+                            if version >= 5 {
+                                r.with_committed_leader_epoch(epoch)
+                            } else {
+                                r
+                            }
+                        })
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(partitions)
+                })
+                .collect();
+            OffsetFetchResponse::default().with_topics(topics)
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! SyncGroup: the leader hands in the assignment; everyone gets their share.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
+
+use crate::errors;
+use crate::server::ShardServer;
+
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let (protocol_type, protocol_name) = (req.protocol_type.clone(), req.protocol_name.clone());
+    let result = srv
+        .shard
+        .sync_group(
+            req.group_id.to_string(),
+            req.member_id.to_string(),
+            req.generation_id,
+            req.group_instance_id.map(|i| i.to_string()),
+            assignments,
+        )
+        .await;
+    let resp = match result {
+        Ok(assignment) => SyncGroupResponse::default().with_assignment(assignment),
+        Err(e) => SyncGroupResponse::default().with_error_code(errors::code(&e)),
+    };
+    if version >= 5 {
+        resp.with_protocol_type(protocol_type)
+            .with_protocol_name(protocol_name)
+    } else {
+        resp
+    }
+}
