@@ -169,6 +169,24 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     if let Some(ms) = num("log.retention.check.interval.ms")? {
         engine.retention_check_interval = Duration::from_millis(ms.max(100) as u64);
     }
+    for (key, slot) in [
+        (
+            "group.initial.rebalance.delay.ms",
+            &mut engine.group.initial_rebalance_delay,
+        ),
+        (
+            "group.min.session.timeout.ms",
+            &mut engine.group.min_session_timeout,
+        ),
+        (
+            "group.max.session.timeout.ms",
+            &mut engine.group.max_session_timeout,
+        ),
+    ] {
+        if let Some(ms) = num(key)? {
+            *slot = Duration::from_millis(ms.max(0) as u64);
+        }
+    }
     if let Some(b) = num("brook.cache.partition.bytes")? {
         engine.cache_bytes_per_partition = b.max(0) as usize;
     }
@@ -200,7 +218,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("brook-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("b.toml");
-        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n").unwrap();
+        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n\"group.initial.rebalance.delay.ms\" = 0\n").unwrap();
         let cli = Cli {
             config: Some(f),
             listen: None,
@@ -215,5 +233,6 @@ mod tests {
         );
         assert_eq!(s.engine.default_partitions, 4);
         assert_eq!(s.engine.topic_defaults.retention_ms, Some(3_600_000));
+        assert_eq!(s.engine.group.initial_rebalance_delay, Duration::ZERO);
     }
 }
