@@ -184,6 +184,8 @@ pub struct Partition {
     last_sync: Instant,
     unsynced: bool,
     poisoned: Option<String>,
+    /// The last reservation failed (e.g. ENOSPC); logged once until one succeeds.
+    out_of_space: bool,
     closing: bool,
 }
 
@@ -236,6 +238,7 @@ impl Partition {
             last_sync: Instant::now(),
             unsynced: false,
             poisoned: None,
+            out_of_space: false,
             closing: false,
         })
     }
@@ -261,6 +264,19 @@ impl Partition {
                 BatchError::TooLarge { len, max } => EngineError::BatchTooLarge { len, max },
                 e => EngineError::CorruptBatch(e),
             })?;
+        // Roll and reserve disk space for the whole request before any offset is
+        // assigned: a full disk is then a clean error that loses and poisons nothing,
+        // and writes into reserved space cannot fail for want of space.
+        if let Err(e) = self.reserve(records.len() as u64) {
+            if !self.out_of_space {
+                tracing::warn!(partition = %self.tp, error = %e, "cannot reserve disk space; refusing appends until it can");
+                self.out_of_space = true;
+            }
+            return Err(e);
+        }
+        if std::mem::take(&mut self.out_of_space) {
+            tracing::info!(partition = %self.tp, "disk space available again; appends resume");
+        }
         let base_offset = self.log_end;
         for (range, incoming) in batches {
             if let Some(p) = &incoming.producer {
@@ -284,7 +300,6 @@ impl Partition {
     }
 
     fn append_one(&mut self, bytes: &[u8], incoming: BatchInfo) -> Result<(), EngineError> {
-        self.maybe_roll(bytes.len() as u64)?;
         let info = BatchInfo {
             base_offset: self.log_end,
             ..incoming
@@ -304,6 +319,14 @@ impl Partition {
         self.cache.push(info.base_offset, info.next_offset(), b);
         self.log_end = info.next_offset();
         Ok(())
+    }
+
+    fn reserve(&mut self, bytes: u64) -> Result<(), EngineError> {
+        self.maybe_roll(bytes)?;
+        self.segments
+            .last_mut()
+            .expect("an active segment")
+            .reserve(bytes)
     }
 
     fn maybe_roll(&mut self, incoming: u64) -> Result<(), EngineError> {

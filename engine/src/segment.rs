@@ -118,17 +118,30 @@ fn open_direct(path: &Path) -> Result<std::fs::File, EngineError> {
     }
 }
 
-/// Reserves space up to at least `end`, extending i_size, in PREALLOC_BYTES steps.
+/// Reserves space up to at least `end`, extending i_size, in PREALLOC_BYTES steps;
+/// when the disk cannot fit a whole step, just what `end` needs.
 pub fn ensure_allocated(w: &mut Writer, end: u64) -> Result<(), EngineError> {
     if end <= w.allocated {
         return Ok(());
     }
-    let target = round_up(end).div_ceil(PREALLOC_BYTES) * PREALLOC_BYTES;
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::fallocate(w.file.as_raw_fd(), 0, 0, target as libc::off_t) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    let step = round_up(end).div_ceil(PREALLOC_BYTES) * PREALLOC_BYTES;
+    let fallocate = |len: u64| {
+        // SAFETY: plain syscall on an fd we own.
+        let rc = unsafe { libc::fallocate(w.file.as_raw_fd(), 0, 0, len as libc::off_t) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    let target = match fallocate(step) {
+        Ok(()) => step,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            fallocate(round_up(end))?;
+            round_up(end)
+        }
+        Err(e) => return Err(e.into()),
+    };
     w.allocated = target;
     Ok(())
 }
@@ -219,6 +232,17 @@ impl Segment {
             dir: dir.to_path_buf(),
             writer: None,
         })
+    }
+
+    /// Makes sure `extra` more bytes (rounded to whole blocks) fit in allocated space.
+    pub fn reserve(&mut self, extra: u64) -> Result<(), EngineError> {
+        let end = round_up(self.size + extra);
+        ensure_allocated(
+            self.writer
+                .as_mut()
+                .expect("reserve on a segment without a writer"),
+            end,
+        )
     }
 
     /// Appends one batch (base offset already rewritten) to the open buffer.
