@@ -312,12 +312,7 @@ fn describe(g: &Group) -> GroupDescription {
             instance_id: m.instance_id.clone(),
             client_id: m.client_id.clone(),
             client_host: m.client_host.clone(),
-            metadata: m
-                .protocols
-                .iter()
-                .find(|(n, _)| *n == protocol)
-                .map(|(_, md)| md.clone())
-                .unwrap_or_default(),
+            metadata: m.metadata_for(&protocol),
             assignment: m.assignment.clone(),
         })
         .collect();

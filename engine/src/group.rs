@@ -173,6 +173,27 @@ pub struct Group {
     next_seq: u64,
 }
 
+impl Member {
+    /// The metadata this member sent for `protocol` (empty if it sent none).
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, md)| md.clone())
+            .unwrap_or_default()
+    }
+
+    /// Answers any parked JoinGroup/SyncGroup of this member with `e`.
+    fn fail_waiters(&mut self, e: EngineError) {
+        if let Some(w) = self.join_waiter.take() {
+            let _ = w.send(Err(e.clone()));
+        }
+        if let Some(w) = self.sync_waiter.take() {
+            let _ = w.send(Err(e));
+        }
+    }
+}
+
 fn fail<T>(e: EngineError) -> Reply<Result<T, EngineError>> {
     Reply::Now(Err(e))
 }
@@ -318,12 +339,7 @@ impl Group {
             .members
             .remove(&old)
             .expect("instance maps to a member");
-        if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(Err(EngineError::FencedInstanceId));
-        }
-        if let Some(w) = m.sync_waiter.take() {
-            let _ = w.send(Err(EngineError::FencedInstanceId));
-        }
+        m.fail_waiters(EngineError::FencedInstanceId);
         let unchanged = m.protocols == req.protocols;
         m.id = id.clone();
         m.last_heartbeat = now;
@@ -497,12 +513,7 @@ impl Group {
                 .map(|m| JoinedMember {
                     member_id: m.id.clone(),
                     instance_id: m.instance_id.clone(),
-                    metadata: m
-                        .protocols
-                        .iter()
-                        .find(|(n, _)| *n == protocol)
-                        .map(|(_, md)| md.clone())
-                        .unwrap_or_default(),
+                    metadata: m.metadata_for(&protocol),
                 })
                 .collect()
         } else {
@@ -635,12 +646,7 @@ impl Group {
         let Some(mut m) = self.members.remove(id) else {
             return false;
         };
-        if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(Err(EngineError::UnknownMemberId));
-        }
-        if let Some(w) = m.sync_waiter.take() {
-            let _ = w.send(Err(EngineError::UnknownMemberId));
-        }
+        m.fail_waiters(EngineError::UnknownMemberId);
         if self.leader.as_deref() == Some(id) {
             self.leader = None;
         }
