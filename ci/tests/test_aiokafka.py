@@ -9,7 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from util import check_keyed, create_topic, payload, unique_topic, wait_until
+from util import assert_codec, check_keyed, create_topic, payload, unique_topic, wait_until
 
 N = 10_000
 PARTITIONS = 4
@@ -33,7 +33,8 @@ async def produce_keyed(broker, topic, n, start=0, timestamp=None, partition=Non
         acked = {}
         for key, fut in futs:
             md = await fut
-            acked[key] = (md.partition, md.offset)
+            if md is not None:  # aiokafka resolves acks=0 sends with None
+                acked[key] = (md.partition, md.offset)
         return acked
     finally:
         await prod.stop()
@@ -78,6 +79,7 @@ def test_producer_roundtrip(broker, codec, idempotent):
     check_keyed(got, N, acked=acked)
     assert ends == {p: len(got[p]) for p in range(PARTITIONS)}
     assert all(got[p] for p in range(PARTITIONS)), "keys did not spread over partitions"
+    assert_codec(broker.bootstrap, topic, PARTITIONS, codec)
 
 
 def test_acks_1_and_0(broker):
@@ -85,7 +87,7 @@ def test_acks_1_and_0(broker):
     create_topic(broker.bootstrap, topic, 2)
     acked = run(produce_keyed(broker, topic, 2000, acks=1, compression_type="lz4"))
     assert len(acked) == 2000
-    run(produce_keyed(broker, topic, 2000, start=2000, acks=0, compression_type="zstd"))
+    assert run(produce_keyed(broker, topic, 2000, start=2000, acks=0, compression_type="zstd")) == {}
     got, _ = run(consume_all(broker, topic, 2))
     check_keyed(got, 4000)  # acks=0: all should arrive on loopback
     seen = {r[1]: (p, r[0]) for p, recs in got.items() for r in recs}

@@ -83,8 +83,9 @@ def produce_after(broker, topic, prefix, n):
     for i in range(n):
         p.produce(topic, key=("%s-%d" % (prefix, i)).encode(), value=value_for(prefix, i), on_delivery=dr)
         p.poll(0)
-    assert p.flush(60) == 0
-    assert not dr.errors, dr.errors[:5]
+    left = p.flush(60)
+    assert left == 0 and not dr.errors, "fresh producer after restart: %d undelivered, %d acked, errors %r" % (
+        left, len(dr.acked), dr.errors[:5])
     return {k.decode(): po for k, po in dr.acked.items()}
 
 
@@ -101,9 +102,17 @@ def test_kill_restart_cycles(broker, procs, tmp_path):
         t0 = time.monotonic()
         proc = spawn(procs, [sys.executable, HELPER, broker.bootstrap, topic, ack_file, prefix,
                              "500000", "90", "4000"], stdout=out_file, stderr=subprocess.STDOUT)
-        wait_until(lambda: count_lines(ack_file) >= 200 or proc.poll() is not None, 30,
-                   what="first acknowledgements")
-        assert proc.poll() is None, "producer exited early"
+        def output():
+            out_file.flush()
+            out_file.seek(0)
+            return out_file.read()[-3000:]
+
+        try:
+            wait_until(lambda: count_lines(ack_file) >= 200 or proc.poll() is not None, 30,
+                       what="cycle %d: first acknowledgements" % cycle)
+        except AssertionError as e:
+            raise AssertionError("%s; %d acks; producer output:\n%s" % (e, count_lines(ack_file), output()))
+        assert proc.poll() is None, "cycle %d: producer exited early:\n%s" % (cycle, output())
         time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))
 
         broker.kill()
@@ -111,15 +120,18 @@ def test_kill_restart_cycles(broker, procs, tmp_path):
         broker.start()
 
         # the same producer carries on after the restart (its in-flight batches are retried)
-        wait_until(lambda: count_lines(ack_file) >= at_kill + 1000 or proc.poll() is not None, 60,
-                   what="acknowledgements after restart")
+        try:
+            wait_until(lambda: count_lines(ack_file) >= at_kill + 1000 or proc.poll() is not None, 60,
+                       what="cycle %d: acknowledgements after restart" % cycle)
+        except AssertionError as e:
+            raise AssertionError("%s; %d acks at kill, %d now; producer output:\n%s" % (
+                e, at_kill, count_lines(ack_file), output()))
         proc.send_signal(signal.SIGTERM)
         try:
             rc = proc.wait(90)
         except subprocess.TimeoutExpired:
             rc = None
-        out_file.seek(0)
-        out = out_file.read()
+        out = output()
         acked, errors = read_acks(ack_file)
         assert rc == 0 and not errors, "producer rc=%r errors=%r output=%s" % (rc, errors[:5], out[-2000:])
         assert len(acked) > at_kill, "no acknowledgements after restart"

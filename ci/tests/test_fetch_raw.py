@@ -1,4 +1,7 @@
-"""Fetch long-poll timing and Fetch semantics over a raw socket."""
+"""Fetch long-poll semantics and Fetch bounds over a raw socket.
+
+The long-poll checks compare against the client's own max_wait with margins of
+many seconds: they check *whether* the broker waited, never how fast it is."""
 
 import threading
 import time
@@ -15,7 +18,7 @@ def test_fetch_waits_max_wait_when_empty(broker):
         f = c.fetch(topic, 0, 0, max_wait_ms=800, min_bytes=1)
         took = time.monotonic() - t0
         assert f["error"] == 0 and f["records"] == b"" and f["high_watermark"] == 0, f
-        assert 0.6 <= took <= 5.0, "empty long poll with max_wait 800ms answered after %.3fs" % took
+        assert 0.6 <= took <= 15.0, "empty long poll with max_wait 800ms answered after %.3fs" % took
 
 
 def test_fetch_returns_early_when_data_arrives(broker):
@@ -33,7 +36,7 @@ def test_fetch_returns_early_when_data_arrives(broker):
         t0 = time.monotonic()
         th.start()
         try:
-            f = c.fetch(topic, 0, 0, max_wait_ms=10_000, min_bytes=1, timeout=20)
+            f = c.fetch(topic, 0, 0, max_wait_ms=30_000, min_bytes=1, timeout=60)
         finally:
             th.join(15)
         took = time.monotonic() - t0
@@ -41,7 +44,7 @@ def test_fetch_returns_early_when_data_arrives(broker):
         recs = [r for b in kp.decode_batches(f["records"]) for r in b["records"]]
         assert [(o, k, v) for o, _, k, v in recs] == [(0, b"k", b"late")]
         assert took >= 0.9, "fetch returned after %.3fs, before the data was produced" % took
-        assert time.monotonic() - sent_at[0] < 3.0, "long poll not woken by produce: took %.3fs" % took
+        assert time.monotonic() - sent_at[0] < 15.0, "long poll not woken by produce (max_wait 30s): took %.3fs" % took
 
 
 def test_fetch_min_bytes_zero_returns_immediately(broker):
@@ -49,8 +52,8 @@ def test_fetch_min_bytes_zero_returns_immediately(broker):
     create_topic(broker.bootstrap, topic, 1)
     with kp.Conn(broker.bootstrap) as c:
         t0 = time.monotonic()
-        f = c.fetch(topic, 0, 0, max_wait_ms=5000, min_bytes=0)
-        assert time.monotonic() - t0 < 2.0
+        f = c.fetch(topic, 0, 0, max_wait_ms=30_000, min_bytes=0, timeout=60)
+        assert time.monotonic() - t0 < 15.0, "min_bytes=0 must not wait out max_wait (30s)"
         assert f["error"] == 0 and f["records"] == b""
 
 

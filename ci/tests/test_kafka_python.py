@@ -9,7 +9,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError
 
 from conftest import DEFAULT_PARTITIONS
-from util import check_keyed, payload, unique_topic, wait_until
+from util import assert_codec, check_keyed, payload, unique_topic, wait_until
 
 N = 10_000
 PARTITIONS = 4
@@ -76,6 +76,7 @@ def test_default_producer_roundtrip(broker, codec):
     check_keyed(got, N, acked=acked)
     assert ends == {p: len(got[p]) for p in range(PARTITIONS)}
     assert all(got[p] for p in range(PARTITIONS)), "keys did not spread over partitions"
+    assert_codec(broker.bootstrap, topic, PARTITIONS, codec)
 
 
 def test_admin_list_describe_delete(broker):

@@ -70,3 +70,33 @@ def test_sigterm_under_load_loses_no_acknowledged_record(broker, procs, tmp_path
     assert acked, "nothing acknowledged"
     broker.start()
     verify_log(broker, topic, acked, ["c0"])
+
+
+def test_sigterm_after_many_client_sessions(broker):
+    """Clients that connected and went away must not hold up shutdown (a
+    connection left in CLOSE-WAIT inside the broker delays exit by its grace
+    period)."""
+    from test_kcat import kcat_consume, kcat_produce, lines_for
+    for n in range(4):
+        topic = unique_topic("shut-kcat")
+        create_topic(broker.bootstrap, topic, 4)
+        kcat_produce(broker, topic, lines_for(0, 500), "-z", "gzip")
+        assert len(kcat_consume(broker, topic, "-o", "beginning")) == 500
+        assert len(kcat_consume(broker, topic, "-p", "0", "-o", "-10")) == 10
+    conns = broker.connections()
+    t0 = time.monotonic()
+    rc = broker.terminate(timeout=STOP_TIMEOUT)
+    assert rc == 0, "exit status %r after %.1fs (None = still running after %ds); connections before SIGTERM:\n%s" % (
+        rc, time.monotonic() - t0, STOP_TIMEOUT, conns)
+    broker.start()
+
+
+def test_cluster_id_stable_across_connections_and_restart(broker):
+    from util import admin
+    ids = set()
+    for _ in range(8):
+        ids.add(admin(broker.bootstrap).list_topics(timeout=10).cluster_id)
+    assert len(ids) == 1 and None not in ids, ids
+    broker.restart()
+    after = admin(broker.bootstrap).list_topics(timeout=10).cluster_id
+    assert after in ids, "cluster id changed across restart: %r -> %r" % (ids, after)

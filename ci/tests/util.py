@@ -184,3 +184,36 @@ def spawn(procs, args, **kw):
     p = subprocess.Popen(args, start_new_session=True, **kw)
     procs.append(p)
     return p
+
+
+CODEC_IDS = {None: 0, "none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+def stored_codecs(bootstrap, topic, partitions):
+    """The set of compression codec ids of the batches stored at the start of
+    each partition (raw Fetch), to prove the client really used the codec."""
+    import kproto as kp
+    ids = set()
+    with kp.Conn(bootstrap) as c:
+        for p in range(partitions):
+            f = c.fetch(topic, p, 0, max_wait_ms=0, min_bytes=0, max_bytes=256 * 1024)
+            assert f["error"] == 0, f
+            ids.update(b["attributes"] & 0x07 for b in kp.decode_batches(f["records"]))
+    return ids
+
+
+def assert_codec(bootstrap, topic, partitions, codec):
+    """The stored batches really use `codec`. Clients may send a batch
+    uncompressed when compression would not shrink it (kafka-python and
+    librdkafka both do), so uncompressed batches are allowed beside it; but at
+    least one batch must carry the codec (a silent fallback to uncompressed
+    everywhere means the client decided the broker does not support it)."""
+    got = stored_codecs(bootstrap, topic, partitions)
+    want = CODEC_IDS[codec]
+    hint = ""
+    if codec == "lz4" and got == {0}:
+        hint = (" -- librdkafka (all versions) enables LZ4 only if the broker's ApiVersions lists"
+                " FindCoordinator with v0 in range (rdkafka_feature.c, feature LZ4), else it silently"
+                " sends uncompressed")
+    assert want in got and got <= {0, want}, "stored batches use codec ids %r, expected %r (%s)%s" % (
+        got, want, codec, hint)
