@@ -22,6 +22,35 @@ use futures::channel::oneshot;
 /// How long a stopping shard waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// Takes an exclusive lock on the data directory so two brokers can never write
+/// the same log. A broker that was just killed may still be exiting: wait a little.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let dir = data_dir.join("__brook");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} is in use by another broker",
+                data_dir.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The cluster id, created once per data directory.
 fn cluster_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("__brook").join("cluster_id");
@@ -119,6 +148,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
     raise_fd_limit();
     std::fs::create_dir_all(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
+    let _lock = lock_data_dir(&engine.data_dir)?;
     net.cluster_id = cluster_id(&engine.data_dir).map_err(|e| format!("cluster id: {e}"))?;
     let shards = engine.shards;
     let data_dir = engine.data_dir.clone();
