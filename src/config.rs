@@ -190,19 +190,34 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     if let Some(b) = num("brook.cache.partition.bytes")? {
         engine.cache_bytes_per_partition = b.max(0) as usize;
     }
-    let net = NetConfig {
-        listen,
-        advertise_host,
-        advertise_port,
-        node_id: cli
-            .node_id
-            .or(num("node.id")?.map(|n| n as i32))
-            .unwrap_or(1),
-        cluster_id: String::new(),
-        max_request_bytes: num("socket.request.max.bytes")?
-            .map_or(100 << 20, |n| n.max(1024) as usize),
-        max_in_flight_per_connection: 64,
-    };
+    let node_id = cli
+        .node_id
+        .or(num("node.id")?.map(|n| n as i32))
+        .unwrap_or(1);
+    let mut net = NetConfig::new(listen, advertise_host, advertise_port, node_id);
+    let positive =
+        |k: &str| -> Result<Option<usize>, String> { Ok(num(k)?.map(|n| n.max(1) as usize)) };
+    if let Some(n) = positive("socket.request.max.bytes")? {
+        net.max_request_bytes = n.max(1024);
+    }
+    if let Some(n) = positive("max.connections")? {
+        net.max_connections = n;
+    }
+    if let Some(n) = positive("max.connections.per.ip")? {
+        net.max_connections_per_ip = n;
+    }
+    if let Some(n) = positive("queued.max.request.bytes")? {
+        net.request_memory_per_shard = n;
+    }
+    if let Some(n) = positive("brook.max.inflight.requests.per.connection")? {
+        net.max_in_flight_per_connection = n;
+    }
+    if let Some(ms) = positive("connections.max.idle.ms")? {
+        net.connections_max_idle = Duration::from_millis(ms as u64);
+    }
+    if let Some(ms) = positive("brook.partial.request.timeout.ms")? {
+        net.partial_request_timeout = Duration::from_millis(ms as u64);
+    }
     Ok(Settings { engine, net })
 }
 

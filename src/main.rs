@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use brook_engine::{EngineShared, Shard, ShardId};
-use brook_net::{NetConfig, ShardServer};
+use brook_net::{ConnectionCounts, NetConfig, ShardServer};
 use clap::Parser;
 use futures::channel::oneshot;
 
@@ -80,6 +80,7 @@ fn run_shard(
     id: usize,
     shared: Arc<EngineShared>,
     net: Arc<NetConfig>,
+    connections: Arc<ConnectionCounts>,
     ready: mpsc::Sender<Result<(), String>>,
     stop: Phases,
 ) {
@@ -104,7 +105,7 @@ fn run_shard(
             }
         };
         shard.start_background();
-        let server = ShardServer::new(shard.clone(), net);
+        let server = ShardServer::new(shard.clone(), net, connections);
         if let Err(e) = server.listen() {
             let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
             return;
@@ -155,6 +156,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
     let shared =
         EngineShared::new(engine).map_err(|e| format!("opening {}: {e}", data_dir.display()))?;
     let net = Arc::new(net);
+    let connections = Arc::new(ConnectionCounts::default());
     let (ready_tx, ready_rx) = mpsc::channel();
     let (drained_tx, drained_rx) = mpsc::channel();
     let mut drains = Vec::new();
@@ -171,9 +173,10 @@ fn run(settings: config::Settings) -> Result<(), String> {
             close,
         };
         let (shared, net, ready) = (shared.clone(), net.clone(), ready_tx.clone());
+        let connections = connections.clone();
         let t = std::thread::Builder::new()
             .name(format!("brook-shard-{id}"))
-            .spawn(move || run_shard(id, shared, net, ready, phases))
+            .spawn(move || run_shard(id, shared, net, connections, ready, phases))
             .map_err(|e| format!("spawning shard {id}: {e}"))?;
         threads.push(t);
     }

@@ -19,9 +19,11 @@ use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 
 use crate::dispatch::{Dispatched, dispatch};
+use crate::memory::Permit;
 use crate::server::ShardServer;
 
-type Pending = compio::runtime::JoinHandle<Option<Bytes>>;
+/// A request being handled, and the request memory it holds until its response is written.
+type Pending = (compio::runtime::JoinHandle<Option<Bytes>>, Permit);
 
 const READ_CHUNK_BYTES: usize = 256 << 10;
 
@@ -37,6 +39,26 @@ pub async fn serve(srv: &Rc<ShardServer>, stream: TcpStream, peer: SocketAddr) {
     read_loop(srv, reader, tx, peer).await;
     let _ = writer_task.await;
     tracing::debug!(%peer, "connection closed");
+}
+
+/// The size of the frame at the front of `buf` (length prefix included), once
+/// its 4-byte length has arrived. `Err` carries the reason to close the connection.
+fn frame_size(buf: &[u8], max_request_bytes: usize) -> Result<Option<usize>, String> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < MIN_FRAME_BYTES as i32 {
+        return Err(format!(
+            "frame length {len} is smaller than a request header"
+        ));
+    }
+    if len as usize > max_request_bytes {
+        return Err(format!(
+            "frame of {len} bytes exceeds socket.request.max.bytes {max_request_bytes}"
+        ));
+    }
+    Ok(Some(4 + len as usize))
 }
 
 /// Splits one complete frame off the front of `buf`, if there is one.
@@ -71,11 +93,30 @@ async fn read_loop(
     mut tx: mpsc::Sender<Pending>,
     peer: SocketAddr,
 ) {
+    let cfg = &srv.config;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let mut stop = srv.stop.wait().fuse();
+    // Request memory for the frame at the front of `buf`, taken as soon as its
+    // length is known and before its body is buffered.
+    let mut permit: Option<Permit> = None;
     loop {
         loop {
-            let frame = match next_frame(&mut buf, srv.config.max_request_bytes) {
+            let size = match frame_size(&buf, cfg.max_request_bytes) {
+                Ok(Some(size)) => size,
+                Ok(None) => break,
+                Err(why) => {
+                    tracing::warn!(%peer, "closing connection: {why}");
+                    return;
+                }
+            };
+            if permit.is_none() {
+                let acquire = srv.memory.acquire(size);
+                permit = futures::select_biased! {
+                    _ = stop => return,
+                    p = acquire.fuse() => Some(p),
+                };
+            }
+            let frame = match next_frame(&mut buf, cfg.max_request_bytes) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(why) => {
@@ -83,13 +124,18 @@ async fn read_loop(
                     return;
                 }
             };
+            let held = permit.take().expect("permit taken above");
             match dispatch(srv, peer, frame) {
                 Dispatched::Respond(fut) => {
-                    if tx.send(compio::runtime::spawn(fut)).await.is_err() {
+                    if tx.send((compio::runtime::spawn(fut), held)).await.is_err() {
                         return;
                     }
                 }
-                Dispatched::NoResponse(fut) => compio::runtime::spawn(fut).detach(),
+                Dispatched::NoResponse(fut) => compio::runtime::spawn(async move {
+                    fut.await;
+                    drop(held);
+                })
+                .detach(),
                 Dispatched::Close(why) => {
                     tracing::warn!(%peer, "closing connection: {why}");
                     return;
@@ -102,9 +148,22 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
+        // A client may idle between requests, but not in the middle of one.
+        let (quiet_limit, what) = if buf.is_empty() {
+            (cfg.connections_max_idle, "idle")
+        } else {
+            (
+                cfg.partial_request_timeout,
+                "silent in the middle of a request",
+            )
+        };
         let read = futures::select_biased! {
             _ = stop => return,
             r = reader.append(buf).fuse() => r,
+            _ = compio::time::sleep(quiet_limit).fuse() => {
+                tracing::info!(%peer, "closing connection: {what} for {quiet_limit:?}");
+                return;
+            }
         };
         let compio::BufResult(res, b) = read;
         buf = b;
@@ -120,7 +179,7 @@ async fn read_loop(
 }
 
 async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
-    while let Some(pending) = rx.next().await {
+    while let Some((pending, permit)) = rx.next().await {
         let response = match pending.await {
             Ok(Some(r)) => r,
             // Only requests that expect an answer are queued here: `None` means the
@@ -131,6 +190,7 @@ async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
             }
         };
         let compio::BufResult(res, _) = writer.write_all(response).await;
+        drop(permit);
         if res.is_err() {
             break;
         }

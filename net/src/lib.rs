@@ -2,6 +2,7 @@
 //!
 //! - [`server`]: per-shard SO_REUSEPORT listeners, graceful stop.
 //! - [`conn`]: one connection — framing, pipelining, responses in request order.
+//! - [`memory`]: the per-shard request memory budget (backpressure).
 //! - [`dispatch`]: request header parsing, version checks, routing to a handler.
 //! - [`handlers`]: one file per Kafka API.
 //! - [`versions`]: the ApiVersions table.
@@ -12,7 +13,8 @@ pub mod conn;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;
+pub mod memory;
 pub mod server;
 pub mod versions;
 
-pub use server::{NetConfig, ShardServer};
+pub use server::{ConnectionCounts, NetConfig, ShardServer};

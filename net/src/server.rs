@@ -27,6 +27,89 @@ pub struct NetConfig {
     pub max_request_bytes: usize,
     /// Requests read ahead of their responses on one connection.
     pub max_in_flight_per_connection: usize,
+    /// Bytes of requests (from their length prefix until their response is
+    /// written) one shard may hold; beyond it connections stop reading.
+    pub request_memory_per_shard: usize,
+    /// Kafka's `max.connections` (all shards) and `max.connections.per.ip`.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Kafka's `connections.max.idle.ms`: a connection with nothing to say is closed.
+    pub connections_max_idle: Duration,
+    /// A connection that stops in the middle of a request frame is closed after this.
+    pub partial_request_timeout: Duration,
+}
+
+impl NetConfig {
+    /// Defaults for everything but the addresses and identity.
+    pub fn new(
+        listen: SocketAddr,
+        advertise_host: String,
+        advertise_port: i32,
+        node_id: i32,
+    ) -> NetConfig {
+        NetConfig {
+            listen,
+            advertise_host,
+            advertise_port,
+            node_id,
+            cluster_id: String::new(),
+            max_request_bytes: 100 << 20,
+            max_in_flight_per_connection: 64,
+            request_memory_per_shard: 512 << 20,
+            max_connections: 100_000,
+            max_connections_per_ip: 10_000,
+            connections_max_idle: Duration::from_secs(600),
+            partial_request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Open connections, counted across shards: touched on accept and close only.
+#[derive(Default)]
+pub struct ConnectionCounts {
+    total: std::sync::atomic::AtomicUsize,
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    refusals_logged: std::sync::atomic::AtomicUsize,
+}
+
+impl ConnectionCounts {
+    /// Counts a new connection, or says which limit it would break.
+    fn admit(&self, ip: std::net::IpAddr, cfg: &NetConfig) -> Result<(), &'static str> {
+        use std::sync::atomic::Ordering;
+        if self.total.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max.connections");
+        }
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = per_ip.entry(ip).or_default();
+        if *n >= cfg.max_connections_per_ip {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("max.connections.per.ip");
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn release(&self, ip: std::net::IpAddr) {
+        self.total.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+
+    /// Logs the first refusals, then every 1000th, so a flood does not flood the log.
+    fn log_refusal(&self, peer: SocketAddr, limit: &str) {
+        let n = self
+            .refusals_logged
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < 10 || n.is_multiple_of(1000) {
+            tracing::warn!(%peer, limit, refused_so_far = n + 1, "refusing connection: limit reached");
+        }
+    }
 }
 
 /// A one-shot broadcast: once fired, every current and future waiter returns.
@@ -69,6 +152,8 @@ pub struct ShardServer {
     pub shard: Rc<Shard>,
     pub config: Arc<NetConfig>,
     pub stop: StopSignal,
+    pub memory: Rc<crate::memory::MemoryBudget>,
+    connections: Arc<ConnectionCounts>,
     open_connections: Cell<usize>,
     drained: StopSignal,
 }
@@ -85,9 +170,15 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 impl ShardServer {
-    pub fn new(shard: Rc<Shard>, config: Arc<NetConfig>) -> Rc<ShardServer> {
+    pub fn new(
+        shard: Rc<Shard>,
+        config: Arc<NetConfig>,
+        connections: Arc<ConnectionCounts>,
+    ) -> Rc<ShardServer> {
         Rc::new(ShardServer {
             shard,
+            memory: crate::memory::MemoryBudget::new(config.request_memory_per_shard),
+            connections,
             config,
             stop: StopSignal::default(),
             open_connections: Cell::new(0),
@@ -113,10 +204,16 @@ impl ShardServer {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if let Err(limit) = self.connections.admit(peer.ip(), &self.config) {
+                        self.connections.log_refusal(peer, limit);
+                        drop(stream);
+                        continue;
+                    }
                     self.open_connections.set(self.open_connections.get() + 1);
                     let me = self.clone();
                     compio::runtime::spawn(async move {
                         crate::conn::serve(&me, stream, peer).await;
+                        me.connections.release(peer.ip());
                         me.connection_closed();
                     })
                     .detach();

@@ -100,11 +100,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest) -> FetchResponse {
             .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
             .sum();
         let any_error = results.iter().any(|r| r.is_err());
-        if total >= min_bytes
-            || any_error
-            || Instant::now() >= deadline
-            || srv.stop.is_fired()
-        {
+        if total >= min_bytes || any_error || Instant::now() >= deadline || srv.stop.is_fired() {
             break;
         }
         let watch = wants.iter().map(|w| (w.tp.clone(), w.offset)).collect();
