@@ -51,6 +51,15 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
     }
 }
 
+/// The shards bind with SO_REUSEPORT, which would let this broker share a port
+/// with another process listening the same way. A plain bind first makes an
+/// address already in use an error, as it is for Kafka.
+fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
 /// The cluster id, created once per data directory.
 fn cluster_id(data_dir: &Path) -> std::io::Result<String> {
     let path = data_dir.join("__brook").join("cluster_id");
@@ -150,6 +159,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
     std::fs::create_dir_all(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
     let _lock = lock_data_dir(&engine.data_dir)?;
+    ensure_port_free(net.listen)?;
     net.cluster_id = cluster_id(&engine.data_dir).map_err(|e| format!("cluster id: {e}"))?;
     let shards = engine.shards;
     let data_dir = engine.data_dir.clone();

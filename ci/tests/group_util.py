@@ -1,5 +1,6 @@
 """Helpers for the consumer-group tests (test_groups*.py)."""
 
+import queue
 import threading
 import time
 import uuid
@@ -109,9 +110,10 @@ class Poller:
         self.revoked = []
         self.lost = []
         self.errors = []
+        self.current = []  # c.assignment(), refreshed by the polling thread
         self.lock = threading.Lock()
         self._stop = threading.Event()
-        self._pause = threading.Event()
+        self._calls = queue.Queue()
         self.c.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
         self.thread = threading.Thread(target=self._run, daemon=True, name="poller-" + name)
         self.thread.start()
@@ -128,13 +130,35 @@ class Poller:
         with self.lock:
             self.lost.append((time.monotonic(), sorted(tp.partition for tp in parts)))
 
+    def call(self, fn, timeout=30):
+        """Runs fn(consumer) on the polling thread and returns its result
+        (librdkafka calls from two Python threads can deadlock on the GIL)."""
+        done = threading.Event()
+        box = {}
+        self._calls.put((fn, done, box))
+        assert done.wait(timeout), "poller %s did not run the call within %ds" % (self.name, timeout)
+        if "exc" in box:
+            raise box["exc"]
+        return box["result"]
+
     def _run(self):
         while not self._stop.is_set():
+            while not self._calls.empty():
+                fn, done, box = self._calls.get()
+                try:
+                    box["result"] = fn(self.c)
+                except Exception as e:
+                    box["exc"] = e
+                done.set()
             try:
                 msgs = self.c.consume(num_messages=500, timeout=0.2)
             except Exception as e:  # closed under us, etc.
                 self.errors.append(repr(e))
                 return
+            # librdkafka's assignment() must not be called from another thread
+            # while this one serves rebalance callbacks (the GIL is held
+            # across the call: deadlock), so the current one is kept here.
+            self.current = sorted(tp.partition for tp in self.c.assignment())
             got = False
             for m in msgs:
                 err = m.error()
@@ -152,7 +176,7 @@ class Poller:
                     self.errors.append("commit: %r" % e)
 
     def assignment(self):
-        return sorted(tp.partition for tp in self.c.assignment())
+        return list(self.current)
 
     def consumed(self):
         with self.lock:
@@ -267,3 +291,108 @@ def count_by(records, key=lambda r: r):
     for r in records:
         out[key(r)] += 1
     return out
+
+
+# ------------------------------------------------------------------ raw group protocol
+
+FIND_COORDINATOR = 10
+JOIN_GROUP = 11
+HEARTBEAT = 12
+LEAVE_GROUP = 13
+SYNC_GROUP = 14
+OFFSET_COMMIT = 8
+OFFSET_FETCH = 9
+
+NONE = 0
+ILLEGAL_GENERATION = 22
+INCONSISTENT_GROUP_PROTOCOL = 23
+UNKNOWN_MEMBER_ID = 25
+INVALID_SESSION_TIMEOUT = 26
+REBALANCE_IN_PROGRESS = 27
+MEMBER_ID_REQUIRED = 79
+
+
+class GroupConn:
+    """Hand-encoded, non-flexible group requests over one kproto connection.
+    JoinGroup and SyncGroup can block until the rebalance completes, so use
+    one connection per member (and a thread for a blocking call)."""
+
+    def __init__(self, bootstrap, client_id="brook-raw-group"):
+        import kproto
+        self.kp = kproto
+        self.c = kproto.Conn(bootstrap, timeout=30.0, client_id=client_id)
+
+    def close(self):
+        self.c.close()
+
+    def find_coordinator(self, group):
+        """v1 -> (error, node_id, host, port)"""
+        kp = self.kp
+        r = self.c.request(FIND_COORDINATOR, 1, kp.string(group) + kp.i8(0))
+        r.i32()
+        err = r.i16()
+        r.string()
+        return err, r.i32(), r.string(), r.i32()
+
+    def join(self, group, member_id="", session_ms=10000, rebalance_ms=10000, protocol_type="consumer",
+             protocols=(("range", b"meta"),), version=1, timeout=30):
+        """v1 or v4 (same request) -> dict(error, generation, protocol, leader, member_id, members)"""
+        kp = self.kp
+        body = (kp.string(group) + kp.i32(session_ms) + kp.i32(rebalance_ms) + kp.string(member_id)
+                + kp.string(protocol_type) + kp.array([kp.string(n) + kp.bytes_(m) for n, m in protocols]))
+        r = self.c.request(JOIN_GROUP, version, body, timeout=timeout)
+        if version >= 2:
+            r.i32()
+        return dict(error=r.i16(), generation=r.i32(), protocol=r.string(), leader=r.string(),
+                    member_id=r.string(), members=r.array(lambda r: (r.string(), r.bytes_())))
+
+    def sync(self, group, generation, member_id, assignments=(), timeout=30):
+        """v1 -> (error, assignment bytes)"""
+        kp = self.kp
+        body = (kp.string(group) + kp.i32(generation) + kp.string(member_id)
+                + kp.array([kp.string(m) + kp.bytes_(a) for m, a in assignments]))
+        r = self.c.request(SYNC_GROUP, 1, body, timeout=timeout)
+        r.i32()
+        return r.i16(), r.bytes_()
+
+    def heartbeat(self, group, generation, member_id):
+        """v1 -> error"""
+        kp = self.kp
+        r = self.c.request(HEARTBEAT, 1, kp.string(group) + kp.i32(generation) + kp.string(member_id))
+        r.i32()
+        return r.i16()
+
+    def leave(self, group, member_id):
+        """v1 -> error"""
+        kp = self.kp
+        r = self.c.request(LEAVE_GROUP, 1, kp.string(group) + kp.string(member_id))
+        r.i32()
+        return r.i16()
+
+    def commit(self, group, generation, member_id, topic, offsets):
+        """OffsetCommit v2, offsets {partition: (offset, metadata)} -> {partition: error}"""
+        kp = self.kp
+        parts = [kp.i32(p) + kp.i64(o) + kp.string(md) for p, (o, md) in sorted(offsets.items())]
+        body = (kp.string(group) + kp.i32(generation) + kp.string(member_id) + kp.i64(-1)
+                + kp.array([kp.string(topic) + kp.array(parts)]))
+        r = self.c.request(OFFSET_COMMIT, 2, body)
+        out = {}
+        for _ in range(r.i32()):
+            r.string()
+            for _ in range(r.i32()):
+                p = r.i32()
+                out[p] = r.i16()
+        return out
+
+    def fetch_offsets(self, group, topic, partitions):
+        """OffsetFetch v1 -> {partition: (offset, metadata, error)}"""
+        kp = self.kp
+        body = kp.string(group) + kp.array([kp.string(topic) + kp.array([kp.i32(p) for p in partitions])])
+        r = self.c.request(OFFSET_FETCH, 1, body)
+        out = {}
+        for _ in range(r.i32()):
+            r.string()
+            for _ in range(r.i32()):
+                p = r.i32()
+                out[p] = (r.i64(), r.string(), r.i16())
+        return out

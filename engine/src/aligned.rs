@@ -81,11 +81,22 @@ impl AlignedBuf {
         self.len = needed;
     }
 
-    /// Empties the buffer and zeroes what was used, so block padding reads as zeros.
+    /// Empties the buffer for reuse. Nothing is zeroed: `into_padded` zeroes the
+    /// padding of the last block when the buffer is written, which is the only
+    /// place stale bytes could otherwise reach the disk.
     pub fn clear(&mut self) {
-        // SAFETY: the first `len` bytes are ours to write.
-        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, round_up(self.len as u64) as usize) };
         self.len = 0;
+    }
+
+    /// The last `n` bytes appended, for patching fields in place.
+    pub fn last_mut(&mut self, n: usize) -> &mut [u8] {
+        assert!(
+            n <= self.len,
+            "last_mut({n}) of a buffer holding {}",
+            self.len
+        );
+        // SAFETY: ptr is valid for `len` initialised bytes and we hold `&mut self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len - n), n) }
     }
 
     /// Length rounded up to whole blocks: how many bytes an O_DIRECT write of this buffer covers.
@@ -96,6 +107,9 @@ impl AlignedBuf {
 
     /// A view of this buffer padded with zeros to whole blocks, for O_DIRECT writes.
     pub fn into_padded(self) -> PaddedBuf {
+        let (len, padded) = (self.len, self.padded_len());
+        // SAFETY: padded <= capacity (a whole number of blocks); we own the bytes.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(len), 0, padded - len) };
         PaddedBuf(self)
     }
 
@@ -131,8 +145,8 @@ impl compio::buf::IoBuf for PaddedBuf {
             "padded length {len} exceeds capacity {}",
             self.0.capacity
         );
-        // SAFETY: capacity is a whole number of blocks and fully initialised (zeroed at
-        // allocation, cleared on reuse), so the padding is valid zeros.
+        // SAFETY: capacity is a whole number of blocks, initialised at allocation;
+        // `into_padded` zeroed the bytes between `len` and the block boundary.
         unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), len) }
     }
 }

@@ -189,7 +189,7 @@ impl Shard {
             if req.offsets.is_empty() {
                 return Ok(());
             }
-            let batch = group_log::commit_batch(&req.group, &req.offsets, now_ms());
+            let batch = Bytes::from(group_log::commit_batch(&req.group, &req.offsets, now_ms()));
             s.produce_local(&Self::offsets_tp(&req.group), &batch, Acks::All)
                 .await?;
             s.with_group(&req.group, |g| g.offsets.extend(req.offsets));
@@ -281,7 +281,7 @@ impl Shard {
                 g.offsets.keys().cloned().collect()
             };
             if !tps.is_empty() {
-                let batch = group_log::tombstone_batch(&group, &tps, now_ms());
+                let batch = Bytes::from(group_log::tombstone_batch(&group, &tps, now_ms()));
                 s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
                     .await?;
             }

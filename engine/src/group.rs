@@ -691,10 +691,11 @@ impl Group {
         instance: Option<&str>,
     ) -> Result<(), EngineError> {
         if generation < 0 && id.is_empty() {
+            // Kafka: "" is not a member of a group that has members.
             return if self.members.is_empty() {
                 Ok(())
             } else {
-                Err(EngineError::IllegalGeneration)
+                Err(EngineError::UnknownMemberId)
             };
         }
         if self.state == GroupState::Empty {

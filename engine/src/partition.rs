@@ -109,26 +109,25 @@ impl BatchCache {
             return None;
         }
         let start = self.batches.partition_point(|(_, next, _)| *next <= from);
-        let mut picked: Vec<&Bytes> = Vec::new();
+        let mut picked: Vec<(Offset, &Bytes)> = Vec::new();
         let mut total = 0usize;
         for (base, _, b) in self.batches.range(start..) {
             if *base >= visible_end || (!picked.is_empty() && total + b.len() > max_bytes) {
                 break;
             }
             total += b.len();
-            picked.push(b);
+            picked.push((*base, b));
         }
-        Some(match picked.as_slice() {
-            [] => Bytes::new(),
-            [one] => (*one).clone(),
-            many => {
-                let mut out = BytesMut::with_capacity(total);
-                for b in many {
-                    out.extend_from_slice(b);
-                }
-                out.freeze()
-            }
-        })
+        // Cached batches are the clients' bytes: rewrite base offset and leader
+        // epoch in the copy, exactly as the segment stored them.
+        let mut out = BytesMut::with_capacity(total);
+        for (base, b) in picked {
+            let at = out.len();
+            out.extend_from_slice(b);
+            batch::set_base_offset(&mut out[at..], base);
+            batch::set_partition_leader_epoch(&mut out[at..], 0);
+        }
+        Some(out.freeze())
     }
 }
 
@@ -257,7 +256,7 @@ impl Partition {
     }
 
     /// Validates and appends the batches of one Produce partition entry.
-    pub fn append(&mut self, records: &[u8]) -> Result<Appended, EngineError> {
+    pub fn append(&mut self, records: &Bytes) -> Result<Appended, EngineError> {
         self.check_writable()?;
         let batches =
             batch::split_incoming(records, self.config.max_message_bytes).map_err(|e| match e {
@@ -291,7 +290,7 @@ impl Partition {
                     SequenceVerdict::Append => {}
                 }
             }
-            self.append_one(&records[range], incoming)?;
+            self.append_one(records.slice(range), incoming)?;
         }
         Ok(Appended::New {
             base_offset,
@@ -299,24 +298,23 @@ impl Partition {
         })
     }
 
-    fn append_one(&mut self, bytes: &[u8], incoming: BatchInfo) -> Result<(), EngineError> {
+    /// `bytes` is the batch as the client sent it: the segment stores a rewritten
+    /// copy, the cache keeps this slice of the request (no copy) and rewrites the
+    /// two fields when it serves it.
+    fn append_one(&mut self, bytes: Bytes, incoming: BatchInfo) -> Result<(), EngineError> {
         let info = BatchInfo {
             base_offset: self.log_end,
             ..incoming
         };
-        let mut b = BytesMut::from(bytes);
-        batch::set_base_offset(&mut b, info.base_offset);
-        batch::set_partition_leader_epoch(&mut b, 0);
-        let b = b.freeze();
         self.segments
             .last_mut()
             .expect("an active segment")
-            .append(&b, &info);
+            .append(&bytes, &info);
         if let Some(p) = &info.producer {
             self.producers
                 .record(p, info.record_count, info.base_offset);
         }
-        self.cache.push(info.base_offset, info.next_offset(), b);
+        self.cache.push(info.base_offset, info.next_offset(), bytes);
         self.log_end = info.next_offset();
         Ok(())
     }

@@ -245,7 +245,9 @@ impl Segment {
         )
     }
 
-    /// Appends one batch (base offset already rewritten) to the open buffer.
+    /// Appends one batch as the client sent it, rewriting its base offset to
+    /// `info.base_offset` and its partition leader epoch to 0 in the copy — the
+    /// one copy a produced byte gets.
     pub fn append(&mut self, bytes: &[u8], info: &BatchInfo) {
         let w = self
             .writer
@@ -263,6 +265,9 @@ impl Segment {
             self.base
         );
         w.open.extend_from_slice(bytes);
+        let stored = w.open.last_mut(bytes.len());
+        batch::set_base_offset(stored, info.base_offset);
+        batch::set_partition_leader_epoch(stored, 0);
         self.index.on_batch(FilePos(self.size), info, self.base);
         self.size += bytes.len() as u64;
         self.next_offset = info.next_offset();

@@ -414,7 +414,7 @@ impl Shard {
     pub(crate) fn produce_local(
         &self,
         tp: &TopicPartition,
-        records: &[u8],
+        records: &Bytes,
         acks: Acks,
     ) -> LocalFuture<Result<Produced, EngineError>> {
         let cell = match self.partition(tp) {
