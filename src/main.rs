@@ -53,11 +53,19 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
 
 /// The shards bind with SO_REUSEPORT, which would let this broker share a port
 /// with another process listening the same way. A plain bind first makes an
-/// address already in use an error, as it is for Kafka.
+/// address already in use an error, as it is for Kafka. A broker killed just
+/// before may still be closing its listeners: give it a few seconds.
 fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("cannot listen on {addr}: {e}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// The cluster id, created once per data directory.

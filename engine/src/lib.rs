@@ -15,6 +15,7 @@
 //! - [`records`]: reading uncompressed records (for the broker's own topics).
 //! - [`group`]: consumer groups — Kafka's membership state machine, committed offsets.
 //! - [`group_log`]: `__consumer_offsets` records in Kafka's formats, and replay.
+//! - [`quota`]: client byte-rate quotas (configuration; the protocol layer throttles).
 //! - [`ring`]: the cross-shard mailboxes.
 //! - [`shard`]: one core's partitions, and the routing of every operation to the
 //!   shard that owns the partition.
@@ -31,6 +32,7 @@ pub mod group_log;
 pub mod index;
 pub mod partition;
 pub mod producer;
+pub mod quota;
 pub mod records;
 pub mod recover;
 pub mod recovery;

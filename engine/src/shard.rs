@@ -36,6 +36,7 @@ use crate::group_log;
 use crate::partition::{
     Appended, FetchedData, Partition, PartitionCell, PartitionRef, ReadPlan, run_flusher,
 };
+use crate::quota::{QuotaOp, Quotas};
 use crate::ring::Mailbox;
 use crate::segment;
 use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
@@ -155,6 +156,7 @@ pub struct EngineShared {
     pub mailboxes: Vec<Mailbox<Job>>,
     pub producer_ids: ProducerIdAllocator,
     initial_catalog: Arc<Catalog>,
+    initial_quotas: Arc<Quotas>,
 }
 
 impl EngineShared {
@@ -164,12 +166,14 @@ impl EngineShared {
         let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
         ensure_offsets_topic(&mut catalog, &config)?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        let initial_quotas = Arc::new(Quotas::load(&config.data_dir)?);
         let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
         Ok(Arc::new(EngineShared {
             config,
             mailboxes,
             producer_ids,
             initial_catalog: Arc::new(catalog),
+            initial_quotas,
         }))
     }
 }
@@ -215,12 +219,15 @@ pub struct Shard {
     topic_lock: futures::lock::Mutex<()>,
     /// Consumer groups coordinated here (their offsets partition is on this shard).
     pub(crate) groups: RefCell<HashMap<String, crate::group::Group>>,
+    /// This shard's copy of the client quotas (replaced by shard 0's broadcasts).
+    quotas: RefCell<Arc<Quotas>>,
 }
 
 impl Shard {
     /// Opens (recovering) this shard's partitions. Runs on the shard's thread.
     pub fn open(id: ShardId, shared: Arc<EngineShared>) -> Result<Rc<Shard>, EngineError> {
         let catalog = shared.initial_catalog.clone();
+        let quotas = shared.initial_quotas.clone();
         let shard = Rc::new(Shard {
             id,
             shared,
@@ -228,6 +235,7 @@ impl Shard {
             catalog: RefCell::new(catalog.clone()),
             topic_lock: futures::lock::Mutex::new(()),
             groups: RefCell::new(HashMap::new()),
+            quotas: RefCell::new(quotas),
         });
         for t in catalog.topics.values() {
             let mine: Vec<u32> = (0..t.partitions)
@@ -609,6 +617,47 @@ impl Shard {
     /// A fresh producer id for InitProducerId, with epoch 0.
     pub fn init_producer_id(&self) -> Result<(u64, u16), EngineError> {
         Ok((self.shared.producer_ids.allocate()?, 0))
+    }
+}
+
+// ---- client quotas --------------------------------------------------------------
+
+impl Shard {
+    pub fn quotas(&self) -> Arc<Quotas> {
+        self.quotas.borrow().clone()
+    }
+
+    /// Applies AlterClientQuotas changes (on shard 0), persists and broadcasts them.
+    pub async fn alter_quotas(
+        self: &Rc<Self>,
+        changes: Vec<(Option<String>, Vec<QuotaOp>)>,
+        validate_only: bool,
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+        if self.id.0 != 0 {
+            let fut = self.invoke_on(ShardId(0), move |s| async move {
+                s.alter_quotas(changes, validate_only).await
+            });
+            return fut.await?;
+        }
+        let _guard = self.topic_lock.lock().await;
+        let mut next = (*self.quotas()).clone();
+        let mut results = Vec::with_capacity(changes.len());
+        for (entity, ops) in &changes {
+            results.push(next.with_changes(entity, ops).map(|q| next = q));
+        }
+        if validate_only || next == *self.quotas() {
+            return Ok(results);
+        }
+        next.store(&self.shared.config.data_dir)?;
+        let next = Arc::new(next);
+        let sends = (0..self.shards()).map(|s| {
+            let q = next.clone();
+            self.invoke_on(ShardId(s), move |shard| async move {
+                *shard.quotas.borrow_mut() = q;
+            })
+        });
+        join_all(sends).await;
+        Ok(results)
     }
 }
 

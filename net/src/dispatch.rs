@@ -130,16 +130,21 @@ fn route(
         ApiKey::Produce => {
             let req: kafka_protocol::messages::ProduceRequest = decode(frame, key, v)?;
             if req.acks == 0 {
-                let fut = produce::handle(&s, req);
+                let fut = produce::handle(&s, req, &client);
                 Dispatched::NoResponse(Box::pin(async move {
                     fut.await;
                     None
                 }))
             } else {
-                respond(key, v, cid, produce::handle(&s, req))
+                respond(key, v, cid, produce::handle(&s, req, &client))
             }
         }
-        ApiKey::Fetch => respond(key, v, cid, fetch::handle(s, decode(frame, key, v)?)),
+        ApiKey::Fetch => respond(
+            key,
+            v,
+            cid,
+            fetch::handle(s, decode(frame, key, v)?, client.client_id.clone()),
+        ),
         ApiKey::ListOffsets => {
             respond(key, v, cid, list_offsets::handle(s, decode(frame, key, v)?))
         }
@@ -210,6 +215,15 @@ fn route(
             cid,
             describe_groups::handle(s, decode(frame, key, v)?, v),
         ),
+        ApiKey::DescribeClientQuotas => respond(
+            key,
+            v,
+            cid,
+            client_quotas::describe(s, decode(frame, key, v)?),
+        ),
+        ApiKey::AlterClientQuotas => {
+            respond(key, v, cid, client_quotas::alter(s, decode(frame, key, v)?))
+        }
         ApiKey::DeleteGroups => respond(
             key,
             v,

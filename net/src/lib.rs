@@ -2,6 +2,7 @@
 //!
 //! - [`server`]: per-shard SO_REUSEPORT listeners, graceful stop.
 //! - [`conn`]: one connection — framing, pipelining, responses in request order.
+//! - [`quota`]: per-client byte-rate measurement and throttling.
 //! - [`memory`]: the per-shard request memory budget (backpressure).
 //! - [`dispatch`]: request header parsing, version checks, routing to a handler.
 //! - [`handlers`]: one file per Kafka API.
@@ -14,6 +15,7 @@ pub mod dispatch;
 pub mod errors;
 pub mod handlers;
 pub mod memory;
+pub mod quota;
 pub mod server;
 pub mod versions;
 

@@ -153,6 +153,7 @@ pub struct ShardServer {
     pub config: Arc<NetConfig>,
     pub stop: StopSignal,
     pub memory: Rc<crate::memory::MemoryBudget>,
+    throttler: crate::quota::Throttler,
     connections: Arc<ConnectionCounts>,
     open_connections: Cell<usize>,
     drained: StopSignal,
@@ -178,6 +179,7 @@ impl ShardServer {
         Rc::new(ShardServer {
             shard,
             memory: crate::memory::MemoryBudget::new(config.request_memory_per_shard),
+            throttler: crate::quota::Throttler::default(),
             connections,
             config,
             stop: StopSignal::default(),
@@ -231,6 +233,27 @@ impl ShardServer {
         self.open_connections.set(n);
         if n == 0 && self.stop.is_fired() {
             self.drained.fire();
+        }
+    }
+
+    /// How long to throttle `client_id` after it moved `bytes`, under its quota
+    /// (zero when it has none).
+    pub fn throttle(
+        &self,
+        client_id: &str,
+        dir: crate::quota::Direction,
+        bytes: usize,
+    ) -> Duration {
+        let quotas = self.shard.quotas();
+        let rate = quotas.for_client(client_id).and_then(|q| match dir {
+            crate::quota::Direction::Produce => q.producer_byte_rate,
+            crate::quota::Direction::Fetch => q.consumer_byte_rate,
+        });
+        match rate {
+            Some(r) => self
+                .throttler
+                .record(client_id, dir, bytes, r, std::time::Instant::now()),
+            None => Duration::ZERO,
         }
     }
 

@@ -16,6 +16,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use crate::errors;
+use crate::quota::Direction;
 use crate::server::ShardServer;
 
 /// Longest wait honoured, whatever the client asks.
@@ -88,7 +89,16 @@ fn partition_data(w: &Wanted, r: Result<FetchedData, EngineError>) -> PartitionD
     }
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest) -> FetchResponse {
+/// Bytes of records in a response, for the consumer quota.
+fn max_bytes_sent(topics: &[FetchableTopicResponse]) -> usize {
+    topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum()
+}
+
+pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) -> FetchResponse {
     let wants = wanted(&req);
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
@@ -136,7 +146,13 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest) -> FetchResponse {
             ),
         }
     }
+    let sent = max_bytes_sent(&topics);
+    let throttle = srv.throttle(&client_id, Direction::Fetch, sent);
+    if !throttle.is_zero() {
+        compio::time::sleep(throttle).await;
+    }
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(topics)
+        .with_throttle_time_ms(throttle.as_millis().min(i32::MAX as u128) as i32)
 }

@@ -13,6 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use crate::errors;
+use crate::quota::Direction;
 use crate::server::ShardServer;
 
 fn acks_of(raw: i16) -> Option<Acks> {
@@ -36,6 +37,7 @@ fn failed(index: i32, code: i16) -> PartitionProduceResponse {
 pub fn handle(
     srv: &Rc<ShardServer>,
     req: ProduceRequest,
+    client: &super::ClientInfo,
 ) -> impl Future<Output = ProduceResponse> + 'static {
     let shard = srv.shard.clone();
     let acks = acks_of(req.acks);
@@ -47,6 +49,7 @@ pub fn handle(
         None
     };
     // Phase 1, synchronous: issue every append now, in request order.
+    let mut bytes = 0usize;
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
@@ -57,6 +60,7 @@ pub fn handle(
                 (None, None, _) => Err(ResponseError::CorruptMessage.code()),
                 (None, Some(_), Err(_)) => Err(errors::code(&EngineError::UnknownTopicOrPartition)),
                 (None, Some(records), Ok(partition)) => {
+                    bytes += records.len();
                     let tp = TopicPartition {
                         topic: t.name.to_string(),
                         partition,
@@ -68,6 +72,7 @@ pub fn handle(
         }
         topics.push((t.name, parts));
     }
+    let throttle = srv.throttle(&client.client_id, Direction::Produce, bytes);
     // Phase 2: wait for durability (acks) of every partition.
     async move {
         let mut responses = Vec::with_capacity(topics.len());
@@ -101,6 +106,12 @@ pub fn handle(
                     .with_partition_responses(partition_responses),
             );
         }
-        ProduceResponse::default().with_responses(responses)
+        // Over quota: answer with the throttle time, and only after it.
+        if !throttle.is_zero() {
+            compio::time::sleep(throttle).await;
+        }
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle.as_millis().min(i32::MAX as u128) as i32)
     }
 }

@@ -1,0 +1,141 @@
+//! The request path below the handlers, as `dispatch::dispatch` runs it on a
+//! frame body (the bytes after the 4-byte length): api key, version and
+//! correlation id; the version check against `versions::range_of`; the
+//! request header at `ApiKey::request_header_version`; then the body with the
+//! kafka-protocol type of that API, for every API in `versions::SUPPORTED`.
+//!
+//! Invariants: nothing panics; a decoded header agrees with the raw prefix;
+//! a decoded header and body re-encode to exactly `compute_size` bytes and
+//! decode back to the same value; the records of a decoded Produce go through
+//! `batch::split_incoming` as the partition's append does.
+//!
+//! Input: one frame body, exactly as a client sends it after the length.
+#![no_main]
+
+use std::fmt::Debug;
+
+use brook_net::dispatch::encode_response;
+use brook_net::handlers::api_versions;
+use brook_net::versions::{self, PRODUCE_MIN_DECODABLE};
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use libfuzzer_sys::fuzz_target;
+
+/// conn.rs closes the connection on a frame shorter than this (api key,
+/// version, correlation id) before `dispatch` reads those 8 bytes.
+const MIN_FRAME_BYTES: usize = 8;
+
+fuzz_target!(|frame: &[u8]| {
+    if frame.len() < MIN_FRAME_BYTES {
+        return;
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return;
+    };
+    let Some(range) = versions::range_of(key) else {
+        return;
+    };
+    assert_eq!(range.key, key);
+    if version < range.min || version > range.max {
+        if key == ApiKey::ApiVersions {
+            unsupported_api_versions(correlation_id);
+        }
+        return;
+    }
+    if key == ApiKey::Produce && version < PRODUCE_MIN_DECODABLE {
+        return;
+    }
+    let mut buf = Bytes::copy_from_slice(frame);
+    let header_version = key.request_header_version(version);
+    let Some(header) = round_trip::<RequestHeader>(&mut buf, header_version) else {
+        return;
+    };
+    assert_eq!(header.request_api_key, raw_key);
+    assert_eq!(header.request_api_version, version);
+    assert_eq!(header.correlation_id, correlation_id);
+    decode_body(key, version, &mut buf);
+});
+
+/// Decodes a `T` from `buf`; if that succeeds, checks that it re-encodes to
+/// `compute_size` bytes that decode to the same value.
+fn round_trip<T>(buf: &mut Bytes, version: i16) -> Option<T>
+where
+    T: Decodable + Encodable + PartialEq + Debug,
+{
+    let value = T::decode(buf, version).ok()?;
+    let size = value
+        .compute_size(version)
+        .unwrap_or_else(|e| panic!("compute_size of a decoded value: {e}\n{value:?}"));
+    let mut out = BytesMut::with_capacity(size);
+    value
+        .encode(&mut out, version)
+        .unwrap_or_else(|e| panic!("re-encoding a decoded value: {e}\n{value:?}"));
+    assert_eq!(out.len(), size, "compute_size disagrees with encode");
+    let mut encoded = out.freeze();
+    let again = T::decode(&mut encoded, version).expect("decoding a re-encoded value");
+    assert_eq!(encoded.remaining(), 0, "re-encoded value has bytes left over");
+    assert_eq!(again, value, "value does not survive a round trip");
+    Some(value)
+}
+
+fn decode_body(key: ApiKey, v: i16, buf: &mut Bytes) {
+    match key {
+        ApiKey::Produce => {
+            if let Some(req) = round_trip::<ProduceRequest>(buf, v) {
+                split_produce_records(&req);
+            }
+        }
+        ApiKey::Fetch => drop(round_trip::<FetchRequest>(buf, v)),
+        ApiKey::ListOffsets => drop(round_trip::<ListOffsetsRequest>(buf, v)),
+        ApiKey::Metadata => drop(round_trip::<MetadataRequest>(buf, v)),
+        ApiKey::ApiVersions => drop(round_trip::<ApiVersionsRequest>(buf, v)),
+        ApiKey::CreateTopics => drop(round_trip::<CreateTopicsRequest>(buf, v)),
+        ApiKey::DeleteTopics => drop(round_trip::<DeleteTopicsRequest>(buf, v)),
+        ApiKey::InitProducerId => drop(round_trip::<InitProducerIdRequest>(buf, v)),
+        ApiKey::FindCoordinator => drop(round_trip::<FindCoordinatorRequest>(buf, v)),
+        ApiKey::JoinGroup => drop(round_trip::<JoinGroupRequest>(buf, v)),
+        ApiKey::SyncGroup => drop(round_trip::<SyncGroupRequest>(buf, v)),
+        ApiKey::Heartbeat => drop(round_trip::<HeartbeatRequest>(buf, v)),
+        ApiKey::LeaveGroup => drop(round_trip::<LeaveGroupRequest>(buf, v)),
+        ApiKey::OffsetCommit => drop(round_trip::<OffsetCommitRequest>(buf, v)),
+        ApiKey::OffsetFetch => drop(round_trip::<OffsetFetchRequest>(buf, v)),
+        ApiKey::ListGroups => drop(round_trip::<ListGroupsRequest>(buf, v)),
+        ApiKey::DescribeGroups => drop(round_trip::<DescribeGroupsRequest>(buf, v)),
+        ApiKey::DeleteGroups => drop(round_trip::<DeleteGroupsRequest>(buf, v)),
+        other => panic!("{other:?} is in versions::SUPPORTED but not in this fuzz target"),
+    }
+}
+
+/// What `Partition::append` does with each partition's `records` field.
+fn split_produce_records(req: &ProduceRequest) {
+    for t in &req.topic_data {
+        for p in &t.partition_data {
+            let Some(records) = &p.records else { continue };
+            if let Ok(batches) = brook_engine::batch::split_incoming(records, 1 << 20) {
+                let covered: usize = batches.iter().map(|(r, _)| r.len()).sum();
+                assert_eq!(covered, records.len());
+            }
+        }
+    }
+}
+
+/// The answer to an ApiVersions request at a version Brook does not speak:
+/// a v0 response any client can read.
+fn unsupported_api_versions(correlation_id: i32) {
+    let resp = api_versions::unsupported_version();
+    let frame = encode_response(ApiKey::ApiVersions, 0, correlation_id, &resp)
+        .expect("the unsupported-version answer encodes");
+    let mut body = frame.slice(4..);
+    assert_eq!(
+        i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize,
+        body.len()
+    );
+    let header = ResponseHeader::decode(&mut body, 0).expect("response header decodes");
+    assert_eq!(header.correlation_id, correlation_id);
+    let decoded = ApiVersionsResponse::decode(&mut body, 0).expect("response decodes");
+    assert_eq!(decoded.error_code, resp.error_code);
+}
