@@ -8,7 +8,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -147,12 +146,7 @@ impl Catalog {
             .collect();
         let text =
             serde_json::to_vec_pretty(&stored).map_err(|e| EngineError::Storage(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::index::write_file_atomically(&path, &text)?;
         Ok(())
     }
 

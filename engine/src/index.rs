@@ -49,7 +49,7 @@
 //!
 //! Both files are derived state. The `.log` is the source of truth; the index
 //! files are written whole when a segment is sealed (or at clean shutdown) with
-//! [`write_index_file`] (temporary file, fsync, rename, fsync of the directory)
+//! [`write_file_atomically`] (temporary file, fsync, rename, fsync of the directory)
 //! so a crash leaves either the old file or the new one, never a mix. No
 //! checksum is kept: [`read_offset_index`] and [`read_time_index`] only check
 //! the size and monotonicity, and return `None` if the file is missing or
@@ -495,9 +495,9 @@ fn sync_parent_dir(path: &Path) -> io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
-/// Replaces the file at `path` with `bytes` atomically: write `<path>.tmp`,
-/// fsync it, rename it over `path`, fsync the directory.
-pub fn write_index_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` durably and atomically: a temporary file, fsync,
+/// rename, fsync of the directory. Readers see the old or the new file, whole.
+pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = tmp_path(path);
     let mut file = File::create(&tmp)?;
     file.write_all(bytes)?;
@@ -672,11 +672,11 @@ mod tests {
         let (offsets, times) = (b.offset_index().clone(), b.time_index().clone());
         let (op, tp) = (dir.path().join("0.index"), dir.path().join("0.timeindex"));
         assert_eq!(read_offset_index(&op), None);
-        write_index_file(&op, &offsets.encode()).unwrap();
-        write_index_file(&tp, &times.encode()).unwrap();
+        write_file_atomically(&op, &offsets.encode()).unwrap();
+        write_file_atomically(&tp, &times.encode()).unwrap();
         assert_eq!(read_offset_index(&op), Some(offsets));
         assert_eq!(read_time_index(&tp), Some(times));
-        write_index_file(&tp, &[1, 2, 3]).unwrap();
+        write_file_atomically(&tp, &[1, 2, 3]).unwrap();
         assert_eq!(read_time_index(&tp), None);
         assert!(!tmp_path(&op).exists());
     }

@@ -7,7 +7,6 @@
 //! Measuring rates and throttling is the protocol layer's job.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -135,12 +134,7 @@ impl Quotas {
         };
         let text =
             serde_json::to_vec_pretty(&stored).map_err(|e| EngineError::Storage(e.to_string()))?;
-        let tmp = path.with_extension("json.tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(path.parent().expect("has parent"))?.sync_all()?;
+        crate::index::write_file_atomically(&path, &text)?;
         Ok(())
     }
 }

@@ -168,11 +168,11 @@ pub fn recover_partition(
                 s.max_timestamp,
             )?;
             seg.writer = None;
-            crate::index::write_index_file(
+            crate::index::write_file_atomically(
                 &index_path(dir, base),
                 &seg.index.offset_index().encode(),
             )?;
-            crate::index::write_index_file(
+            crate::index::write_file_atomically(
                 &time_index_path(dir, base),
                 &seg.index.time_index().encode(),
             )?;

@@ -301,11 +301,11 @@ impl Segment {
             .open(log_path(&self.dir, self.base))?;
         f.set_len(self.size)?;
         f.sync_all()?;
-        crate::index::write_index_file(
+        crate::index::write_file_atomically(
             &index_path(&self.dir, self.base),
             &self.index.offset_index().encode(),
         )?;
-        crate::index::write_index_file(
+        crate::index::write_file_atomically(
             &time_index_path(&self.dir, self.base),
             &self.index.time_index().encode(),
         )?;

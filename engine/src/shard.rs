@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::io::Write;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -138,11 +137,7 @@ impl ProducerIdAllocator {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.0 == st.1 {
             let end = st.1 + PRODUCER_ID_BLOCK;
-            let tmp = self.path.with_extension("tmp");
-            let mut f = std::fs::File::create(&tmp)?;
-            writeln!(f, "{end}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
+            crate::index::write_file_atomically(&self.path, format!("{end}\n").as_bytes())?;
             st.1 = end;
         }
         st.0 += 1;

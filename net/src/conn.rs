@@ -64,27 +64,15 @@ fn frame_size(buf: &[u8], max_request_bytes: usize) -> Result<Option<usize>, Str
 /// Splits one complete frame off the front of `buf`, if there is one.
 /// `Err` carries the reason the connection must be closed.
 fn next_frame(buf: &mut BytesMut, max_request_bytes: usize) -> Result<Option<Bytes>, String> {
-    if buf.len() < 4 {
+    let Some(size) = frame_size(buf, max_request_bytes)? else {
         return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-    if len < MIN_FRAME_BYTES as i32 {
-        return Err(format!(
-            "frame length {len} is smaller than a request header"
-        ));
-    }
-    let len = len as usize;
-    if len > max_request_bytes {
-        return Err(format!(
-            "frame of {len} bytes exceeds socket.request.max.bytes {max_request_bytes}"
-        ));
-    }
-    if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+    };
+    if buf.len() < size {
+        buf.reserve(size - buf.len());
         return Ok(None);
     }
     buf.advance(4);
-    Ok(Some(buf.split_to(len).freeze()))
+    Ok(Some(buf.split_to(size - 4).freeze()))
 }
 
 async fn read_loop(
