@@ -55,7 +55,9 @@ pub fn uncompressed_records<'a>(
     let end = (info.len as usize).min(batch.len());
     let bad = || BatchError::BadLength(info.len as i32);
     let mut pos = BATCH_HEADER_LEN;
-    let mut out = Vec::with_capacity(info.record_count as usize);
+    // The count comes from the bytes: never trust it for an allocation (a record
+    // takes at least 7 bytes, so the batch's length bounds how many there can be).
+    let mut out = Vec::with_capacity((info.record_count as usize).min(end / 7));
     while pos < end {
         let len = varlong(batch, &mut pos).ok_or_else(bad)?;
         let rec_end = pos

@@ -406,6 +406,13 @@ impl Shard {
         records: Bytes,
         acks: Acks,
     ) -> LocalFuture<Result<Produced, EngineError>> {
+        if is_internal_topic(&tp.topic) {
+            let e = EngineError::InvalidTopicName(format!(
+                "{} is written only by the broker",
+                tp.topic
+            ));
+            return Box::pin(async move { Err(e) });
+        }
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
             return self.produce_local(&tp, &records, acks);

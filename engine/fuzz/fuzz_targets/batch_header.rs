@@ -7,9 +7,7 @@
 //! batchLength of a batch that runs past the end.
 #![no_main]
 
-use brook_engine::batch::{
-    self, BATCH_HEADER_LEN, BatchError, BatchInfo, LOG_OVERHEAD, MAGIC_V2,
-};
+use brook_engine::batch::{self, BATCH_HEADER_LEN, BatchError, BatchInfo, LOG_OVERHEAD, MAGIC_V2};
 use brook_engine::types::Offset;
 use fuzz_util::{CRC_FROM, be_i32, be_i64, fix_batches};
 use libfuzzer_sys::fuzz_target;
@@ -38,7 +36,10 @@ fn check_info(data: &[u8], info: &BatchInfo) {
     assert_eq!(info.len as usize, LOG_OVERHEAD + length as usize);
     assert!(info.len as usize >= BATCH_HEADER_LEN);
     assert_eq!(i64::from(info.record_count), i64::from(be_i32(data, 57)));
-    assert_eq!(i64::from(info.last_offset_delta), i64::from(be_i32(data, 23)));
+    assert_eq!(
+        i64::from(info.last_offset_delta),
+        i64::from(be_i32(data, 23))
+    );
     assert!(info.record_count <= i32::MAX as u32);
     assert!(info.last_offset_delta <= i32::MAX as u32);
     assert!(info.compression <= 4);
@@ -78,7 +79,10 @@ fn check_headers(data: &[u8]) {
         assert_eq!(info.base_offset, Offset(0));
         let raw = be_i64(data, 0);
         if raw >= 0 {
-            assert_eq!(stored.as_ref(), Ok(&info.with_base_offset(Offset(raw as u64))));
+            assert_eq!(
+                stored.as_ref(),
+                Ok(&info.with_base_offset(Offset(raw as u64)))
+            );
         } else {
             assert_eq!(stored, Err(BatchError::BadBaseOffset(raw)));
         }
@@ -124,7 +128,11 @@ fn check_split(data: &[u8], max: u32) {
     for (range, info) in &batches {
         assert_eq!(range.start, expected_start, "batches not contiguous");
         assert_eq!(range.len(), info.len as usize);
-        assert!(info.len <= max, "batch of {} bytes over the max {max}", info.len);
+        assert!(
+            info.len <= max,
+            "batch of {} bytes over the max {max}",
+            info.len
+        );
         assert!(info.record_count >= 1);
         assert_eq!(info.last_offset_delta, info.record_count - 1);
         assert!(!info.is_control);

@@ -44,7 +44,11 @@ fuzz_target!(|input: &[u8]| {
     let key2 = offset_key(&group, &tp);
     let value2 = committed.as_ref().map(offset_value);
     let again = decode_offset_record(&key2, value2.as_deref());
-    assert_eq!(again, Some((group, tp, committed)), "offset record does not round-trip");
+    assert_eq!(
+        again,
+        Some((group, tp, committed)),
+        "offset record does not round-trip"
+    );
 });
 
 fn replay(data: &[u8], mode: u8) {
@@ -59,7 +63,11 @@ fn replay(data: &[u8], mode: u8) {
         let applied = replay_partition(dir.path(), &mut groups).expect("replay reads the file");
         // Each applied record takes at least a 61-byte batch header share plus
         // a key of 8 bytes; a generous bound that still catches runaway counts.
-        assert!(applied <= bytes.len(), "{applied} records from {} bytes", bytes.len());
+        assert!(
+            applied <= bytes.len(),
+            "{applied} records from {} bytes",
+            bytes.len()
+        );
         for g in groups.values() {
             assert!(g.offsets.len() <= applied);
         }

@@ -34,14 +34,25 @@ fn check_offset_index(data: &[u8], idx: &OffsetIndex) {
     assert_eq!(idx.encode(), data, "offset index does not round-trip");
     assert_eq!(idx.len(), data.len() / 8);
     let e = idx.entries();
-    assert!(e.windows(2).all(|w| w[0].rel < w[1].rel && w[0].pos < w[1].pos));
+    assert!(
+        e.windows(2)
+            .all(|w| w[0].rel < w[1].rel && w[0].pos < w[1].pos)
+    );
     assert!(e.iter().all(|x| x.pos.0 <= u64::from(u32::MAX)));
     let mut targets = vec![0, u32::MAX];
     for x in e.iter().take(64) {
-        targets.extend([x.rel.0.saturating_sub(1), x.rel.0, x.rel.0.saturating_add(1)]);
+        targets.extend([
+            x.rel.0.saturating_sub(1),
+            x.rel.0,
+            x.rel.0.saturating_add(1),
+        ]);
     }
     for t in targets {
-        let naive = e.iter().rev().find(|x| x.rel.0 <= t).map_or(FilePos(0), |x| x.pos);
+        let naive = e
+            .iter()
+            .rev()
+            .find(|x| x.rel.0 <= t)
+            .map_or(FilePos(0), |x| x.pos);
         assert_eq!(idx.lookup(RelativeOffset(t)), naive, "offset lookup {t}");
     }
     if let Some(mid) = e.get(e.len() / 2) {
@@ -55,7 +66,10 @@ fn check_time_index(data: &[u8], t: &TimeIndex) {
     assert_eq!(t.encode(), data, "time index does not round-trip");
     assert_eq!(t.len(), data.len() / 12);
     let e = t.entries();
-    assert!(e.windows(2).all(|w| w[0].timestamp < w[1].timestamp && w[0].rel < w[1].rel));
+    assert!(
+        e.windows(2)
+            .all(|w| w[0].timestamp < w[1].timestamp && w[0].rel < w[1].rel)
+    );
     assert_eq!(t.max_timestamp(), e.last().map(|x| x.timestamp));
     let mut targets = vec![i64::MIN, i64::MAX, 0];
     for x in e.iter().take(64) {
@@ -63,7 +77,11 @@ fn check_time_index(data: &[u8], t: &TimeIndex) {
         targets.extend([ts.saturating_sub(1), ts, ts.saturating_add(1)]);
     }
     for target in targets {
-        let naive = e.iter().rev().find(|x| x.timestamp.0 < target).map(|x| x.rel);
+        let naive = e
+            .iter()
+            .rev()
+            .find(|x| x.timestamp.0 < target)
+            .map(|x| x.rel);
         assert_eq!(t.lookup(TimestampMs(target)), naive, "time lookup {target}");
     }
     if let Some(mid) = e.get(e.len() / 2) {

@@ -50,17 +50,26 @@ fuzz_target!(|input: &[u8]| {
 fn check_scan(file: &File, data: &[u8], file_len: usize, base: Offset) {
     let data = &data[..file_len];
     let mut seen: Vec<(FilePos, BatchInfo)> = Vec::new();
-    let out = scan_segment(file, file_len as u64, base, |pos, info| seen.push((pos, *info)))
-        .expect("scan of an in-bounds file length must not fail on I/O");
+    let out = scan_segment(file, file_len as u64, base, |pos, info| {
+        seen.push((pos, *info))
+    })
+    .expect("scan of an in-bounds file length must not fail on I/O");
     let valid_len = out.valid_len.0 as usize;
-    assert!(valid_len <= file_len, "valid_len {valid_len} past the file's {file_len}");
+    assert!(
+        valid_len <= file_len,
+        "valid_len {valid_len} past the file's {file_len}"
+    );
     let (mut pos, mut next) = (0usize, base);
     for (at, info) in &seen {
         assert_eq!(at.0 as usize, pos, "reported batches are not contiguous");
         let len = info.len as usize;
         assert!(pos + len <= valid_len);
         let bytes = &data[pos..pos + len];
-        assert_eq!(batch::validate(bytes), Ok(*info), "reported batch does not validate");
+        assert_eq!(
+            batch::validate(bytes),
+            Ok(*info),
+            "reported batch does not validate"
+        );
         assert_eq!(info.base_offset, next, "reported batch skips offsets");
         pos += len;
         next = info.next_offset();
@@ -74,7 +83,11 @@ fn check_scan(file: &File, data: &[u8], file_len: usize, base: Offset) {
 fn check_stop(out: &ScanOutcome, data: &[u8]) {
     let valid_len = out.valid_len;
     match &out.stop {
-        None => assert_eq!(valid_len.0 as usize, data.len(), "stopped early without a reason"),
+        None => assert_eq!(
+            valid_len.0 as usize,
+            data.len(),
+            "stopped early without a reason"
+        ),
         Some(StopReason::EndOfData) => {
             let rest = &data[valid_len.0 as usize..];
             assert!(rest[..rest.len().min(12)].iter().all(|&b| b == 0));
@@ -84,7 +97,10 @@ fn check_stop(out: &ScanOutcome, data: &[u8]) {
         | Some(StopReason::OffsetGap { pos, .. }) => assert_eq!(*pos, valid_len),
     }
     if out.stop.is_some() {
-        assert!((valid_len.0 as usize) < data.len(), "a stop reason at the end of the file");
+        assert!(
+            (valid_len.0 as usize) < data.len(),
+            "a stop reason at the end of the file"
+        );
     }
 }
 

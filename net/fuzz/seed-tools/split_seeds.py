@@ -14,7 +14,7 @@ usage: split_seeds.py CAPTURE.pcap BROKER_PORT DATA_DIR REPO_ROOT
   when it seals a segment, which a short run never does).
 - engine/fuzz/seeds/group_log: key/value pairs of __consumer_offsets records,
   and whole __consumer_offsets segments for the replay mode.
-Existing seed-*.bin files are replaced; regression inputs (crash-*) are kept.
+Existing seed-*.bin files are replaced; regression inputs (crash-*, regress-*) are kept.
 """
 
 import hashlib
