@@ -13,7 +13,8 @@
 //!
 //! ## Group commit
 //! `append` is synchronous: it validates, assigns offsets, copies the batch into the
-//! active segment's O_DIRECT buffer and the batch cache, and wakes the flusher. The
+//! active segment's O_DIRECT buffer (its one copy), keeps the request's own bytes
+//! in the batch cache, and wakes the flusher. The
 //! flusher (one task per partition) takes everything appended so far, issues one
 //! write and one fdatasync, advances the high watermark and answers every producer
 //! covered — so all batches that arrive while a flush is in flight share the next
