@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The single test command: installs the real clients, builds Brook, runs the
-# Rust unit/property tests and then the real-client suite against the binary.
+# Rust unit/property tests, a short run of every fuzz target, and then the
+# real-client suite against the binary.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -16,6 +17,9 @@ cargo build --release
 
 step "cargo test --workspace --release"
 cargo test --workspace --release
+
+step "ci/fuzz-smoke.sh (every fuzz target from its seeds and past findings)"
+ci/fuzz-smoke.sh
 
 step "pytest ci/tests (real clients against target/release/brook)"
 export BROOK_BIN="$ROOT/target/release/brook"
