@@ -10,7 +10,7 @@
 #   d. catch-up read: produce a BACKLOG of 1 KiB records (produce-only), drop the page
 #      cache, then consume-only from the earliest offset; compare with the read ceilings
 #   e. harness check: brook-bench produce-only vs rdkafka_performance (librdkafka 2.3.0)
-#      on the same broker, 100 B, acks=all, 8 partitions, linger 1 ms, batch 128 KiB
+#      on the same broker, 100 B, acks=all, 8 partitions, linger 1 ms, batch 1 MiB
 #      (brook-bench's defaults), and rdkafka with produce-bench.sh's linger 5 / 1 MB
 # Every test runs against a fresh broker (private copy `bkd`, empty data dir, free port,
 # --shards 2 --default-partitions 8). Broker durability: fdatasync before every ack.
@@ -184,7 +184,7 @@ if want e; then
   # (at least 2M records), and bound it in time.
   COUNT=$((BB_RATE * DUR)); ((COUNT < 2000000)) && COUNT=2000000
   ((COUNT * E_SIZE > 20 * 2**30)) && COUNT=$((20 * 2**30 / E_SIZE)); ((COUNT > 100000000)) && COUNT=100000000
-  for v in "linger1-b128k:-X linger.ms=1 -X batch.size=131072" "linger5-b1m:-X linger.ms=5 -X batch.size=1000000 -X batch.num.messages=1000000"; do
+  for v in "linger1-b1m:-X linger.ms=1 -X batch.size=1048576 -X batch.num.messages=1000000" "linger5-b1m:-X linger.ms=5 -X batch.size=1000000 -X batch.num.messages=1000000"; do
     name="e-rdkafka-${v%%:*}-$E_SIZE"
     args=(-P -t "te$E_SIZE" -b "$BROKER" -s "$E_SIZE" -c "$COUNT" -a -1 -z none ${v#*:})
     echo "$(date -u +%T) $name: rdkafka_performance ${args[*]}" | tee -a "$RES/commands.txt" >&2

@@ -116,7 +116,7 @@ run_load() {
 COUNT=$((2500000 * DUR))   # rdkafka_performance stops at a count (~DUR s at 2.5M/s); bounded in time too
 BB=("$BENCH_BIN" --partitions 8 --acks all --mode produce --record-size "$SIZE" --warmup 3s
     --duration "${DUR}s" --drain-timeout 10s)
-RDK=(-P -s "$SIZE" -c "$COUNT" -a -1 -z none -X linger.ms=1 -X batch.size=131072)
+RDK=(-P -s "$SIZE" -c "$COUNT" -a -1 -z none -X linger.ms=1 -X batch.size=1048576 -X batch.num.messages=1000000)
 
 # ---- Brook ----
 mkdir -p "$RUN/brook"

@@ -349,7 +349,8 @@ impl Producer {
         }
     }
 
-    /// Appends one record; false if its partition's batch is full (back-pressure).
+    /// Appends one record; false if its partition's batch is full — for unkeyed
+    /// records, if every partition's batch is full (back-pressure).
     fn append_one(&mut self, now: Instant, stamp_us: u64) -> bool {
         let size = &self.w.record_size;
         let value_len = if size.max_bytes > size.min_bytes {
@@ -375,13 +376,24 @@ impl Producer {
                 (Some(&k[..]), *p)
             }
         };
-        let batch = &mut self.open[partition];
-        if batch.builder.len_bytes() >= self.w.batch_size {
-            if self.w.key_distribution == KeyDistribution::None {
-                self.sticky = (self.sticky + 1) % self.partitions;
-            }
+        let partition = if self.w.key_distribution == KeyDistribution::None {
+            // Sticky partitioner: a full batch moves on to the next partition
+            // with room, so the client keeps one batch per partition queued
+            // (as librdkafka does) while requests are in flight.
+            let Some(p) = (0..self.partitions)
+                .map(|i| (partition + i) % self.partitions)
+                .find(|&p| self.open[p].builder.len_bytes() < self.w.batch_size)
+            else {
+                return false;
+            };
+            self.sticky = p;
+            p
+        } else if self.open[partition].builder.len_bytes() >= self.w.batch_size {
             return false;
-        }
+        } else {
+            partition
+        };
+        let batch = &mut self.open[partition];
         let start = self.rng.below(PAYLOAD_POOL_BYTES as u64) as usize;
         let payload = &self.pool[start..];
         batch

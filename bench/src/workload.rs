@@ -303,7 +303,7 @@ impl Default for Workload {
             key_count: 1000,
             producers_per_topic: 1,
             consumers_per_topic: 1,
-            batch_size: 128 * 1024,
+            batch_size: 1 << 20,
             linger_ms: 1,
             compression: Codec::None,
             acks: Acks::All,
