@@ -22,6 +22,11 @@ use crate::error::BenchError;
 use crate::workload::Codec;
 
 pub const HEADER_BYTES: usize = 61;
+/// The most a record adds besides its key and value bytes: length (varint, up to
+/// 5 bytes for any record under 256 MiB), attributes (1), timestamp delta
+/// (varlong, 10), offset delta (5), key length (5), value length (5), header
+/// count (1).
+const RECORD_OVERHEAD_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 1;
 /// Offset of the CRC-covered part (attributes onwards).
 const CRC_START: usize = 21;
 /// Bytes of the send timestamp at the start of each value.
@@ -50,6 +55,15 @@ impl BatchBuilder {
 
     pub fn len_bytes(&self) -> usize {
         self.records.len()
+    }
+
+    /// Whether a record with this key and value still fits in a batch of at most
+    /// `batch_size` bytes, header included, as Kafka's batch.size bounds it. An
+    /// empty batch takes any record, so one larger than `batch_size` is still sent.
+    pub fn has_room(&self, key_len: usize, value_len: usize, batch_size: usize) -> bool {
+        self.count == 0
+            || HEADER_BYTES + self.records.len() + key_len + value_len + RECORD_OVERHEAD_MAX
+                <= batch_size
     }
 
     pub fn count(&self) -> i32 {
@@ -426,6 +440,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(batches, 1);
+    }
+
+    /// Filled while `has_room` says so, a batch is at most `batch_size` bytes on
+    /// the wire (the broker's max.message.bytes is checked against that), and
+    /// within one largest record of it.
+    #[test]
+    fn has_room_bounds_the_finished_batch() {
+        let payload = vec![b'x'; 5000];
+        for (batch_size, value_len, key) in [
+            (1 << 20, 1024, None),
+            (1 << 20, 100, Some(&b"0123456789abcdef"[..])),
+            (16 << 10, 1000, Some(&b"key-4294967295"[..])),
+            (300, 1000, None),
+        ] {
+            let key_len = key.map_or(0, <[u8]>::len);
+            let mut b = BatchBuilder::with_capacity(batch_size);
+            while b.has_room(key_len, value_len, batch_size) {
+                b.append(1_700_000_000_000, key, value_len, 7, &payload);
+            }
+            let count = b.count();
+            let bytes = b.finish(Codec::None, &mut BytesMut::new()).unwrap();
+            if value_len > batch_size {
+                assert_eq!(count, 1, "an oversized record is sent alone");
+            } else {
+                assert!(bytes.len() <= batch_size, "{} > {batch_size}", bytes.len());
+                assert!(bytes.len() + key_len + value_len + RECORD_OVERHEAD_MAX > batch_size);
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ use crate::stats::{Latency, LocalLatency, Stats};
 use crate::workload::{Acks, KeyDistribution, Workload};
 
 const MAX_RETRIES: u32 = 5;
+/// Longest key a workload generates: 16 random hex digits, or `key-<u32>`.
+const MAX_KEY_BYTES: usize = 16;
 /// Random filler the values are cut from; larger than any record so offsets vary.
 const PAYLOAD_POOL_BYTES: usize = 1 << 20;
 
@@ -376,19 +378,24 @@ impl Producer {
                 (Some(&k[..]), *p)
             }
         };
+        let key_len = key.map_or(0, <[u8]>::len);
+        let batch_size = self.w.batch_size;
         let partition = if self.w.key_distribution == KeyDistribution::None {
             // Sticky partitioner: a full batch moves on to the next partition
             // with room, so the client keeps one batch per partition queued
             // (as librdkafka does) while requests are in flight.
             let Some(p) = (0..self.partitions)
                 .map(|i| (partition + i) % self.partitions)
-                .find(|&p| self.open[p].builder.len_bytes() < self.w.batch_size)
+                .find(|&p| self.open[p].builder.has_room(0, value_len, batch_size))
             else {
                 return false;
             };
             self.sticky = p;
             p
-        } else if self.open[partition].builder.len_bytes() >= self.w.batch_size {
+        } else if !self.open[partition]
+            .builder
+            .has_room(key_len, value_len, batch_size)
+        {
             return false;
         } else {
             partition
@@ -421,7 +428,11 @@ impl Producer {
                 self.conn_of[p] == conn
                     && !b.builder.is_empty()
                     && (force
-                        || b.builder.len_bytes() >= self.w.batch_size
+                        || !b.builder.has_room(
+                            MAX_KEY_BYTES,
+                            self.w.record_size.max_bytes,
+                            self.w.batch_size,
+                        )
                         || b.opened.is_some_and(|t| now >= t + linger))
             }) || self
                 .retries

@@ -7,6 +7,7 @@ When a test fails, the tail of the broker's log is attached to its report.
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,6 +190,16 @@ class Broker:
         return "\n".join(l for l in out.splitlines() if ":%d " % self.port in l) or "<none>"
 
 
+def _discard_data_if_passed(request, failed_before, brokers):
+    """Preallocated segments make every data dir hundreds of MB: keep them only
+    for a failure to look at (the logs are always kept)."""
+    if request.session.testsfailed != failed_before:
+        return
+    for b in brokers:
+        if b.proc is not None and b.proc.poll() is not None:
+            shutil.rmtree(b.data_dir, ignore_errors=True)
+
+
 def _make_broker(tmp_path_factory, name):
     b = Broker(tmp_path_factory.mktemp(name))
     b.start()
@@ -197,29 +208,34 @@ def _make_broker(tmp_path_factory, name):
 
 @pytest.fixture
 def broker(request, tmp_path_factory):
+    failed_before = request.session.testsfailed
     b = _make_broker(tmp_path_factory, "brook")
     request.node._brook = b
     yield b
     err = b.stop_for_teardown()
     if err:
         pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
+    _discard_data_if_passed(request, failed_before, [b])
 
 
 @pytest.fixture(scope="module")
 def module_broker(request, tmp_path_factory):
     """One broker shared by a module's tests (tests must use unique topics)."""
+    failed_before = request.session.testsfailed
     b = _make_broker(tmp_path_factory, "brook-mod")
     request.module._brook = b
     yield b
     err = b.stop_for_teardown()
     if err:
         pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
+    _discard_data_if_passed(request, failed_before, [b])
 
 
 @pytest.fixture
 def make_broker(request, tmp_path_factory):
     """Factory for brokers with extra command-line arguments:
     make_broker(lambda b: ["--advertise", "localhost:%d" % b.port])."""
+    failed_before = request.session.testsfailed
     made = []
 
     def factory(extra_args=lambda b: []):
@@ -234,6 +250,7 @@ def make_broker(request, tmp_path_factory):
     errs = [(b, e) for b, e in errs if e]
     if errs:
         pytest.fail("; ".join("%s. Log tail:\n%s" % (e, b.tail()) for b, e in errs))
+    _discard_data_if_passed(request, failed_before, made)
 
 
 @pytest.hookimpl(hookwrapper=True)

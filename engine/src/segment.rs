@@ -6,8 +6,8 @@
 //! the broker rewrites and which the batch CRC-32C does not cover. The file name is
 //! the segment's base offset, zero-padded to 20 digits, as in Kafka.
 //!
-//! The active segment is pre-sized with `fallocate` in [`PREALLOC_BYTES`] steps
-//! (extending `i_size`), because ext4 hands O_DIRECT writes that extend a file to
+//! The active segment is pre-sized with `fallocate` in steps that double up to
+//! [`PREALLOC_BYTES`] (extending `i_size`), because ext4 hands O_DIRECT writes that extend a file to
 //! io-wq kernel workers off the shard's core. So the file is longer than its data:
 //! the logical end is tracked in memory and, after a crash, found again by scanning
 //! batch headers until the first zero, torn or corrupt batch (see `recovery`).
@@ -37,10 +37,13 @@ use crate::error::EngineError;
 use crate::index::IndexBuilder;
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 
-/// Pre-allocation step for active segment files. 64 MiB keeps fallocate calls to
-/// one per 64 MiB appended (under 20 per second at 1 GB/s) while a partition that
-/// holds little data reserves little disk.
+/// Largest pre-allocation step for active segment files. 64 MiB keeps fallocate
+/// calls to one per 64 MiB appended (under 20 per second at 1 GB/s).
 pub const PREALLOC_BYTES: u64 = 64 << 20;
+/// First pre-allocation step. Steps double with the file (1, 1, 2, 4, … 64 MiB),
+/// so a partition that holds little data reserves little disk: a thousand idle
+/// partitions hold 1 GiB, not 64.
+pub const PREALLOC_MIN_BYTES: u64 = 1 << 20;
 
 /// Bytes a disk read fetches beyond the caller's `max_bytes`, so that the batch the
 /// sparse index points before (at most `index.interval.bytes` = 4 KiB earlier) and a
@@ -128,13 +131,15 @@ fn open_direct(path: &Path) -> Result<std::fs::File, EngineError> {
     }
 }
 
-/// Reserves space up to at least `end`, extending i_size, in PREALLOC_BYTES steps;
-/// when the disk cannot fit a whole step, just what `end` needs.
+/// Reserves space up to at least `end`, extending i_size, in steps as large as
+/// the file so far (between [`PREALLOC_MIN_BYTES`] and [`PREALLOC_BYTES`]); when
+/// the disk cannot fit a whole step, just what `end` needs.
 pub fn ensure_allocated(w: &mut Writer, end: u64) -> Result<(), EngineError> {
     if end <= w.allocated {
         return Ok(());
     }
-    let step = round_up(end).div_ceil(PREALLOC_BYTES) * PREALLOC_BYTES;
+    let unit = w.allocated.clamp(PREALLOC_MIN_BYTES, PREALLOC_BYTES);
+    let step = round_up(end).div_ceil(unit) * unit;
     let fallocate = |len: u64| {
         // SAFETY: plain syscall on an fd we own.
         let rc = unsafe { libc::fallocate(w.file.as_raw_fd(), 0, 0, len as libc::off_t) };
