@@ -3,6 +3,10 @@
 #   - O_DIRECT sequential write bandwidth (fio, io_uring, direct=1, bs=1M and bs=64k)
 #   - fdatasync latency after 4 KiB writes into preallocated (already written) space
 #     (fio fdatasync=1; O_DIRECT and buffered variants; p50/p99 of the sync call)
+#   - write latency with the broker's pattern and no broker: 8 files, each an
+#     O_DIRECT 128 KiB write + fdatasync paced at 30 MB/s (240 MB/s in all) into
+#     freshly fallocated space, 20 s; p50..p99.99 and max of write and of fdatasync.
+#     A latency target cannot be better than this disk's own tail.
 #   - loopback TCP bandwidth (iperf3, 5 s)
 # Usage: ceilings.sh [--dir DIR] [--size 2G] [--json FILE]
 # Every test is bounded in size and time; test files are removed on exit.
@@ -13,7 +17,7 @@ while (($#)); do
     --dir) DIR="$2"; shift 2;;
     --size) SIZE="$2"; shift 2;;
     --json) JSON="$2"; shift 2;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0;;
     *) echo "unknown arg $1" >&2; exit 2;;
   esac
 done
@@ -71,6 +75,12 @@ run_fio sync4kb "$WORK/s4kb.json" --rw=write --bs=4k --size=64M --overwrite=1 \
   --direct=0 --ioengine=psync --fdatasync=1 --time_based --runtime=8
 rm -f "$WORK"/sync4kb*
 
+echo "  fio paced 8 x (128k O_DIRECT write + fdatasync) at 30 MB/s each, 20 s ..." >&2
+run_fio paced8 "$WORK/p8.json" --rw=write --bs=128k --size=1G --direct=1 \
+  --ioengine=psync --fdatasync=1 --fallocate=native --rate=30m --numjobs=8 \
+  --group_reporting --time_based --runtime=20
+rm -f "$WORK"/paced8*
+
 echo "  iperf3 loopback 5 s ..." >&2
 PORT="$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')"
 iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
@@ -103,6 +113,15 @@ for key, f in (("fdatasync_4k_direct", "s4kd.json"), ("fdatasync_4k_buffered", "
     res[key] = {"p50_us": pct(50.0), "p99_us": pct(99.0), "mean_us": round(s["mean"] / 1000, 1),
                 "max_us": round(s["max"] / 1000, 1), "count": s.get("N", j["write"]["total_ios"]),
                 "write_iops": round(j["write"]["iops"])}
+j = fio("p8.json")
+def pcts(lat):
+    p = {float(k): v for k, v in lat.get("percentile", {}).items()}
+    out = {f"p{str(q).rstrip('0').rstrip('.')}_ms": round(p[q] / 1e6, 2) for q in (50.0, 99.0, 99.9, 99.99) if q in p}
+    out["max_ms"] = round(lat["max"] / 1e6, 1)
+    return out
+res["paced8_write"] = pcts(j["write"]["clat_ns"])
+res["paced8_fdatasync"] = pcts(j["sync"]["lat_ns"])
+res["paced8_MBps"] = round(j["write"]["bw_bytes"] / 1e6, 1)
 try:
     ip = json.load(open(os.path.join(work, "iperf.json")))
     res["loopback_tcp_Gbps"] = round(ip["end"]["sum_received"]["bits_per_second"] / 1e9, 2)
@@ -114,6 +133,9 @@ print(f"O_DIRECT seq write  bs=64k: {res['seq_write_64k_MBps']:>8} MB/s")
 for k in ("fdatasync_4k_direct", "fdatasync_4k_buffered"):
     r = res[k]
     print(f"{k:<26}: p50 {r['p50_us']} us  p99 {r['p99_us']} us  mean {r['mean_us']} us  max {r['max_us']} us  (n={r['count']})")
+for k in ("paced8_write", "paced8_fdatasync"):
+    r = res[k]
+    print(f"{k:<26}: " + "  ".join(f"{q[:-3]} {v} ms" for q, v in r.items()) + f"  ({res['paced8_MBps']} MB/s in all)")
 lb = res["loopback_tcp_Gbps"]
 print(f"loopback TCP (iperf3 5 s) : {lb} Gbit/s" + (f" = {lb*125:.0f} MB/s" if lb else ""))
 if out:

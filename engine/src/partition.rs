@@ -608,23 +608,50 @@ impl Partition {
     }
 }
 
-async fn run_job(job: FlushJob) -> (Result<(), std::io::Error>, Vec<(Offset, u64, AlignedBuf)>) {
+/// A flush (writes plus fdatasync) that takes this long is logged at debug level,
+/// to tell disk stalls from broker stalls when latency spikes.
+const SLOW_FLUSH: Duration = Duration::from_millis(10);
+
+/// What a flush job did: its result, the buffers it wrote (for reuse), and how
+/// long the writes took (the rest of the job's time is the fdatasync).
+struct JobDone {
+    res: Result<(), std::io::Error>,
+    written: Vec<(Offset, u64, AlignedBuf)>,
+    writing: Duration,
+}
+
+async fn run_job(job: FlushJob) -> JobDone {
     use compio::io::AsyncWriteAtExt;
-    let mut done = Vec::with_capacity(job.writes.len());
+    let started = Instant::now();
+    let mut written = Vec::with_capacity(job.writes.len());
     for op in job.writes {
         let mut f = &op.file;
         let compio::BufResult(res, buf) = f.write_all_at(op.buf, op.pos).await;
-        done.push((op.seg_base, op.written_to, buf.into_inner()));
+        written.push((op.seg_base, op.written_to, buf.into_inner()));
         if let Err(e) = res {
-            return (Err(e), done);
+            let writing = started.elapsed();
+            return JobDone {
+                res: Err(e),
+                written,
+                writing,
+            };
         }
     }
+    let writing = started.elapsed();
     for f in &job.sync {
         if let Err(e) = f.sync_data().await {
-            return (Err(e), done);
+            return JobDone {
+                res: Err(e),
+                written,
+                writing,
+            };
         }
     }
-    (Ok(()), done)
+    JobDone {
+        res: Ok(()),
+        written,
+        writing,
+    }
 }
 
 /// The partition's flusher: runs until the partition is closed and drained.
@@ -638,8 +665,18 @@ pub async fn run_flusher(cell: PartitionRef) {
             Ok(Some(job)) => {
                 let synced = !job.sync.is_empty();
                 let end = job.end;
-                let (res, written) = run_job(job).await;
+                let started = Instant::now();
+                let JobDone {
+                    res,
+                    written,
+                    writing,
+                } = run_job(job).await;
+                let took = started.elapsed();
                 let mut p = cell.state.borrow_mut();
+                if took >= SLOW_FLUSH {
+                    let bytes: u64 = written.iter().map(|(_, _, b)| b.len() as u64).sum();
+                    tracing::debug!(partition = %p.tp, ?took, ?writing, bytes, synced, "slow flush");
+                }
                 match res {
                     Ok(()) => p.complete_flush(synced, written, end),
                     Err(e) => p.poison(e.to_string()),

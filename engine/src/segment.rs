@@ -149,6 +149,7 @@ pub fn ensure_allocated(w: &mut Writer, end: u64) -> Result<(), EngineError> {
             Err(std::io::Error::last_os_error())
         }
     };
+    let started = Instant::now();
     let target = match fallocate(step) {
         Ok(()) => step,
         Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
@@ -158,6 +159,10 @@ pub fn ensure_allocated(w: &mut Writer, end: u64) -> Result<(), EngineError> {
         Err(e) => return Err(e.into()),
     };
     w.allocated = target;
+    let took = started.elapsed();
+    if took.as_millis() >= 10 {
+        tracing::debug!(?took, bytes = target, "slow fallocate");
+    }
     Ok(())
 }
 

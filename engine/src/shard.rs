@@ -47,6 +47,9 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// How often group sessions and rebalance deadlines are checked.
 const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// The stall detector's timer period, and how late it must fire to be logged.
+const STALL_PROBE: std::time::Duration = std::time::Duration::from_millis(10);
+const STALL_REPORT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
@@ -291,6 +294,21 @@ impl Shard {
             loop {
                 compio::time::sleep(GROUP_TICK).await;
                 me.tick_groups();
+            }
+        })
+        .detach();
+        let id = self.id;
+        compio::runtime::spawn(async move {
+            // Stall detector: a timer that fires late means the shard's thread did
+            // not get back to its event loop (a blocking syscall, long CPU work, or
+            // no CPU at all); slow flushes without late timers are the disk's.
+            loop {
+                let asked = Instant::now();
+                compio::time::sleep(STALL_PROBE).await;
+                let late = asked.elapsed().saturating_sub(STALL_PROBE);
+                if late >= STALL_REPORT {
+                    tracing::debug!(shard = id.0, ?late, "shard stalled");
+                }
             }
         })
         .detach();
