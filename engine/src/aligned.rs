@@ -151,6 +151,72 @@ impl compio::buf::IoBuf for PaddedBuf {
     }
 }
 
+/// A 4 KiB-aligned buffer for O_DIRECT reads: uninitialised until the kernel
+/// fills it (a multi-MiB catch-up read should not pay for zeroing first), then
+/// handed to `Bytes::from_owner` so fetch responses slice it without a copy.
+pub struct ReadBuf {
+    ptr: NonNull<u8>,
+    capacity: usize,
+    /// Bytes the kernel has written, from the start.
+    len: usize,
+}
+
+// SAFETY: uniquely owned memory; after the read it is only read through `&self`.
+unsafe impl Send for ReadBuf {}
+// SAFETY: no interior mutability; `&ReadBuf` only reads initialised bytes.
+unsafe impl Sync for ReadBuf {}
+
+impl ReadBuf {
+    /// An empty buffer of at least `capacity` bytes (rounded up to whole blocks).
+    pub fn with_capacity(capacity: usize) -> Self {
+        let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
+        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { std::alloc::alloc(layout) };
+        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        ReadBuf {
+            ptr,
+            capacity,
+            len: 0,
+        }
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
+        // SAFETY: allocated in with_capacity with this exact layout.
+        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+    }
+}
+
+impl AsRef<[u8]> for ReadBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the first `len` bytes were written by the kernel (set_len's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl compio::buf::IoBuf for ReadBuf {
+    fn as_init(&self) -> &[u8] {
+        self.as_ref()
+    }
+}
+
+impl compio::buf::SetLen for ReadBuf {
+    unsafe fn set_len(&mut self, len: usize) {
+        debug_assert!(len <= self.capacity);
+        self.len = len;
+    }
+}
+
+impl compio::buf::IoBufMut for ReadBuf {
+    fn as_uninit(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        // SAFETY: ptr is valid for `capacity` bytes; MaybeUninit needs no initialisation.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast(), self.capacity) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

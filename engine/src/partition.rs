@@ -37,7 +37,7 @@ use crate::batch::{self, BatchError, BatchInfo};
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::EngineError;
 use crate::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
-use crate::segment::{DiskRead, Segment, ensure_allocated};
+use crate::segment::{self, DiskRead, ReadAhead, Segment, ensure_allocated};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
 /// Kafka's `index.interval.bytes`.
@@ -174,6 +174,8 @@ pub struct Partition {
     pub log_end: Offset,
     pub high_watermark: Offset,
     cache: BatchCache,
+    /// The next disk range for a catch-up consumer (see `segment::ReadAhead`).
+    read_ahead: Rc<ReadAhead>,
     producers: ProducerStateTable,
     /// Producers waiting for the high watermark to pass an offset, in offset order.
     waiters: VecDeque<(Offset, Waiter)>,
@@ -231,6 +233,7 @@ impl Partition {
                 bytes: 0,
                 budget: cache_bytes,
             },
+            read_ahead: Rc::default(),
             producers,
             waiters: VecDeque::new(),
             data_watchers: Vec::new(),
@@ -391,6 +394,11 @@ impl Partition {
         let seg = &self.segments[idx];
         let read = DiskRead {
             file: seg.reader.clone(),
+            direct: (max_bytes >= segment::DIRECT_READ_MIN_BYTES)
+                .then(|| seg.direct_reader())
+                .flatten(),
+            ahead: Some(self.read_ahead.clone()),
+            seg_base: seg.base,
             start: seg.position_for(offset),
             end: FilePos(seg.written),
             from_offset: offset,
