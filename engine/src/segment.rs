@@ -421,7 +421,7 @@ async fn read_direct(file: &compio::fs::File, pos: u64, len: usize) -> Result<By
         buf = slice.into_inner();
         let n = res?;
         filled += n;
-        if n == 0 || filled % BLOCK_BYTES != 0 {
+        if n == 0 || !filled.is_multiple_of(BLOCK_BYTES) {
             break; // end of file
         }
     }
