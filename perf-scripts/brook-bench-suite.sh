@@ -186,6 +186,9 @@ if want e; then
   ((COUNT * E_SIZE > 20 * 2**30)) && COUNT=$((20 * 2**30 / E_SIZE)); ((COUNT > 100000000)) && COUNT=100000000
   for v in "linger1-b1m:-X linger.ms=1 -X batch.size=1048576 -X batch.num.messages=1000000" "linger5-b1m:-X linger.ms=5 -X batch.size=1000000 -X batch.num.messages=1000000"; do
     name="e-rdkafka-${v%%:*}-$E_SIZE"
+    # A fresh broker per run keeps the disk use to one run's data (at 1 KiB a run
+    # writes up to 20 GB).
+    fresh_broker e
     args=(-P -t "te$E_SIZE" -b "$BROKER" -s "$E_SIZE" -c "$COUNT" -a -1 -z none ${v#*:})
     echo "$(date -u +%T) $name: rdkafka_performance ${args[*]}" | tee -a "$RES/commands.txt" >&2
     bk_sample_start "$RES/$name"
