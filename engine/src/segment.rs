@@ -7,8 +7,8 @@
 //! the segment's base offset, zero-padded to 20 digits, as in Kafka.
 //!
 //! The active segment is pre-sized with `fallocate` in steps that double up to
-//! [`PREALLOC_BYTES`] (extending `i_size`), because ext4 hands O_DIRECT writes that extend a file to
-//! io-wq kernel workers off the shard's core. So the file is longer than its data:
+//! [`PREALLOC_BYTES`] (extending `i_size`), because ext4 hands O_DIRECT writes
+//! that extend a file to io-wq kernel workers off the shard's core. So the file is longer than its data:
 //! the logical end is tracked in memory and, after a crash, found again by scanning
 //! batch headers until the first zero, torn or corrupt batch (see `recovery`).
 //! A sealed segment is truncated to its logical size and fsynced when it is rolled.
@@ -342,7 +342,6 @@ impl Segment {
         }
     }
 
-    /// File position from which to scan forward for `offset`.
     /// The O_DIRECT read handle, opened on first use (`None` if refused).
     pub fn direct_reader(&self) -> Option<compio::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
@@ -358,6 +357,7 @@ impl Segment {
             .clone()
     }
 
+    /// File position from which to scan forward for `offset`.
     pub fn position_for(&self, offset: Offset) -> FilePos {
         let rel = offset.0.saturating_sub(self.base.0).min(u32::MAX as u64) as u32;
         self.index.offset_index().lookup(RelativeOffset(rel))
@@ -391,8 +391,6 @@ async fn read_at(file: &compio::fs::File, pos: u64, len: usize) -> Result<Vec<u8
     Ok(buf)
 }
 
-/// Reads whole batches that hold offsets >= `from_offset`, at most `max_bytes` of
-/// them (but always the first whole batch, as Kafka does from Fetch v3 on).
 /// Reads of at least this many bytes go around the page cache when they can.
 ///
 /// A catch-up consumer's multi-MiB fetches through the page cache cost the
@@ -528,6 +526,8 @@ async fn read_range(r: &DiskRead, pos: u64, len: usize) -> Result<Bytes, EngineE
     }
 }
 
+/// Reads whole batches that hold offsets >= `from_offset`, at most `max_bytes` of
+/// them (but always the first whole batch, as Kafka does from Fetch v3 on).
 pub async fn read_batches(r: DiskRead) -> Result<Bytes, EngineError> {
     let avail = (r.end.0 - r.start.0) as usize;
     let len = avail.min(r.max_bytes.saturating_add(READ_SLACK_BYTES));
