@@ -53,6 +53,10 @@ impl BatchBuilder {
         }
     }
 
+    pub fn len_bytes(&self) -> usize {
+        self.records.len()
+    }
+
     /// Whether a record with this key and value still fits in a batch of at most
     /// `batch_size` bytes, header included, as Kafka's batch.size bounds it. An
     /// empty batch takes any record, so one larger than `batch_size` is still sent.
@@ -175,6 +179,12 @@ pub struct BatchInfo {
     pub control: bool,
 }
 
+impl BatchInfo {
+    pub fn next_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64 + 1
+    }
+}
+
 /// Per-record view the consumer needs: offset and the value's length and stamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecordView {
@@ -225,28 +235,6 @@ pub fn walk_batches(
         pos += total;
     }
     Ok(())
-}
-
-/// The offset after the last complete batch of a fetched `records` field, from the
-/// batch headers alone (no CRC check: [`walk_batches`] does that); 0 if none.
-pub fn next_offset_after(data: &[u8]) -> Result<i64, BenchError> {
-    let (mut pos, mut next) = (0, 0);
-    while data.len() - pos >= HEADER_BYTES {
-        let b = &data[pos..];
-        let batch_len = i32::from_be_bytes(b[8..12].try_into().unwrap());
-        if batch_len < (HEADER_BYTES - 12) as i32 {
-            return Err(BenchError::Protocol(format!("batch length {batch_len}")));
-        }
-        let total = 12 + batch_len as usize;
-        if b.len() < total {
-            break;
-        }
-        let base = i64::from_be_bytes(b[0..8].try_into().unwrap());
-        let last_delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
-        next = base + i64::from(last_delta) + 1;
-        pos += total;
-    }
-    Ok(next)
 }
 
 /// Calls `f` for each record of a batch, decompressing first if needed.
@@ -419,6 +407,7 @@ mod tests {
             let mut seen = Vec::new();
             walk_batches(&bytes, |info, body| {
                 assert_eq!(info.record_count, 3);
+                assert_eq!(info.next_offset(), 3);
                 for_each_record(&info, body, |r| {
                     seen.push((r.offset, r.value_bytes, r.stamp_us))
                 })
@@ -432,8 +421,6 @@ mod tests {
                     (2, 22, Some(1002))
                 ]
             );
-            assert_eq!(next_offset_after(&bytes).unwrap(), 3);
-            assert_eq!(next_offset_after(&bytes[..bytes.len() - 1]).unwrap(), 0);
             let mut bad = BytesMut::from(&bytes[..]);
             let last = bad.len() - 1;
             bad[last] ^= 0xff;

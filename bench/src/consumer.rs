@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use crate::batch::{for_each_record, next_offset_after, walk_batches};
+use crate::batch::{for_each_record, walk_batches};
 use crate::conn::Conn;
 use crate::error::{BenchError, error_name, is_retriable};
 use crate::stats::{Latency, LocalLatency, Stats};
@@ -45,11 +44,10 @@ pub async fn run(
     let mut conn = Conn::connect(&spec.addr, &w.client_id).await?;
     let version = conn.versions.fetch;
     let mut positions = spec.positions;
+    let mut e2e = LocalLatency::new(Latency::EndToEnd);
     let topic = TopicName(StrBytes::from_string(spec.topic.clone()));
-    // Two responses may wait for the walker: enough to overlap the walk with the
-    // next Fetch, few enough to bound the memory a slow walk holds.
-    let (walker_tx, walker_rx) = mpsc::channel(2);
-    let walker = tokio::spawn(walk(walker_rx, stats.clone(), spec.end_to_end));
+    let clock = stats.clock;
+    let (lo, hi) = (clock.warmup_end_us(), clock.wall_us(clock.end));
     let mut backoff = false;
     let res = loop {
         let now = Instant::now();
@@ -113,7 +111,8 @@ pub async fn run(
             continue;
         }
         let at = Instant::now();
-        let mut fetched = Vec::new();
+        let at_us = clock.wall_us(at);
+        let in_window = clock.in_window(at);
         for t in &resp.responses {
             for p in &t.partitions {
                 let Some(pos) = positions
@@ -131,71 +130,37 @@ pub async fn run(
                     continue;
                 }
                 let Some(records) = &p.records else { continue };
-                // Only the batch headers here, so the next Fetch goes out at once;
-                // the records are checked and counted by the walker meanwhile.
+                let (mut n, mut payload, mut wire) = (0u64, 0u64, 0u64);
                 let from = pos.1;
-                pos.1 = pos.1.max(next_offset_after(records)?);
-                fetched.push((from, records.clone()));
-            }
-        }
-        if walker_tx.send((at, fetched)).await.is_err() {
-            break Ok(());
-        }
-    };
-    drop(walker_tx);
-    let walked = walker
-        .await
-        .map_err(|e| BenchError::Protocol(format!("walker: {e}")))?;
-    res.and(walked)
-}
-
-/// What one Fetch returned, for the walker: when it arrived, and per partition
-/// the first offset wanted and the records.
-type Fetched = (Instant, Vec<(i64, Bytes)>);
-
-/// Checks every batch's CRC, counts records and payload, and records end-to-end
-/// latency from the stamps, for the responses the fetch loop hands over.
-async fn walk(
-    mut rx: mpsc::Receiver<Fetched>,
-    stats: Arc<Stats>,
-    end_to_end: bool,
-) -> Result<(), BenchError> {
-    let clock = stats.clock;
-    let (lo, hi) = (clock.warmup_end_us(), clock.wall_us(clock.end));
-    let mut e2e = LocalLatency::new(Latency::EndToEnd);
-    while let Some((at, fetched)) = rx.recv().await {
-        let at_us = clock.wall_us(at);
-        let in_window = clock.in_window(at);
-        for (from, records) in fetched {
-            let (mut n, mut payload, mut wire) = (0u64, 0u64, 0u64);
-            walk_batches(&records, |info, body| {
-                wire += info.wire_bytes as u64;
-                if !info.control {
-                    for_each_record(&info, body, |r| {
-                        if r.offset < from {
-                            return;
-                        }
-                        n += 1;
-                        payload += (r.key_bytes + r.value_bytes) as u64;
-                        if end_to_end
-                            && let Some(s) = r.stamp_us
-                            && s >= lo
-                            && s < hi
-                        {
-                            e2e.record_n(at_us.saturating_sub(s), 1);
-                        }
-                    })?;
+                walk_batches(records, |info, body| {
+                    wire += info.wire_bytes as u64;
+                    if !info.control {
+                        for_each_record(&info, body, |r| {
+                            if r.offset < from {
+                                return;
+                            }
+                            n += 1;
+                            payload += (r.key_bytes + r.value_bytes) as u64;
+                            if spec.end_to_end
+                                && let Some(s) = r.stamp_us
+                                && s >= lo
+                                && s < hi
+                            {
+                                e2e.record_n(at_us.saturating_sub(s), 1);
+                            }
+                        })?;
+                    }
+                    pos.1 = pos.1.max(info.next_offset());
+                    Ok(())
+                })?;
+                stats.consumed.add(n, payload, wire);
+                if in_window {
+                    stats.consumed_window.add(n, payload, wire);
                 }
-                Ok(())
-            })
-            .inspect_err(|_| stats.error("consume:corrupt-batch", 1))?;
-            stats.consumed.add(n, payload, wire);
-            if in_window {
-                stats.consumed_window.add(n, payload, wire);
             }
         }
         e2e.maybe_flush(&stats, at);
-    }
+    };
     e2e.flush(&stats);
-    Ok(())
+    res
 }
