@@ -404,10 +404,9 @@ class Conn:
         assert (topic, partition) in results, "no response for %s-%d: %r" % (topic, partition, results)
         return results[(topic, partition)]
 
-    def fetch(self, topic, partition, offset, max_wait_ms=500, min_bytes=1,
-              max_bytes=1 << 20, isolation_level=0, timeout=None, version=None):
-        """Returns dict(error, high_watermark, last_stable_offset, records)."""
-        v = version if version is not None else self.pick_version(FETCH, 4, 11)
+    def fetch_body(self, v, topic, partition, offset, max_wait_ms=500, min_bytes=1,
+                   max_bytes=1 << 20, isolation_level=0):
+        """A Fetch v`v` request body for one partition (max_bytes also per partition)."""
         part = i32(partition)
         if v >= 9:
             part += i32(-1)  # current_leader_epoch
@@ -423,6 +422,14 @@ class Conn:
             body += array([])  # forgotten topics
         if v >= 11:
             body += string("")  # rack id
+        return body
+
+    def fetch(self, topic, partition, offset, max_wait_ms=500, min_bytes=1,
+              max_bytes=1 << 20, isolation_level=0, timeout=None, version=None):
+        """Returns dict(error, high_watermark, last_stable_offset, records)."""
+        v = version if version is not None else self.pick_version(FETCH, 4, 11)
+        body = self.fetch_body(v, topic, partition, offset, max_wait_ms, min_bytes, max_bytes,
+                               isolation_level)
         if timeout is None:
             timeout = max_wait_ms / 1000.0 + self.timeout
         r = self.request(FETCH, v, body, timeout=timeout)

@@ -3,6 +3,7 @@ connection and nobody else notices."""
 
 import socket
 import struct
+import time
 
 import kproto as kp
 from util import create_topic, unique_topic, producer, produce_keyed, consume_all
@@ -50,4 +51,39 @@ def test_connections_beyond_the_per_address_limit_are_refused(make_broker, tmp_p
         for c in held:
             c.close()
     # Once the three are gone, new connections are admitted again.
+    still_serves(b.bootstrap)
+
+
+def test_pipelined_fetches_that_are_never_read_hold_one_response(make_broker):
+    """A client that pipelines big Fetches and never reads the answers: the broker
+    takes one Fetch per connection at a time (as Kafka does), so it holds one
+    response, not one per request in flight."""
+    b = make_broker()
+    topic = unique_topic("limits-fetch")
+    create_topic(b.bootstrap, topic, 1)
+    p = producer(b.bootstrap, **{"linger.ms": 20})
+    value = b"v" * 1024
+    for i in range(24_000):  # ~25 MB
+        while True:
+            try:
+                p.produce(topic, value=value, partition=0)
+                break
+            except BufferError:
+                p.poll(0.1)
+    assert p.flush(60) == 0
+    rss_before = b.rss_kib()
+    c = kp.Conn(b.bootstrap)
+    try:
+        v = c.pick_version(kp.FETCH, 4, 11)
+        body = c.fetch_body(v, topic, 0, 0, max_wait_ms=0, max_bytes=50 << 20)
+        for _ in range(30):
+            c.send(kp.FETCH, v, body)
+        # Let the broker take whatever it will; the answers are never read.
+        time.sleep(3)
+        grown_mib = (b.rss_kib() - rss_before) / 1024
+        # Without the per-connection turn this held ~30 x 25 MB.
+        assert grown_mib < 256, "broker RSS grew %.0f MiB" % grown_mib
+        still_serves(b.bootstrap)
+    finally:
+        c.close()
     still_serves(b.bootstrap)

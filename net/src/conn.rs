@@ -22,8 +22,22 @@ use crate::dispatch::{Dispatched, dispatch};
 use crate::memory::Permit;
 use crate::server::ShardServer;
 
-/// A request being handled, and the request memory it holds until its response is written.
-type Pending = (compio::runtime::JoinHandle<Option<Bytes>>, Permit);
+/// A request being handled, the request memory it holds until its response is
+/// written, and for a Fetch the connection's fetch turn.
+type Pending = (
+    compio::runtime::JoinHandle<Option<Bytes>>,
+    Permit,
+    Option<FetchTurn>,
+);
+
+/// One Fetch at a time per connection, from its arrival until its response is
+/// written, as Kafka handles every request of a connection. Real consumers send
+/// one Fetch per broker at a time anyway; a client that pipelines Fetches and
+/// never reads the answers would otherwise make the broker hold up to
+/// `max_in_flight_per_connection` responses of up to `FETCH_MAX_BYTES` each.
+type FetchTurn = futures::lock::OwnedMutexGuard<()>;
+
+const FETCH_API_KEY: i16 = 1;
 
 const READ_CHUNK_BYTES: usize = 256 << 10;
 
@@ -87,6 +101,7 @@ async fn read_loop(
     // Request memory for the frame at the front of `buf`, taken as soon as its
     // length is known and before its body is buffered.
     let mut permit: Option<Permit> = None;
+    let fetch_turn = std::sync::Arc::new(futures::lock::Mutex::new(()));
     loop {
         loop {
             let size = match frame_size(&buf, cfg.max_request_bytes) {
@@ -113,9 +128,20 @@ async fn read_loop(
                 }
             };
             let held = permit.take().expect("permit taken above");
+            let turn =
+                if frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == FETCH_API_KEY {
+                    let next = fetch_turn.clone().lock_owned();
+                    futures::select_biased! {
+                        _ = stop => return,
+                        t = next.fuse() => Some(t),
+                    }
+                } else {
+                    None
+                };
             match dispatch(srv, peer, frame) {
                 Dispatched::Respond(fut) => {
-                    if tx.send((compio::runtime::spawn(fut), held)).await.is_err() {
+                    let pending = (compio::runtime::spawn(fut), held, turn);
+                    if tx.send(pending).await.is_err() {
                         return;
                     }
                 }
@@ -167,7 +193,7 @@ async fn read_loop(
 }
 
 async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
-    while let Some((pending, permit)) = rx.next().await {
+    while let Some((pending, permit, turn)) = rx.next().await {
         let response = match pending.await {
             Ok(Some(r)) => r,
             // Only requests that expect an answer are queued here: `None` means the
@@ -179,6 +205,7 @@ async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
         };
         let compio::BufResult(res, _) = writer.write_all(response).await;
         drop(permit);
+        drop(turn);
         if res.is_err() {
             break;
         }

@@ -1,8 +1,8 @@
 //! Fetch with long polling: read every requested partition (on its shard); if
 //! fewer than `min_bytes` came back, wait until any of them grows or `max_wait_ms`
 //! passes, then read again. Partitions are filled in request order up to the
-//! request's `max_bytes`, always including the first non-empty one whole, as
-//! Kafka does. Fetch sessions (KIP-227) are not kept: every answer is a full one
+//! request's `max_bytes` (at most [`FETCH_MAX_BYTES`]), always including the
+//! first non-empty one whole, as Kafka does; no more than that is read either. Fetch sessions (KIP-227) are not kept: every answer is a full one
 //! with session id 0, which clients accept.
 
 use std::rc::Rc;
@@ -21,6 +21,13 @@ use crate::server::ShardServer;
 
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// Kafka's broker-side `fetch.max.bytes` default: the most record bytes one Fetch
+/// response carries (beyond the first batch), whatever the client asks.
+pub const FETCH_MAX_BYTES: usize = 57_671_680;
+
+/// Most partitions read at once for one Fetch.
+const WAVE_PARTITIONS: usize = 64;
 
 struct Wanted {
     topic: TopicName,
@@ -49,16 +56,55 @@ fn wanted(req: &FetchRequest) -> Vec<Wanted> {
     out
 }
 
+/// Reads every wanted partition, holding no more than the response can carry:
+/// partitions are read concurrently in waves whose `max_bytes` fit in what is
+/// left of `budget`. Once it is spent, the rest are still read for their high
+/// watermark and log start, one batch at most each (the response leaves those
+/// records out). Without this, a Fetch naming many partitions with a large
+/// `partition_max_bytes` made the broker read all of them to send `max_bytes`.
 async fn read_all(
     srv: &Rc<ShardServer>,
     wants: &[Wanted],
+    budget: usize,
 ) -> Vec<Result<FetchedData, EngineError>> {
-    join_all(
-        wants
+    let mut out = Vec::with_capacity(wants.len());
+    let mut left = budget;
+    let mut rest = wants;
+    while !rest.is_empty() {
+        let mut planned = 0usize;
+        let mut wave = 0;
+        for w in rest.iter().take(WAVE_PARTITIONS) {
+            let cap = w.max_bytes.min(left).max(1);
+            if wave > 0 && left > 0 && planned + cap > left {
+                break;
+            }
+            planned += cap;
+            wave += 1;
+        }
+        let (now, later) = rest.split_at(wave);
+        let got = join_all(now.iter().map(|w| {
+            let cap = w.max_bytes.min(left).max(1);
+            srv.shard.fetch(w.tp.clone(), w.offset, cap)
+        }))
+        .await;
+        let read: usize = got
             .iter()
-            .map(|w| srv.shard.fetch(w.tp.clone(), w.offset, w.max_bytes)),
-    )
-    .await
+            .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
+            .sum();
+        left = left.saturating_sub(read);
+        out.extend(got);
+        rest = later;
+    }
+    out
+}
+
+/// Record bytes this request may be answered with (and read for).
+fn response_budget(req: &FetchRequest) -> usize {
+    if req.max_bytes > 0 {
+        (req.max_bytes as usize).min(FETCH_MAX_BYTES)
+    } else {
+        FETCH_MAX_BYTES
+    }
 }
 
 fn partition_data(w: &Wanted, r: Result<FetchedData, EngineError>) -> PartitionData {
@@ -103,7 +149,8 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut results = read_all(&srv, &wants).await;
+    let budget_bytes = response_budget(&req);
+    let mut results = read_all(&srv, &wants, budget_bytes).await;
     loop {
         let total: usize = results
             .iter()
@@ -115,14 +162,10 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         }
         let watch = wants.iter().map(|w| (w.tp.clone(), w.offset)).collect();
         srv.shard.wait_for_data(watch, deadline).await;
-        results = read_all(&srv, &wants).await;
+        results = read_all(&srv, &wants, budget_bytes).await;
     }
     // The first non-empty partition always goes whole; later ones while they fit.
-    let mut budget = if req.max_bytes > 0 {
-        req.max_bytes as usize
-    } else {
-        usize::MAX
-    };
+    let mut budget = budget_bytes;
     let mut sent_any = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for (w, mut r) in wants.iter().zip(results) {
