@@ -5,7 +5,7 @@
 //! Brook targets). `AlignedBuf` owns such memory and implements compio's `IoBuf`
 //! so it can be moved into an io_uring write and handed back with the result.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 
 /// Block size every O_DIRECT write is aligned to.
@@ -35,11 +35,7 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// A buffer that can hold at least `capacity` bytes (rounded up to whole blocks).
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
-        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
-        // SAFETY: layout has non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let (ptr, capacity) = allocate(capacity, true);
         AlignedBuf {
             ptr,
             capacity,
@@ -122,10 +118,37 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
-        // SAFETY: allocated in with_capacity with this exact layout.
-        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+        // SAFETY: from `allocate` with this capacity, and no longer used.
+        unsafe { release(self.ptr, self.capacity) }
     }
+}
+
+/// Block-aligned memory of at least `capacity` bytes (rounded up to whole
+/// blocks), zeroed or not; returns it with its rounded capacity.
+fn allocate(capacity: usize, zeroed: bool) -> (NonNull<u8>, usize) {
+    let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
+    let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
+    // SAFETY: layout has non-zero size.
+    let raw = unsafe {
+        if zeroed {
+            alloc_zeroed(layout)
+        } else {
+            alloc(layout)
+        }
+    };
+    let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+    (ptr, capacity)
+}
+
+/// Frees memory from [`allocate`].
+///
+/// # Safety
+/// `ptr` and `capacity` are exactly what `allocate` returned, and the memory is
+/// not used afterwards.
+unsafe fn release(ptr: NonNull<u8>, capacity: usize) {
+    let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
+    // SAFETY: allocated by `allocate` with this exact layout (caller's contract).
+    unsafe { dealloc(ptr.as_ptr(), layout) };
 }
 
 /// An [`AlignedBuf`] presented to the kernel as whole zero-padded blocks.
@@ -169,11 +192,7 @@ unsafe impl Sync for ReadBuf {}
 impl ReadBuf {
     /// An empty buffer of at least `capacity` bytes (rounded up to whole blocks).
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
-        let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
-        // SAFETY: layout has non-zero size.
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let (ptr, capacity) = allocate(capacity, false);
         ReadBuf {
             ptr,
             capacity,
@@ -184,9 +203,8 @@ impl ReadBuf {
 
 impl Drop for ReadBuf {
     fn drop(&mut self) {
-        let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
-        // SAFETY: allocated in with_capacity with this exact layout.
-        unsafe { dealloc(self.ptr.as_ptr(), layout) };
+        // SAFETY: from `allocate` with this capacity, and no longer used.
+        unsafe { release(self.ptr, self.capacity) }
     }
 }
 

@@ -397,7 +397,7 @@ impl Partition {
             direct: (max_bytes >= segment::DIRECT_READ_MIN_BYTES)
                 .then(|| seg.direct_reader())
                 .flatten(),
-            ahead: Some(self.read_ahead.clone()),
+            ahead: self.read_ahead.clone(),
             seg_base: seg.base,
             start: seg.position_for(offset),
             end: FilePos(seg.written),
@@ -632,33 +632,25 @@ async fn run_job(job: FlushJob) -> JobDone {
     use compio::io::AsyncWriteAtExt;
     let started = Instant::now();
     let mut written = Vec::with_capacity(job.writes.len());
-    for op in job.writes {
-        let mut f = &op.file;
-        let compio::BufResult(res, buf) = f.write_all_at(op.buf, op.pos).await;
-        written.push((op.seg_base, op.written_to, buf.into_inner()));
-        if let Err(e) = res {
-            let writing = started.elapsed();
-            return JobDone {
-                res: Err(e),
-                written,
-                writing,
-            };
+    let mut writing = None;
+    let res = async {
+        for op in job.writes {
+            let mut f = &op.file;
+            let compio::BufResult(res, buf) = f.write_all_at(op.buf, op.pos).await;
+            written.push((op.seg_base, op.written_to, buf.into_inner()));
+            res?;
         }
-    }
-    let writing = started.elapsed();
-    for f in &job.sync {
-        if let Err(e) = f.sync_data().await {
-            return JobDone {
-                res: Err(e),
-                written,
-                writing,
-            };
+        writing = Some(started.elapsed());
+        for f in &job.sync {
+            f.sync_data().await?;
         }
+        Ok(())
     }
+    .await;
     JobDone {
-        res: Ok(()),
+        res,
         written,
-        writing,
+        writing: writing.unwrap_or_else(|| started.elapsed()),
     }
 }
 

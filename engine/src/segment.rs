@@ -372,7 +372,7 @@ pub struct DiskRead {
     /// cache (see [`DIRECT_READ_MIN_BYTES`]).
     pub direct: Option<compio::fs::File>,
     /// The partition's read-ahead, used with `direct`.
-    pub ahead: Option<std::rc::Rc<ReadAhead>>,
+    pub ahead: std::rc::Rc<ReadAhead>,
     /// Base offset of the segment being read.
     pub seg_base: Offset,
     pub start: FilePos,
@@ -479,16 +479,12 @@ impl Drop for Held {
 impl ReadAhead {
     /// The range read ahead for a fetch of `offset` in segment `seg_base`, if the
     /// fetch continues exactly where the last one ended.
-    fn take(&self, seg_base: Offset, offset: Offset) -> Option<(u64, AheadRange)> {
+    fn take(&self, seg_base: Offset, offset: Offset) -> Option<AheadRange> {
         let mut slot = self.slot.borrow_mut();
         let hit = slot
             .as_ref()
             .is_some_and(|a| a.seg_base == seg_base && a.offset == offset);
-        if !hit {
-            return None;
-        }
-        let a = slot.take()?;
-        Some((a.pos, a))
+        if hit { slot.take() } else { None }
     }
 
     /// Starts reading `len` bytes at `pos` (holding the batch at `offset`).
@@ -531,13 +527,9 @@ async fn read_range(r: &DiskRead, pos: u64, len: usize) -> Result<Bytes, EngineE
 pub async fn read_batches(r: DiskRead) -> Result<Bytes, EngineError> {
     let avail = (r.end.0 - r.start.0) as usize;
     let len = avail.min(r.max_bytes.saturating_add(READ_SLACK_BYTES));
-    let ahead = r
-        .ahead
-        .as_ref()
-        .and_then(|a| a.take(r.seg_base, r.from_offset));
-    let (buf_pos, buf) = match ahead {
-        Some((pos, a)) => match a.rx.await {
-            Ok(Ok(bytes)) => (pos, bytes),
+    let (buf_pos, buf) = match r.ahead.take(r.seg_base, r.from_offset) {
+        Some(a) => match a.rx.await {
+            Ok(Ok(bytes)) => (a.pos, bytes),
             // The read-ahead failed or was dropped: read again, and report
             // a real error from there.
             _ => (r.start.0, read_range(&r, r.start.0, len).await?),
@@ -545,10 +537,10 @@ pub async fn read_batches(r: DiskRead) -> Result<Bytes, EngineError> {
         None => (r.start.0, read_range(&r, r.start.0, len).await?),
     };
     let (records, next_pos, next_offset) = batches_from(&r, buf_pos, buf).await?;
-    if let (Some(ahead), Some(direct), Some(next_offset)) = (&r.ahead, &r.direct, next_offset) {
+    if let (Some(direct), Some(next_offset)) = (&r.direct, next_offset) {
         let left = r.end.0.saturating_sub(next_pos) as usize;
         if left >= DIRECT_READ_MIN_BYTES {
-            ahead.start(
+            r.ahead.start(
                 direct.clone(),
                 r.seg_base,
                 next_pos,

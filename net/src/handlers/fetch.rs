@@ -72,28 +72,23 @@ async fn read_all(
     let mut rest = wants;
     while !rest.is_empty() {
         let mut planned = 0usize;
-        let mut wave = 0;
+        let mut reads = Vec::new();
         for w in rest.iter().take(WAVE_PARTITIONS) {
             let cap = w.max_bytes.min(left).max(1);
-            if wave > 0 && left > 0 && planned + cap > left {
+            if !reads.is_empty() && left > 0 && planned + cap > left {
                 break;
             }
             planned += cap;
-            wave += 1;
+            reads.push(srv.shard.fetch(w.tp.clone(), w.offset, cap));
         }
-        let (now, later) = rest.split_at(wave);
-        let got = join_all(now.iter().map(|w| {
-            let cap = w.max_bytes.min(left).max(1);
-            srv.shard.fetch(w.tp.clone(), w.offset, cap)
-        }))
-        .await;
+        rest = &rest[reads.len()..];
+        let got = join_all(reads).await;
         let read: usize = got
             .iter()
             .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
             .sum();
         left = left.saturating_sub(read);
         out.extend(got);
-        rest = later;
     }
     out
 }
