@@ -2,6 +2,10 @@
 # Idempotent installer for the real-client test suite (Debian 12, root).
 # - kcat from Debian (links librdkafka 2.0.2)
 # - Python venv at ci/.venv with the pinned clients from ci/requirements.txt
+# - the interop lab: Apache Kafka 4.4's client, tools and broker jars (Maven
+#   Central, through ci/java/pom.xml) in ci/.lab/jars, with Brook's Java test
+#   programs in ci/.lab/jars/brook-interop.jar; franz-go programs (Go module
+#   proxy, ci/go) built into ci/.lab/bin
 set -euo pipefail
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="$CI_DIR/.venv"
@@ -38,6 +42,39 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$WANT" ]; then
     echo "setup: installing python packages"
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ"
     echo "$WANT" > "$STAMP"
+fi
+
+# Interop lab, Java side. Rebuilt when the pom or a Java source changed.
+LAB="$CI_DIR/.lab"
+mkdir -p "$LAB"
+if ! command -v mvn >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+    echo "setup: installing maven and a JDK"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q maven openjdk-17-jdk-headless
+fi
+JSTAMP="$LAB/.java.sha256"
+JWANT="$(cd "$CI_DIR/java" && find pom.xml src -type f | sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$JSTAMP" 2>/dev/null || true)" != "$JWANT" ] || [ ! -f "$LAB/jars/brook-interop.jar" ]; then
+    echo "setup: resolving Kafka 4.4 jars and building the Java test programs (maven)"
+    rm -rf "$LAB/jars"
+    (cd "$CI_DIR/java" && mvn -B -q package dependency:copy-dependencies)
+    cp "$CI_DIR/java/target/brook-interop-0.1.0.jar" "$LAB/jars/brook-interop.jar"
+    echo "$JWANT" > "$JSTAMP"
+fi
+echo "setup: $(ls "$LAB/jars" | wc -l) jars in $LAB/jars ($("$CI_DIR/kafka-tool" kafka-topics --version 2>/dev/null | tail -1))"
+
+# Interop lab, Go side (franz-go through the module proxy).
+if [ -f "$CI_DIR/go/go.mod" ]; then
+    if ! command -v go >/dev/null 2>&1; then
+        echo "setup: installing go"
+        export DEBIAN_FRONTEND=noninteractive
+        $SUDO apt-get update -q
+        $SUDO apt-get install -y -q golang-go
+    fi
+    echo "setup: building the franz-go programs"
+    mkdir -p "$LAB/bin"
+    (cd "$CI_DIR/go" && go build -o "$LAB/bin/" ./...)
 fi
 
 # Fail early if a codec backend is missing.

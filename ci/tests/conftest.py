@@ -278,3 +278,16 @@ def procs():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory):
+    """One real Apache Kafka 4.4 broker (KRaft, one node) for the whole session,
+    for differential tests: same scenario against Kafka and Brook."""
+    from apache_kafka import ApacheKafka
+    k = ApacheKafka(tmp_path_factory.mktemp("apache-kafka"), heap="512M",
+                    props={"group.initial.rebalance.delay.ms": "3000"})
+    k.start()
+    yield k
+    k.stop()
+    shutil.rmtree(k.data_dir, ignore_errors=True)

@@ -1,0 +1,2 @@
+package dev.brook.interop;
+final class Placeholder {}
