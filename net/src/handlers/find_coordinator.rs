@@ -1,5 +1,15 @@
 //! FindCoordinator: this broker coordinates every group (it is the only node).
-//! Transaction coordinators (key type 1) are not available: no transactions yet.
+//!
+//! Other key types get an error a client treats as final, so that it fails at
+//! once instead of retrying until its timeout:
+//! - transaction (1): Brook has no transaction coordinator yet. It answers as a
+//!   Kafka cluster whose ACLs allow no transactional id does:
+//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with a message saying why. That is the
+//!   one FindCoordinator error that every client treats as fatal (librdkafka
+//!   retries anything else, UNSUPPORTED_VERSION included; COORDINATOR_NOT_AVAILABLE
+//!   is retried by all of them until `transaction.timeout.ms` or `max.block.ms`).
+//! - share (2) and unknown types: INVALID_REQUEST, Kafka's own answer when the
+//!   share coordinator is absent or the key type is not one it knows.
 
 use std::rc::Rc;
 
@@ -10,10 +20,26 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::server::ShardServer;
 
-fn answer(srv: &ShardServer, key_type: i8) -> (i16, BrokerId, StrBytes, i32) {
-    if key_type != 0 {
+/// (error code, error message, node, host, port)
+type Answer = (i16, Option<StrBytes>, BrokerId, StrBytes, i32);
+
+fn answer(srv: &ShardServer, key_type: i8) -> Answer {
+    const GROUP: i8 = 0;
+    const TRANSACTION: i8 = 1;
+    if key_type != GROUP {
+        let (error, message) = match key_type {
+            TRANSACTION => (
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "Brook does not support transactions yet",
+            ),
+            _ => (
+                ResponseError::InvalidRequest,
+                "Brook has no coordinator of this key type",
+            ),
+        };
         return (
-            ResponseError::CoordinatorNotAvailable.code(),
+            error.code(),
+            Some(StrBytes::from_static_str(message)),
             BrokerId(-1),
             StrBytes::default(),
             -1,
@@ -22,6 +48,7 @@ fn answer(srv: &ShardServer, key_type: i8) -> (i16, BrokerId, StrBytes, i32) {
     let host = StrBytes::from_string(srv.config.advertise_host.clone());
     (
         0,
+        None,
         BrokerId(srv.config.node_id),
         host,
         srv.config.advertise_port,
@@ -38,9 +65,10 @@ pub async fn handle(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let (code, node, host, port) = answer(&srv, req.key_type);
+                let (code, message, node, host, port) = answer(&srv, req.key_type);
                 Coordinator::default()
                     .with_key(key)
+                    .with_error_message(message)
                     .with_node_id(node)
                     .with_host(host)
                     .with_port(port)
@@ -49,9 +77,10 @@ pub async fn handle(
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, node, host, port) = answer(&srv, req.key_type);
+    let (code, message, node, host, port) = answer(&srv, req.key_type);
     FindCoordinatorResponse::default()
         .with_error_code(code)
+        .with_error_message(message)
         .with_node_id(node)
         .with_host(host)
         .with_port(port)
