@@ -230,6 +230,12 @@ fn route(
             cid,
             delete_groups::handle(s, decode(frame, key, v)?),
         ),
+        ApiKey::DescribeConfigs => respond(
+            key,
+            v,
+            cid,
+            describe_configs::handle(s, decode(frame, key, v)?, v),
+        ),
         other => return Err(format!("no handler for {other:?}")),
     })
 }

@@ -44,6 +44,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DescribeClientQuotas, 0, 1),
     api(ApiKey::AlterClientQuotas, 0, 1),
+    api(ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// Lowest Produce version Brook decodes: v3 is the first with RecordBatch v2.
@@ -82,6 +83,7 @@ mod tests {
             ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
             ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::VERSIONS,
             ApiKey::AlterClientQuotas => AlterClientQuotasRequest::VERSIONS,
+            ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in SUPPORTED {
