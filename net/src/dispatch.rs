@@ -236,6 +236,12 @@ fn route(
             cid,
             describe_configs::handle(s, decode(frame, key, v)?, v),
         ),
+        ApiKey::DescribeCluster => respond(
+            key,
+            v,
+            cid,
+            describe_cluster::handle(s, decode(frame, key, v)?),
+        ),
         other => return Err(format!("no handler for {other:?}")),
     })
 }

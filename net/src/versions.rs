@@ -45,6 +45,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DescribeClientQuotas, 0, 1),
     api(ApiKey::AlterClientQuotas, 0, 1),
     api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// Lowest Produce version Brook decodes: v3 is the first with RecordBatch v2.
@@ -84,6 +85,7 @@ mod tests {
             ApiKey::DescribeClientQuotas => DescribeClientQuotasRequest::VERSIONS,
             ApiKey::AlterClientQuotas => AlterClientQuotasRequest::VERSIONS,
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+            ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in SUPPORTED {
