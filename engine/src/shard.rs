@@ -704,6 +704,83 @@ impl Shard {
         let mut next = (*self.catalog()).clone();
         next.topics.insert(meta.name.clone(), meta.clone());
         next.store(&self.shared.config.data_dir)?;
+        self.open_everywhere(&meta).await?;
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
+        Ok(meta)
+    }
+
+    /// Grows a topic to `count` partitions (Kafka's CreatePartitions), on shard 0
+    /// wherever it is called. As with a new topic, the catalog is persisted
+    /// before the new partitions are opened on their owners, and every shard has
+    /// the new catalog before this returns. Existing partitions are untouched;
+    /// note that a keyed producer's partition for a key changes with the count.
+    pub async fn create_partitions(
+        self: &Rc<Self>,
+        name: String,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, EngineError> {
+        if self.id.0 == 0 {
+            return self
+                .create_partitions_on_zero(name, count, validate_only)
+                .await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.create_partitions_on_zero(name, count, validate_only)
+                .await
+        })
+        .await?
+    }
+
+    async fn create_partitions_on_zero(
+        self: &Rc<Self>,
+        name: String,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let Some(current) = self.catalog().topics.get(&name).cloned() else {
+            return Err(EngineError::UnknownTopicOrPartition);
+        };
+        if is_internal_topic(&name) {
+            return Err(EngineError::InvalidRequest(format!(
+                "the partition count of {name} is fixed"
+            )));
+        }
+        if count <= current.partitions {
+            return Err(EngineError::InvalidPartitions(if count == current.partitions {
+                format!("topic already has {count} partition(s)")
+            } else {
+                format!(
+                    "topic {name} currently has {} partition(s); {count} would not be an increase",
+                    current.partitions
+                )
+            }));
+        }
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(EngineError::InvalidPartitions(format!(
+                "{count} (must be at most {MAX_PARTITIONS_PER_TOPIC})"
+            )));
+        }
+        let meta = TopicMeta {
+            partitions: count,
+            ..current
+        };
+        if validate_only {
+            return Ok(meta);
+        }
+        let mut next = (*self.catalog()).clone();
+        next.topics.insert(name.clone(), meta.clone());
+        next.store(&self.shared.config.data_dir)?;
+        self.open_everywhere(&meta).await?;
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %name, partitions = count, "added partitions");
+        Ok(meta)
+    }
+
+    /// Opens every partition of `meta` on its owner (those already open are kept).
+    async fn open_everywhere(self: &Rc<Self>, meta: &TopicMeta) -> Result<(), EngineError> {
         let opens = (0..self.shards()).map(|s| {
             let m = meta.clone();
             self.invoke_on(ShardId(s), move |shard| async move {
@@ -716,9 +793,7 @@ impl Shard {
         for r in join_all(opens).await {
             r??;
         }
-        self.broadcast_catalog(Arc::new(next)).await;
-        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
-        Ok(meta)
+        Ok(())
     }
 
     fn validate_new_topic(&self, t: &NewTopic) -> Result<TopicMeta, EngineError> {

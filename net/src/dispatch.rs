@@ -242,6 +242,12 @@ fn route(
             cid,
             describe_cluster::handle(s, decode(frame, key, v)?),
         ),
+        ApiKey::CreatePartitions => respond(
+            key,
+            v,
+            cid,
+            create_partitions::handle(s, decode(frame, key, v)?),
+        ),
         other => return Err(format!("no handler for {other:?}")),
     })
 }

@@ -46,6 +46,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::AlterClientQuotas, 0, 1),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// Lowest Produce version Brook decodes: v3 is the first with RecordBatch v2.
@@ -86,6 +87,7 @@ mod tests {
             ApiKey::AlterClientQuotas => AlterClientQuotasRequest::VERSIONS,
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in SUPPORTED {

@@ -1,6 +1,7 @@
 //! One file per Kafka API, as Redpanda lays out `kafka/server/handlers/`.
 pub mod api_versions;
 pub mod client_quotas;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;

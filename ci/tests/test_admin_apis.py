@@ -1,0 +1,81 @@
+"""CreatePartitions, DescribeConfigs and DescribeCluster through confluent-kafka's
+AdminClient (librdkafka) against the real binary. The Java admin client and
+Kafka's own tools cover the same APIs in test_java_client.py and
+test_kafka_tools.py."""
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import ConfigResource, NewPartitions, NewTopic, ResourceType
+
+from util import admin, check_keyed, consume_all, create_topic, produce_keyed, producer, topic_partitions
+from util import unique_topic, wait_until
+
+
+def test_create_partitions_grows_a_topic_and_survives_restart(broker):
+    topic = unique_topic("grow")
+    create_topic(broker.bootstrap, topic, 2)
+    p = producer(broker.bootstrap)
+    first = produce_keyed(p, topic, 300)
+    a = admin(broker.bootstrap)
+    a.create_partitions([NewPartitions(topic, 5)], request_timeout=15)[topic].result(30)
+    wait_until(lambda: topic_partitions(broker.bootstrap, topic) == 5, 15, what="5 partitions")
+    # Not an increase: Kafka's INVALID_PARTITIONS, and nothing changes.
+    for count in (5, 3):
+        f = a.create_partitions([NewPartitions(topic, count)], request_timeout=15)[topic]
+        try:
+            f.result(30)
+            raise AssertionError("create_partitions(%d) succeeded" % count)
+        except KafkaException as e:
+            assert e.args[0].code() == KafkaError.INVALID_PARTITIONS, e
+    # validate_only changes nothing either.
+    a.create_partitions([NewPartitions(topic, 9)], validate_only=True, request_timeout=15)[topic].result(30)
+    assert topic_partitions(broker.bootstrap, topic) == 5
+    p = producer(broker.bootstrap)
+    second = produce_keyed(p, topic, 700, start=300)
+    assert {part for part, _ in second.acked.values()} == set(range(5)), "new partitions unused"
+    broker.restart()
+    assert topic_partitions(broker.bootstrap, topic) == 5
+    acked = dict(first.acked)
+    acked.update(second.acked)
+    check_keyed(consume_all(broker.bootstrap, topic, 5), 1000, acked=acked)
+
+
+def test_create_partitions_unknown_topic(module_broker):
+    a = admin(module_broker.bootstrap)
+    f = a.create_partitions([NewPartitions(unique_topic("nope"), 4)], request_timeout=15)
+    try:
+        list(f.values())[0].result(30)
+        raise AssertionError("create_partitions of an unknown topic succeeded")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, e
+
+
+def test_describe_configs_topic_and_broker(module_broker):
+    topic = unique_topic("cfg")
+    a = admin(module_broker.bootstrap)
+    a.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "123456"})])[topic].result(30)
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    configs = a.describe_configs([res], request_timeout=15)[res].result(30)
+    assert configs["retention.ms"].value == "123456"
+    assert configs["retention.ms"].source == 1, configs["retention.ms"]  # DYNAMIC_TOPIC_CONFIG
+    assert configs["segment.bytes"].value == str(1 << 30)
+    assert configs["segment.bytes"].source == 5  # DEFAULT_CONFIG
+    assert configs["cleanup.policy"].value == "delete"
+    missing = ConfigResource(ResourceType.TOPIC, unique_topic("missing"))
+    try:
+        a.describe_configs([missing], request_timeout=15)[missing].result(30)
+        raise AssertionError("describe_configs of a missing topic succeeded")
+    except KafkaException as e:
+        assert e.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, e
+    b = ConfigResource(ResourceType.BROKER, "1")
+    broker_cfg = a.describe_configs([b], request_timeout=15)[b].result(30)
+    assert broker_cfg["node.id"].value == "1"
+    assert broker_cfg["advertised.listeners"].value == "PLAINTEXT://%s" % module_broker.bootstrap
+    assert broker_cfg["num.partitions"].value == "3"
+
+
+def test_describe_cluster(module_broker):
+    a = admin(module_broker.bootstrap)
+    desc = a.describe_cluster(request_timeout=15).result(30)
+    assert [(n.id, n.host, n.port) for n in desc.nodes] == [(1, module_broker.host, module_broker.port)]
+    assert desc.controller.id == 1
+    assert desc.cluster_id and len(desc.cluster_id) >= 16, desc.cluster_id
