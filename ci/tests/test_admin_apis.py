@@ -79,3 +79,26 @@ def test_describe_cluster(module_broker):
     assert [(n.id, n.host, n.port) for n in desc.nodes] == [(1, module_broker.host, module_broker.port)]
     assert desc.controller.id == 1
     assert desc.cluster_id and len(desc.cluster_id) >= 16, desc.cluster_id
+
+
+def test_list_offsets_max_timestamp_is_the_record_not_the_batch(module_broker):
+    """ListOffsets -3 (KIP-734): the first record carrying the partition's max
+    timestamp, inside a batch of many records, and that record's timestamp."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+    topic = unique_topic("maxts")
+    create_topic(module_broker.bootstrap, topic, 2)
+    base = 1_700_000_000_000
+    # One batch per partition (long linger); the max timestamp sits at offset 37
+    # and again at 80, earlier and later records are older.
+    stamps = [base + i for i in range(100)]
+    stamps[37] = stamps[80] = base + 10_000
+    p = producer(module_broker.bootstrap, **{"linger.ms": 200})
+    for i, ts in enumerate(stamps):
+        p.produce(topic, partition=0, key=b"k%d" % i, value=b"v", timestamp=ts)
+    assert p.flush(30) == 0
+    a = admin(module_broker.bootstrap)
+    asks = {TopicPartition(topic, 0): OffsetSpec.max_timestamp(), TopicPartition(topic, 1): OffsetSpec.max_timestamp()}
+    got = {tp.partition: f.result(30) for tp, f in a.list_offsets(asks, request_timeout=15).items()}
+    assert (got[0].offset, got[0].timestamp) == (37, base + 10_000), got[0]
+    assert (got[1].offset, got[1].timestamp) == (-1, -1), got[1]

@@ -1,7 +1,9 @@
 //! ListOffsets: earliest (-2), latest (-1), max timestamp (-3, v7) or the first
 //! record whose timestamp is at least a given time. The engine finds the batch;
 //! this decodes its records (decompressing if needed) to find the record, as
-//! Kafka does. For -3 the answer is the batch holding the max timestamp.
+//! Kafka does. For -3 the engine finds the first batch holding the partition's
+//! max timestamp and the answer is the first record in it carrying that
+//! timestamp (KIP-734 as fixed by KAFKA-16310), with that record's timestamp.
 
 use std::rc::Rc;
 
@@ -25,9 +27,10 @@ fn query_of(ts: i64) -> OffsetQuery {
     }
 }
 
-/// The first record at or after `target` in the batch the engine found; falls back
-/// to the batch's base offset if the records cannot be decoded.
-fn refine(l: &ListedOffset, target: i64) -> (i64, i64) {
+/// The first record at or after the wanted timestamp in the batch the engine
+/// found (for -3, the max timestamp the engine found); falls back to the batch's
+/// base offset if the records cannot be decoded.
+fn refine(l: &ListedOffset, query: i64) -> (i64, i64) {
     let (offset, ts) = (
         l.offset.map_or(-1, |o| o.0 as i64),
         l.timestamp.map_or(-1, |t| t.0),
@@ -35,6 +38,8 @@ fn refine(l: &ListedOffset, target: i64) -> (i64, i64) {
     let Some(batch) = &l.batch else {
         return (offset, ts);
     };
+    const MAX_TIMESTAMP: i64 = -3;
+    let target = if query == MAX_TIMESTAMP { ts } else { query };
     let mut buf = batch.clone();
     match RecordBatchDecoder::decode(&mut buf) {
         Ok(set) => set
