@@ -66,13 +66,23 @@ echo "setup: $(ls "$LAB/jars" | wc -l) jars in $LAB/jars ($("$CI_DIR/kafka-tool"
 
 # Interop lab, Go side (franz-go through the module proxy).
 if [ -f "$CI_DIR/go/go.mod" ]; then
+    if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+        export PATH="/usr/local/go/bin:$PATH"
+    fi
     if ! command -v go >/dev/null 2>&1; then
         echo "setup: installing go"
         export DEBIAN_FRONTEND=noninteractive
         $SUDO apt-get update -q
         $SUDO apt-get install -y -q golang-go
     fi
-    echo "setup: building the franz-go programs"
+    # franz-go v1.22 / kadm v1.20 need Go 1.26 (the go line of ci/go/go.mod)
+    GO_NEED="$(sed -n 's/^go \([0-9]*\.[0-9]*\).*/\1/p' "$CI_DIR/go/go.mod")"
+    GO_HAVE="$(go env GOVERSION | sed -n 's/^go\([0-9]*\.[0-9]*\).*/\1/p')"
+    if [ "$(printf '%s\n%s\n' "$GO_NEED" "$GO_HAVE" | sort -V | head -1)" != "$GO_NEED" ]; then
+        echo "setup: ci/go needs Go >= $GO_NEED, found $(go env GOVERSION) ($(command -v go))" >&2
+        exit 1
+    fi
+    echo "setup: building the franz-go programs ($(go env GOVERSION))"
     mkdir -p "$LAB/bin"
     (cd "$CI_DIR/go" && go build -o "$LAB/bin/" ./...)
 fi

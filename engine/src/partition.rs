@@ -267,6 +267,18 @@ impl Partition {
                 BatchError::TooLarge { len, max } => EngineError::BatchTooLarge { len, max },
                 e => EngineError::CorruptBatch(e),
             })?;
+        // Every idempotent batch is checked before anything is written: the
+        // request's batches go in all or none.
+        let producers = batches
+            .iter()
+            .filter_map(|(_, b)| b.producer.as_ref().map(|p| (p, b.record_count)));
+        if let SequenceVerdict::Duplicate { base_offset } = self
+            .producers
+            .check_all(producers)
+            .map_err(map_producer_error)?
+        {
+            return Ok(Appended::Duplicate { base_offset });
+        }
         // Roll and reserve disk space for the whole request before any offset is
         // assigned: a full disk is then a clean error that loses and poisons nothing,
         // and writes into reserved space cannot fail for want of space.
@@ -282,18 +294,6 @@ impl Partition {
         }
         let base_offset = self.log_end;
         for (range, incoming) in batches {
-            if let Some(p) = &incoming.producer {
-                match self
-                    .producers
-                    .check(p, incoming.record_count)
-                    .map_err(map_producer_error)?
-                {
-                    SequenceVerdict::Duplicate { base_offset } => {
-                        return Ok(Appended::Duplicate { base_offset });
-                    }
-                    SequenceVerdict::Append => {}
-                }
-            }
             self.append_one(records.slice(range), incoming)?;
         }
         Ok(Appended::New {

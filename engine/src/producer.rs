@@ -178,6 +178,46 @@ impl ProducerStateTable {
         check_epoch_and_sequence(entry, p)
     }
 
+    /// Checks every batch of one Produce request before any is appended, each as
+    /// if the ones before it had been, because a request's batches are appended
+    /// all or none (as Kafka's `analyzeAndValidateProducerState` does). A batch
+    /// that duplicates one already in the log makes the whole request a
+    /// duplicate: it is answered with the original's offset, nothing is appended.
+    pub fn check_all<'a>(
+        &self,
+        batches: impl IntoIterator<Item = (&'a ProducerBatchInfo, u32)>,
+    ) -> Result<SequenceVerdict, ProducerError> {
+        // The request's own batches, staged on copies of the entries they touch.
+        let mut staged = ProducerStateTable::new();
+        for (p, record_count) in batches {
+            let committed = self.producers.get(&p.producer_id);
+            match staged.producers.get(&p.producer_id) {
+                None => {
+                    if let dup @ SequenceVerdict::Duplicate { .. } = self.check(p, record_count)? {
+                        return Ok(dup);
+                    }
+                    if let Some(entry) = committed {
+                        staged.producers.insert(p.producer_id, entry.clone());
+                    }
+                }
+                Some(entry) => {
+                    let last_seq = increment_sequence(p.base_sequence, record_count - 1);
+                    if let Some(dup) = committed
+                        .filter(|c| c.epoch == p.epoch)
+                        .and_then(|c| c.find_duplicate(p.base_sequence, last_seq))
+                    {
+                        let base_offset = dup.base_offset;
+                        return Ok(SequenceVerdict::Duplicate { base_offset });
+                    }
+                    check_epoch_and_sequence(entry, p)?;
+                }
+            }
+            // Offsets are not assigned yet and no check reads them.
+            staged.apply(p, record_count - 1, Offset(0));
+        }
+        Ok(SequenceVerdict::Append)
+    }
+
     /// Remembers a batch appended at `base_offset` after [`check`](Self::check)
     /// said `Append`.
     pub fn record(&mut self, p: &ProducerBatchInfo, record_count: u32, base_offset: Offset) {

@@ -308,6 +308,60 @@ fn idempotent_producer_dedupes_and_rejects_gaps() {
     });
 }
 
+/// A request's batches go in all or none: a sequence gap or a duplicate in a
+/// later batch must not leave the earlier ones in the log.
+#[test]
+fn idempotent_request_with_several_batches_is_all_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = |seq| {
+        Some(ProducerBatchInfo {
+            producer_id: 9,
+            epoch: 0,
+            base_sequence: seq,
+        })
+    };
+    let request = |parts: &[Vec<u8>]| parts.concat();
+    run(async {
+        let (cell, flusher) = open(dir.path(), TopicConfig::default());
+        // Sequences 0..3 then 3..5: a valid request of two batches.
+        let good = request(&[batch(0, 3, 1, pid(0)), batch(3, 2, 1, pid(3))]);
+        assert_eq!(
+            append_durable(&cell, &good).await.unwrap(),
+            Appended::New {
+                base_offset: Offset(0),
+                end_offset: Offset(5)
+            }
+        );
+        // 5..7 is next, then a gap (9): nothing of this request is appended.
+        let gap = request(&[batch(5, 2, 1, pid(5)), batch(7, 1, 1, pid(9))]);
+        assert!(matches!(
+            append_durable(&cell, &gap).await,
+            Err(EngineError::OutOfOrderSequence { .. })
+        ));
+        assert_eq!(cell.state.borrow().log_end, Offset(5));
+        // A new batch then a duplicate of 3..5: the request is a duplicate.
+        let dup = request(&[batch(5, 2, 1, pid(5)), batch(3, 2, 1, pid(3))]);
+        assert_eq!(
+            append_durable(&cell, &dup).await.unwrap(),
+            Appended::Duplicate {
+                base_offset: Offset(3)
+            }
+        );
+        assert_eq!(cell.state.borrow().log_end, Offset(5));
+        // The producer's next sequence is still 5.
+        let next = request(&[batch(5, 2, 1, pid(5)), batch(7, 1, 1, pid(7))]);
+        assert_eq!(
+            append_durable(&cell, &next).await.unwrap(),
+            Appended::New {
+                base_offset: Offset(5),
+                end_offset: Offset(8)
+            }
+        );
+        assert_eq!(read_all(&cell, Offset(0)).await.len(), 4);
+        close(cell, flusher).await;
+    });
+}
+
 #[test]
 fn bad_batches_are_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
