@@ -19,11 +19,6 @@ use brook_net::{ConnectionCounts, NetConfig, ShardServer};
 use clap::Parser;
 use futures::channel::oneshot;
 
-/// Survives `Vec::with_capacity(count off the wire)` in the protocol codec:
-/// see `brook_net::alloc`.
-#[global_allocator]
-static ALLOC: brook_net::alloc::BrookAlloc = brook_net::alloc::BrookAlloc;
-
 /// How long a stopping shard waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

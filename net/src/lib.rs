@@ -1,6 +1,5 @@
 //! Brook's Kafka wire protocol layer. It never touches a file.
 //!
-//! - [`alloc`]: the process allocator that survives wire-declared array sizes.
 //! - [`server`]: per-shard SO_REUSEPORT listeners, graceful stop.
 //! - [`conn`]: one connection — framing, pipelining, responses in request order.
 //! - [`quota`]: per-client byte-rate measurement and throttling.
@@ -11,7 +10,6 @@
 //! - [`errors`]: engine errors → Kafka error codes, in one place.
 //!
 //! **Lives on:** every type here is per shard (`Rc`), except [`NetConfig`].
-pub mod alloc;
 pub mod conn;
 pub mod dispatch;
 pub mod errors;

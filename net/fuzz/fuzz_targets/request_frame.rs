@@ -22,11 +22,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use libfuzzer_sys::fuzz_target;
 
-/// The broker's allocator, so that an array count off the wire costs address
-/// space, not an abort (seeds/request_frame/crash-oom-*).
-#[global_allocator]
-static ALLOC: brook_net::alloc::BrookAlloc = brook_net::alloc::BrookAlloc;
-
 /// conn.rs closes the connection on a frame shorter than this (api key,
 /// version, correlation id) before `dispatch` reads those 8 bytes.
 const MIN_FRAME_BYTES: usize = 8;
