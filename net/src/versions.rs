@@ -8,6 +8,13 @@
 //! 2.11.1 (Debian's kcat) enables gzip/snappy/lz4 only when it sees Produce v0 —
 //! but v0–2 (message format v0/v1) are refused; Fetch starts at v4, the first
 //! version that carries RecordBatch v2.
+//!
+//! Newer versions are listed where a client needs them and they change nothing
+//! kafka-python's release guess reads (it keys on ListOffsets, Fetch, Produce and
+//! JoinGroup): Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
+//! needs), ListGroups v5 (the group type filter of `Admin.listGroups`), and the
+//! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions) at
+//! Kafka 4's ranges.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -27,7 +34,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::Produce, 0, 9),
     api(ApiKey::Fetch, 4, 12),
     api(ApiKey::ListOffsets, 1, 7),
-    api(ApiKey::Metadata, 0, 11),
+    api(ApiKey::Metadata, 0, 13),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -39,7 +46,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::LeaveGroup, 0, 4),
     api(ApiKey::OffsetCommit, 2, 8),
     api(ApiKey::OffsetFetch, 1, 8),
-    api(ApiKey::ListGroups, 0, 4),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DescribeClientQuotas, 0, 1),

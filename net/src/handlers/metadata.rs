@@ -1,4 +1,5 @@
-//! Metadata: this broker, and the topics asked for (all when none are named).
+//! Metadata: this broker, and the topics asked for (all when none are named),
+//! by name or (v12+) by topic id.
 //! Topics that do not exist are created on first use when auto-creation is on
 //! (Kafka's `auto.create.topics.enable`); creation completes before the answer,
 //! so the client gets the new topic's partitions at once.
@@ -8,6 +9,7 @@ use std::rc::Rc;
 
 use brook_engine::catalog::TopicMeta;
 use brook_engine::{EngineError, NewTopic};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -40,6 +42,27 @@ fn failed(name: &str, e: &EngineError) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
         .with_error_code(errors::code(e))
+}
+
+/// A topic asked for by id (Metadata v12+, `Admin.describeTopics` by ids).
+fn by_id(srv: &ShardServer, id: uuid::Uuid, node: BrokerId) -> MetadataResponseTopic {
+    let catalog = srv.shard.catalog();
+    let found = (!id.is_nil())
+        .then(|| catalog.topics.values().find(|t| t.id == *id.as_bytes()))
+        .flatten();
+    match found {
+        Some(meta) => describe(meta, node),
+        None => {
+            let code = if id.is_nil() {
+                ResponseError::InvalidRequest
+            } else {
+                ResponseError::UnknownTopicId
+            };
+            MetadataResponseTopic::default()
+                .with_topic_id(id)
+                .with_error_code(code.code())
+        }
+    }
 }
 
 async fn lookup_or_create(
@@ -97,7 +120,15 @@ pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) ->
     } else {
         let create = version < 4 || req.allow_auto_topic_creation;
         for t in req.topics.unwrap_or_default() {
-            let Some(name) = t.name else { continue };
+            // v10+: a topic id, when given, names the topic (the Java client
+            // sends an empty name with it); lookups by id never create.
+            let name = match t.name {
+                Some(name) if t.topic_id.is_nil() => name,
+                _ => {
+                    topics.push(by_id(&srv, t.topic_id, node));
+                    continue;
+                }
+            };
             match lookup_or_create(&srv, name.as_str(), create).await {
                 Ok(meta) => topics.push(describe(&meta, node)),
                 Err(e) => topics.push(failed(name.as_str(), &e)),

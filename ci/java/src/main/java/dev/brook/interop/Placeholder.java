@@ -1,2 +1,0 @@
-package dev.brook.interop;
-final class Placeholder {}
