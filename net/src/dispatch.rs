@@ -248,6 +248,12 @@ fn route(
             cid,
             create_partitions::handle(s, decode(frame, key, v)?),
         ),
+        ApiKey::DescribeTopicPartitions => respond(
+            key,
+            v,
+            cid,
+            describe_topic_partitions::handle(s, decode(frame, key, v)?),
+        ),
         other => return Err(format!("no handler for {other:?}")),
     })
 }

@@ -13,7 +13,8 @@
 //! kafka-python's release guess reads (it keys on ListOffsets, Fetch, Produce and
 //! JoinGroup): Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
 //! needs), ListGroups v5 (the group type filter of `Admin.listGroups`), and the
-//! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions) at
+//! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions,
+//! DescribeTopicPartitions) at
 //! Kafka 4's ranges.
 
 use kafka_protocol::messages::ApiKey;
@@ -54,6 +55,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// Lowest Produce version Brook decodes: v3 is the first with RecordBatch v2.
@@ -95,6 +97,7 @@ mod tests {
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+            ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in SUPPORTED {
