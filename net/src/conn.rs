@@ -18,8 +18,9 @@ use compio::net::TcpStream;
 use futures::channel::mpsc;
 use futures::{FutureExt, SinkExt, StreamExt};
 
-use crate::dispatch::{Dispatched, dispatch};
+use crate::dispatch::dispatch;
 use crate::memory::Permit;
+use crate::routes::Dispatched;
 use crate::server::ShardServer;
 
 /// A request being handled, the request memory it holds until its response is

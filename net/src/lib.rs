@@ -4,9 +4,10 @@
 //! - [`conn`]: one connection — framing, pipelining, responses in request order.
 //! - [`quota`]: per-client byte-rate measurement and throttling.
 //! - [`memory`]: the per-shard request memory budget (backpressure).
-//! - [`dispatch`]: request header parsing, version checks, routing to a handler.
+//! - [`dispatch`]: request header parsing and version checks.
+//! - [`routes`]: the routing table — every API, its versions (the ApiVersions
+//!   rows) and its handler, in one list.
 //! - [`handlers`]: one file per Kafka API.
-//! - [`versions`]: the ApiVersions table.
 //! - [`errors`]: engine errors → Kafka error codes, in one place.
 //!
 //! **Lives on:** every type here is per shard (`Rc`), except [`NetConfig`].
@@ -16,7 +17,7 @@ pub mod errors;
 pub mod handlers;
 pub mod memory;
 pub mod quota;
+pub mod routes;
 pub mod server;
-pub mod versions;
 
 pub use server::{ConnectionCounts, NetConfig, ShardServer};

@@ -1,8 +1,8 @@
 //! The request path below the handlers, as `dispatch::dispatch` runs it on a
 //! frame body (the bytes after the 4-byte length): api key, version and
-//! correlation id; the version check against `versions::range_of`; the
-//! request header at `ApiKey::request_header_version`; then the body with the
-//! kafka-protocol type of that API, for every API in `versions::SUPPORTED`.
+//! correlation id; the version check against `routes::find`; the request
+//! header at `ApiKey::request_header_version`; then the body with the
+//! kafka-protocol type of that API, for every API in `routes::APIS`.
 //!
 //! Invariants: nothing panics; a decoded header agrees with the raw prefix;
 //! a decoded header and body of a non-flexible version re-encode to
@@ -14,9 +14,8 @@
 
 use std::fmt::Debug;
 
-use brook_net::dispatch::encode_response;
 use brook_net::handlers::api_versions;
-use brook_net::versions::{self, PRODUCE_MIN_DECODABLE};
+use brook_net::routes::{self, PRODUCE_MIN_DECODABLE, encode_response};
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -36,11 +35,11 @@ fuzz_target!(|frame: &[u8]| {
     let Ok(key) = ApiKey::try_from(raw_key) else {
         return;
     };
-    let Some(range) = versions::range_of(key) else {
+    let Some(api) = routes::find(key) else {
         return;
     };
-    assert_eq!(range.key, key);
-    if version < range.min || version > range.max {
+    assert_eq!(api.key, key);
+    if version < api.min || version > api.max {
         if key == ApiKey::ApiVersions {
             unsupported_api_versions(correlation_id);
         }
@@ -127,7 +126,13 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
             drop(round_trip::<DescribeClientQuotasRequest>(buf, v, flexible))
         }
         ApiKey::AlterClientQuotas => drop(round_trip::<AlterClientQuotasRequest>(buf, v, flexible)),
-        other => panic!("{other:?} is in versions::SUPPORTED but not in this fuzz target"),
+        ApiKey::DescribeConfigs => drop(round_trip::<DescribeConfigsRequest>(buf, v, flexible)),
+        ApiKey::DescribeCluster => drop(round_trip::<DescribeClusterRequest>(buf, v, flexible)),
+        ApiKey::CreatePartitions => drop(round_trip::<CreatePartitionsRequest>(buf, v, flexible)),
+        ApiKey::DescribeTopicPartitions => {
+            drop(round_trip::<DescribeTopicPartitionsRequest>(buf, v, flexible))
+        }
+        other => panic!("{other:?} is in routes::APIS but not in this fuzz target"),
     }
 }
 
@@ -147,7 +152,7 @@ fn split_produce_records(req: &ProduceRequest) {
 /// The answer to an ApiVersions request at a version Brook does not speak:
 /// a v0 response any client can read.
 fn unsupported_api_versions(correlation_id: i32) {
-    let resp = api_versions::unsupported_version();
+    let resp = api_versions::unsupported_version(routes::api_versions());
     let frame = encode_response(ApiKey::ApiVersions, 0, correlation_id, &resp)
         .expect("the unsupported-version answer encodes");
     let mut body = frame.slice(4..);

@@ -40,7 +40,12 @@ fn partition(index: u32, node: BrokerId) -> DescribeTopicPartitionsResponseParti
         .with_last_known_elr(Some(Vec::new()))
 }
 
-fn topic(meta: &TopicMeta, from: u32, to: u32, node: BrokerId) -> DescribeTopicPartitionsResponseTopic {
+fn topic(
+    meta: &TopicMeta,
+    from: u32,
+    to: u32,
+    node: BrokerId,
+) -> DescribeTopicPartitionsResponseTopic {
     DescribeTopicPartitionsResponseTopic::default()
         .with_name(Some(topic_name(&meta.name)))
         .with_topic_id(uuid::Uuid::from_bytes(meta.id))
@@ -92,14 +97,22 @@ pub async fn handle(
             0
         };
         if budget == 0 {
-            next_cursor = Some(Cursor::default().with_topic_name(name).with_partition_index(from as i32));
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(name)
+                    .with_partition_index(from as i32),
+            );
             break;
         }
         let to = meta.partitions.min(from + budget as u32);
         budget -= (to - from) as usize;
         topics.push(topic(meta, from, to, node));
         if to < meta.partitions {
-            next_cursor = Some(Cursor::default().with_topic_name(name).with_partition_index(to as i32));
+            next_cursor = Some(
+                Cursor::default()
+                    .with_topic_name(name)
+                    .with_partition_index(to as i32),
+            );
             break;
         }
     }
