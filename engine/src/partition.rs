@@ -37,7 +37,7 @@ use crate::batch::{self, BatchError, BatchInfo};
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::EngineError;
 use crate::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
-use crate::segment::{self, DiskRead, ReadAhead, Segment, ensure_allocated};
+use crate::segment::{self, DiskRead, ReadAhead, SealJob, Segment, ensure_allocated};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
 /// Kafka's `index.interval.bytes`.
@@ -185,6 +185,12 @@ pub struct Partition {
     taken_end: Offset,
     last_sync: Instant,
     unsynced: bool,
+    /// A directory entry not yet fsynced: the partition's directory since it was
+    /// opened, a segment file since it was created. The next sync covers it.
+    dir_unsynced: bool,
+    /// Rolled segments whose last write completed, to be sealed off the reactor
+    /// by the flusher.
+    to_seal: Vec<(Offset, SealJob)>,
     poisoned: Option<String>,
     /// The last reservation failed (e.g. ENOSPC); logged once until one succeeds.
     out_of_space: bool,
@@ -240,6 +246,8 @@ impl Partition {
             taken_end: log_end,
             last_sync: Instant::now(),
             unsynced: false,
+            dir_unsynced: true,
+            to_seal: Vec::new(),
             poisoned: None,
             out_of_space: false,
             closing: false,
@@ -341,6 +349,7 @@ impl Partition {
         let seg = Segment::create(&self.dir, self.log_end, INDEX_INTERVAL_BYTES)?;
         tracing::debug!(partition = %self.tp, base = %self.log_end, "rolled segment");
         self.segments.push(seg);
+        self.dir_unsynced = true;
         Ok(())
     }
 
@@ -443,7 +452,7 @@ impl Partition {
             .as_millis() as i64;
         let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
         let mut deleted = 0;
-        while self.segments.len() > 1 && self.segments[0].writer.is_none() {
+        while self.segments.len() > 1 && self.segments[0].sealed {
             let s = &self.segments[0];
             let too_old = self.config.retention_ms.is_some_and(|ms| {
                 s.max_timestamp
@@ -510,6 +519,8 @@ struct WriteOp {
 struct FlushJob {
     writes: Vec<WriteOp>,
     sync: Vec<compio::fs::File>,
+    /// Directories to fsync after the files (new entries in them).
+    sync_dirs: Vec<PathBuf>,
     end: Offset,
 }
 
@@ -526,8 +537,13 @@ impl Partition {
         let mut job = FlushJob {
             writes: Vec::new(),
             sync: Vec::new(),
+            sync_dirs: Vec::new(),
             end: self.log_end,
         };
+        if interval_due && std::mem::take(&mut self.dir_unsynced) {
+            job.sync_dirs.push(self.dir.clone());
+            job.sync_dirs.extend(self.dir.parent().map(PathBuf::from));
+        }
         for seg in self.segments.iter_mut() {
             let Some(w) = seg.writer.as_mut() else {
                 continue;
@@ -585,10 +601,7 @@ impl Partition {
         } else {
             self.unsynced = true;
         }
-        if let Err(e) = self.seal_finished() {
-            self.poison(format!("sealing segment: {e}"));
-            return;
-        }
+        self.begin_seals();
         assert!(
             end >= self.high_watermark,
             "high watermark of {} would go back",
@@ -604,15 +617,38 @@ impl Partition {
         }
     }
 
-    /// Seals rolled segments whose bytes are all written.
-    fn seal_finished(&mut self) -> Result<(), EngineError> {
+    /// Starts sealing rolled segments whose bytes are all written; the flusher
+    /// runs the blocking rest ([`SealJob`]) on a blocking thread.
+    fn begin_seals(&mut self) {
         let last = self.segments.len() - 1;
         for seg in self.segments[..last].iter_mut() {
             if seg.writer.is_some() && seg.written == seg.size {
-                seg.seal()?;
+                self.to_seal.push((seg.base, seg.begin_seal()));
             }
         }
-        Ok(())
+    }
+
+    /// A seal job finished: the segment may now be deleted by retention.
+    fn sealed(&mut self, base: Offset, res: Result<(), EngineError>) {
+        match res {
+            Ok(()) => {
+                if let Some(seg) = self.segments.iter_mut().find(|s| s.base == base) {
+                    seg.sealed = true;
+                }
+            }
+            Err(e) => self.poison(format!("sealing segment {base}: {e}")),
+        }
+    }
+}
+
+/// Runs the partition's pending seal jobs off the reactor, one at a time.
+async fn run_seals(cell: &PartitionRef) {
+    let jobs = std::mem::take(&mut cell.state.borrow_mut().to_seal);
+    for (base, job) in jobs {
+        let res = compio::runtime::spawn_blocking(move || job.run())
+            .await
+            .unwrap_or_else(|_| Err(EngineError::Storage("seal job panicked".into())));
+        cell.state.borrow_mut().sealed(base, res);
     }
 }
 
@@ -644,6 +680,9 @@ async fn run_job(job: FlushJob) -> JobDone {
         for f in &job.sync {
             f.sync_data().await?;
         }
+        for dir in &job.sync_dirs {
+            compio::fs::File::open(dir).await?.sync_all().await?;
+        }
         Ok(())
     }
     .await;
@@ -672,15 +711,18 @@ pub async fn run_flusher(cell: PartitionRef) {
                     writing,
                 } = run_job(job).await;
                 let took = started.elapsed();
-                let mut p = cell.state.borrow_mut();
-                if took >= SLOW_FLUSH {
-                    let bytes: u64 = written.iter().map(|(_, _, b)| b.len() as u64).sum();
-                    tracing::debug!(partition = %p.tp, ?took, ?writing, bytes, synced, "slow flush");
+                {
+                    let mut p = cell.state.borrow_mut();
+                    if took >= SLOW_FLUSH {
+                        let bytes: u64 = written.iter().map(|(_, _, b)| b.len() as u64).sum();
+                        tracing::debug!(partition = %p.tp, ?took, ?writing, bytes, synced, "slow flush");
+                    }
+                    match res {
+                        Ok(()) => p.complete_flush(synced, written, end),
+                        Err(e) => p.poison(e.to_string()),
+                    }
                 }
-                match res {
-                    Ok(()) => p.complete_flush(synced, written, end),
-                    Err(e) => p.poison(e.to_string()),
-                }
+                run_seals(&cell).await;
                 continue;
             }
             Ok(None) => {}

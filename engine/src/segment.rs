@@ -11,7 +11,8 @@
 //! that extend a file to io-wq kernel workers off the shard's core. So the file is longer than its data:
 //! the logical end is tracked in memory and, after a crash, found again by scanning
 //! batch headers until the first zero, torn or corrupt batch (see `recovery`).
-//! A sealed segment is truncated to its logical size and fsynced when it is rolled.
+//! A sealed segment is truncated to its logical size and fsynced when it is rolled,
+//! on a blocking thread ([`SealJob`]) so that a roll never stalls the shard.
 //!
 //! ## Writes
 //! All writes are O_DIRECT, 4 KiB-aligned in position, address and length. The
@@ -100,6 +101,32 @@ pub struct Segment {
     direct: std::cell::OnceCell<Option<compio::fs::File>>,
     pub dir: PathBuf,
     pub writer: Option<Writer>,
+    /// The sealed segment's files are final: log truncated to `size` and
+    /// fsynced, indexes written. Retention deletes only sealed segments, so it
+    /// never races the seal running off the reactor ([`SealJob`]).
+    pub sealed: bool,
+}
+
+/// The blocking part of sealing a segment: about five fsyncs (the log, then each
+/// index's temporary file and directory), so it runs on a blocking thread
+/// (`compio::runtime::spawn_blocking`), never on the shard's reactor.
+pub struct SealJob {
+    log: PathBuf,
+    size: u64,
+    index: (PathBuf, Vec<u8>),
+    time_index: (PathBuf, Vec<u8>),
+}
+
+impl SealJob {
+    /// Truncates the log to its logical size, fsyncs it and writes the indexes.
+    pub fn run(self) -> Result<(), EngineError> {
+        let f = std::fs::OpenOptions::new().write(true).open(&self.log)?;
+        f.set_len(self.size)?;
+        f.sync_all()?;
+        crate::index::write_file_atomically(&self.index.0, &self.index.1)?;
+        crate::index::write_file_atomically(&self.time_index.0, &self.time_index.1)?;
+        Ok(())
+    }
 }
 
 fn to_compio(f: std::fs::File) -> compio::fs::File {
@@ -178,11 +205,13 @@ impl Segment {
         index_interval_bytes: u32,
     ) -> Result<Segment, EngineError> {
         let path = log_path(dir, base);
+        // The directory entry is made durable by the partition's next sync
+        // (`Partition::take_flush_job`), before anything in it is acknowledged:
+        // an fsync of the directory here would stall the shard at every roll.
         std::fs::OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(&path)?;
-        std::fs::File::open(dir)?.sync_all()?;
         Self::open_active(
             dir,
             base,
@@ -232,6 +261,7 @@ impl Segment {
             direct: Default::default(),
             dir: dir.to_path_buf(),
             writer: Some(writer),
+            sealed: false,
         })
     }
 
@@ -257,6 +287,7 @@ impl Segment {
             direct: Default::default(),
             dir: dir.to_path_buf(),
             writer: None,
+            sealed: true,
         })
     }
 
@@ -302,30 +333,31 @@ impl Segment {
         }
     }
 
-    /// Writes the indexes, truncates the file to its logical size and fsyncs it.
-    /// Called once the segment's last write has completed.
-    pub fn seal(&mut self) -> Result<(), EngineError> {
+    /// Ends the segment's write side and returns the blocking rest of sealing
+    /// (truncate, fsync, index files), to run off the shard's thread. Called
+    /// once the segment's last write has completed; [`Segment::sealed`] is set
+    /// when the job has succeeded.
+    pub fn begin_seal(&mut self) -> SealJob {
         assert_eq!(
             self.written, self.size,
             "sealing segment {} with unwritten bytes",
             self.base
         );
+        assert!(!self.sealed, "sealing segment {} twice", self.base);
         let w = self.writer.take().expect("sealing a segment twice");
         drop(w);
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(log_path(&self.dir, self.base))?;
-        f.set_len(self.size)?;
-        f.sync_all()?;
-        crate::index::write_file_atomically(
-            &index_path(&self.dir, self.base),
-            &self.index.offset_index().encode(),
-        )?;
-        crate::index::write_file_atomically(
-            &time_index_path(&self.dir, self.base),
-            &self.index.time_index().encode(),
-        )?;
-        Ok(())
+        SealJob {
+            log: log_path(&self.dir, self.base),
+            size: self.size,
+            index: (
+                index_path(&self.dir, self.base),
+                self.index.offset_index().encode(),
+            ),
+            time_index: (
+                time_index_path(&self.dir, self.base),
+                self.index.time_index().encode(),
+            ),
+        }
     }
 
     pub fn remove_files(&self) {
