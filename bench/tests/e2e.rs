@@ -15,33 +15,64 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `BROOK_BIN`, else an existing build, else `cargo build --release -p brook`.
+/// `BROOK_BIN`, else the broker built in this test's own profile
+/// (`target/release/brook` for `cargo test --release`), which must be newer
+/// than every source file it is built from: a stale binary would test old code.
 fn broker_binary() -> PathBuf {
     if let Ok(p) = std::env::var("BROOK_BIN") {
         return PathBuf::from(p);
     }
     let root = workspace_root();
-    let mut target_dirs = vec![root.join("target")];
-    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
-        target_dirs.insert(0, root.join(t));
-    }
-    let find = || {
-        target_dirs
-            .iter()
-            .flat_map(|t| [t.join("release/brook"), t.join("debug/brook")])
-            .find(|p| p.is_file())
+    let target =
+        std::env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), |t| root.join(t));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
     };
-    if let Some(p) = find() {
-        return p;
+    let bin = target.join(profile).join("brook");
+    let flag = if profile == "release" {
+        " --release"
+    } else {
+        ""
+    };
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build it first: cargo build{flag} -p brook",
+                bin.display()
+            )
+        });
+    let newest = [
+        "src",
+        "engine/src",
+        "net/src",
+        "vendor",
+        "Cargo.toml",
+        "Cargo.lock",
+    ]
+    .iter()
+    .filter_map(|p| newest_mtime(&root.join(p)))
+    .max();
+    assert!(
+        newest.is_none_or(|n| n <= built),
+        "{} is older than its sources; rebuild it: cargo build{flag} -p brook",
+        bin.display()
+    );
+    bin
+}
+
+/// The latest modification time of a file or of any file under a directory.
+fn newest_mtime(path: &Path) -> Option<std::time::SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "brook"])
-        .current_dir(&root)
-        .status()
-        .expect("running cargo build for the broker");
-    assert!(status.success(), "building the broker failed");
-    find().expect("broker binary after cargo build")
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| newest_mtime(&e.ok()?.path()))
+        .max()
 }
 
 fn free_port() -> u16 {

@@ -220,8 +220,9 @@ mod tests {
         batch::set_base_offset(&mut b2, info1.next_offset());
         let mut file = b1.clone();
         file.extend_from_slice(&b2);
+        // Preallocated space after the last batch reads as zeros.
         file.extend_from_slice(&[0u8; 100]);
-        std::fs::write(dir.path().join("00000000000000000000.log"), &file).unwrap();
+        // The commit alone, then the commit and its tombstone.
         let mut groups = HashMap::new();
         std::fs::write(dir.path().join("00000000000000000000.log"), &b1).unwrap();
         assert_eq!(replay_partition(dir.path(), &mut groups).unwrap(), 1);

@@ -52,7 +52,13 @@ pub fn uncompressed_records<'a>(
     if info.compression != 0 {
         return Err(BatchError::BadCompression(info.compression));
     }
-    let end = (info.len as usize).min(batch.len());
+    let end = info.len as usize;
+    if batch.len() < end {
+        return Err(BatchError::Truncated {
+            needed: end,
+            available: batch.len(),
+        });
+    }
     let bad = || BatchError::BadLength(info.len as i32);
     let mut pos = BATCH_HEADER_LEN;
     // The count comes from the bytes: never trust it for an allocation (a record
@@ -75,6 +81,12 @@ pub fn uncompressed_records<'a>(
         let offset = Offset(info.base_offset.0 + u64::try_from(delta).map_err(|_| bad())?);
         out.push(RecordView { offset, key, value });
         pos = rec_end;
+    }
+    if out.len() != info.record_count as usize {
+        return Err(BatchError::BadRecordCount {
+            record_count: info.record_count as i32,
+            last_offset_delta: info.last_offset_delta as i32,
+        });
     }
     Ok(out)
 }
@@ -124,8 +136,19 @@ mod tests {
     fn truncated_records_are_errors_not_panics() {
         let b = build_batch(Offset(0), &[(Some(b"key"), Some(b"value"))], 5, None);
         let info = validate(&b).unwrap();
-        for cut in BATCH_HEADER_LEN..b.len() {
-            let _ = uncompressed_records(&b[..cut], &info);
+        for cut in 0..b.len() {
+            assert!(
+                uncompressed_records(&b[..cut], &info).is_err(),
+                "a batch cut to {cut} of {} bytes read as complete",
+                b.len()
+            );
         }
+        assert_eq!(uncompressed_records(&b, &info).unwrap().len(), 1);
+        // A batch whose header claims more records than its bytes hold.
+        let short = BatchInfo {
+            record_count: 2,
+            ..info
+        };
+        assert!(uncompressed_records(&b, &short).is_err());
     }
 }
