@@ -49,6 +49,10 @@ pub struct Cli {
     /// Do not pin shard threads to cores (useful when many brokers share a machine).
     #[arg(long)]
     pub no_pin: bool,
+    /// Let the kernel hash new connections over the shards instead of handing
+    /// each to the shard on the CPU that received it.
+    #[arg(long)]
+    pub no_steer: bool,
 }
 
 pub struct Settings {
@@ -195,6 +199,7 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .or(num("node.id")?.map(|n| n as i32))
         .unwrap_or(1);
     let mut net = NetConfig::new(listen, advertise_host, advertise_port, node_id);
+    net.steer_connections = !cli.no_steer;
     let positive =
         |k: &str| -> Result<Option<usize>, String> { Ok(num(k)?.map(|n| n.max(1) as usize)) };
     if let Some(n) = positive("socket.request.max.bytes")? {

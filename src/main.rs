@@ -98,6 +98,7 @@ fn run_shard(
     shared: Arc<EngineShared>,
     net: Arc<NetConfig>,
     connections: Arc<ConnectionCounts>,
+    listener: std::net::TcpListener,
     ready: mpsc::Sender<Result<(), String>>,
     stop: Phases,
 ) {
@@ -123,7 +124,7 @@ fn run_shard(
         };
         shard.start_background();
         let server = ShardServer::new(shard.clone(), net, connections);
-        if let Err(e) = server.listen() {
+        if let Err(e) = server.listen(listener) {
             let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
             return;
         }
@@ -175,12 +176,18 @@ fn run(settings: config::Settings) -> Result<(), String> {
         EngineShared::new(engine).map_err(|e| format!("opening {}: {e}", data_dir.display()))?;
     let net = Arc::new(net);
     let connections = Arc::new(ConnectionCounts::default());
+    // Bound here, in shard order, so that listener i is socket i of the
+    // reuseport group that the steering program indexes.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let steer = net.steer_connections && shared.config.pin_cores && shards <= cores;
+    let listeners = brook_net::server::bind_listeners(net.listen, shards, steer)
+        .map_err(|e| format!("listen on {}: {e}", net.listen))?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (drained_tx, drained_rx) = mpsc::channel();
     let mut drains = Vec::new();
     let mut closes = Vec::new();
     let mut threads = Vec::new();
-    for id in 0..shards {
+    for (id, listener) in listeners.into_iter().enumerate() {
         let (drain_tx, drain) = oneshot::channel();
         let (close_tx, close) = oneshot::channel();
         drains.push(drain_tx);
@@ -194,7 +201,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
         let connections = connections.clone();
         let t = std::thread::Builder::new()
             .name(format!("brook-shard-{id}"))
-            .spawn(move || run_shard(id, shared, net, connections, ready, phases))
+            .spawn(move || run_shard(id, shared, net, connections, listener, ready, phases))
             .map_err(|e| format!("spawning shard {id}: {e}"))?;
         threads.push(t);
     }

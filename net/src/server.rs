@@ -1,9 +1,16 @@
 //! Per-shard listeners and the connection registry used for a graceful stop.
 //!
-//! Every shard binds the same address with SO_REUSEPORT, so the kernel spreads
-//! incoming connections over the shards and each connection lives on the core
-//! that accepted it. A request for a partition owned by another shard is routed
-//! by the engine over the cross-shard rings.
+//! Every shard listens on the same address with SO_REUSEPORT, and each
+//! connection lives on the shard that accepted it. A request for a partition
+//! owned by another shard is routed by the engine over the cross-shard rings.
+//!
+//! **Steering.** Which listener gets a new connection is decided by a classic BPF
+//! program attached to the reuseport group ([`bind_listeners`]): the index of the
+//! shard running on the CPU that processed the connection's SYN. With the NIC's
+//! receive queues' interrupts (RSS, `/proc/irq/*/smp_affinity_list`) spread one
+//! queue per core, a connection's packets, its socket and its requests then all
+//! stay on one core, as the design asks. Without a program the kernel hashes the
+//! 4-tuple and a connection usually lands on another core than its packets.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -37,6 +44,9 @@ pub struct NetConfig {
     pub connections_max_idle: Duration,
     /// A connection that stops in the middle of a request frame is closed after this.
     pub partial_request_timeout: Duration,
+    /// Hand each new connection to the shard on the CPU that received it (when
+    /// shards are pinned and no more numerous than cores); see the module doc.
+    pub steer_connections: bool,
 }
 
 impl NetConfig {
@@ -60,6 +70,7 @@ impl NetConfig {
             max_connections_per_ip: 10_000,
             connections_max_idle: Duration::from_secs(600),
             partial_request_timeout: Duration::from_secs(60),
+            steer_connections: true,
         }
     }
 }
@@ -170,6 +181,76 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
+/// Binds one SO_REUSEPORT listener per shard, in shard order, so listener `i`
+/// is socket `i` of the reuseport group. With `steer`, attaches the program
+/// that picks socket `cpu % shards` for each new connection: shard `i` runs
+/// pinned on core `i`, so the connection goes to the shard on the CPU that
+/// received it. Callers steer only when shards are pinned and no more numerous
+/// than cores (otherwise some shards would never be picked). If the kernel
+/// refuses the program, the group falls back to hashing, with a warning.
+pub fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+    steer: bool,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let listeners = (0..shards)
+        .map(|_| bind_reuseport(addr))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    if steer && let Some(first) = listeners.first() {
+        match attach_cpu_steering(first, shards) {
+            Ok(()) => tracing::info!(
+                shards,
+                "connections steered to the shard on their receiving CPU"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot steer connections by CPU; the kernel hashes them over the shards")
+            }
+        }
+    }
+    Ok(listeners)
+}
+
+/// `SO_ATTACH_REUSEPORT_CBPF`: `A = cpu; A %= shards; return A`.
+fn attach_cpu_steering(listener: &std::net::TcpListener, shards: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let program = [
+        stmt(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, shards as u32),
+        stmt(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    /// Linux's SO_ATTACH_REUSEPORT_CBPF (asm-generic/socket.h).
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    // SAFETY: `prog` points at `program`, both alive for the call; the kernel
+    // copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&prog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl ShardServer {
     pub fn new(
         shard: Rc<Shard>,
@@ -188,9 +269,9 @@ impl ShardServer {
         })
     }
 
-    /// Binds this shard's listener; the accept loop runs as a background task.
-    pub fn listen(self: &Rc<Self>) -> std::io::Result<()> {
-        let std_listener = bind_reuseport(self.config.listen)?;
+    /// Accepts on this shard's listener (from [`bind_listeners`]) in a
+    /// background task.
+    pub fn listen(self: &Rc<Self>, std_listener: std::net::TcpListener) -> std::io::Result<()> {
         let listener = compio::net::TcpListener::from_std(std_listener)?;
         let me = self.clone();
         compio::runtime::spawn(async move { me.accept_loop(listener).await }).detach();
@@ -206,6 +287,7 @@ impl ShardServer {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    tracing::debug!(shard = self.shard.id.0, %peer, "accepted");
                     if let Err(limit) = self.connections.admit(peer.ip(), &self.config) {
                         self.connections.log_refusal(peer, limit);
                         drop(stream);
