@@ -9,7 +9,8 @@
 //! - [`recovery`]: scanning a segment file, stopping at the first torn or corrupt batch.
 //! - [`producer`]: idempotent-producer sequence state per partition.
 //! - [`segment`]: one `<base>.log` file — appends, sealing, disk reads.
-//! - [`recover`]: opening a partition directory after a clean stop or a crash.
+//! - [`log_open`]: opening a partition's segments after a clean stop or a crash
+//!   (finishing interrupted seals, truncating a torn tail).
 //! - [`partition`]: segments + batch cache + producer state + the group-commit flusher.
 //! - [`catalog`]: topics, their ids, partition counts and configs; persisted by shard 0.
 //! - [`records`]: reading uncompressed records (for the broker's own topics).
@@ -30,11 +31,11 @@ pub mod error;
 pub mod group;
 pub mod group_log;
 pub mod index;
+pub mod log_open;
 pub mod partition;
 pub mod producer;
 pub mod quota;
 pub mod records;
-pub mod recover;
 pub mod recovery;
 pub mod ring;
 pub mod segment;

@@ -36,12 +36,10 @@ use crate::aligned::{AlignedBuf, round_down};
 use crate::batch::{self, BatchError, BatchInfo};
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::EngineError;
+use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::segment::{self, DiskRead, ReadAhead, SealJob, Segment, ensure_allocated};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
-
-/// Kafka's `index.interval.bytes`.
-pub const INDEX_INTERVAL_BYTES: u32 = 4096;
 
 /// Outcome of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -220,7 +218,7 @@ impl Partition {
         let dir = Self::dir_for(data_dir, &tp);
         std::fs::create_dir_all(&dir)?;
         let mut producers = ProducerStateTable::default();
-        let segments = crate::recover::recover_partition(&dir, &tp, &mut producers)?;
+        let segments = crate::log_open::recover_partition(&dir, &tp, &mut producers)?;
         let log_start = segments.first().expect("recovery yields a segment").base;
         let log_end = segments
             .last()
@@ -346,7 +344,7 @@ impl Partition {
         if active.size == 0 || !(full || old) {
             return Ok(());
         }
-        let seg = Segment::create(&self.dir, self.log_end, INDEX_INTERVAL_BYTES)?;
+        let seg = Segment::create(&self.dir, self.log_end, DEFAULT_INDEX_INTERVAL_BYTES)?;
         tracing::debug!(partition = %self.tp, base = %self.log_end, "rolled segment");
         self.segments.push(seg);
         self.dir_unsynced = true;

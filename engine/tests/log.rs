@@ -213,6 +213,63 @@ fn segments_roll_and_retention_moves_log_start() {
     });
 }
 
+/// A stop after a roll but before the rolled segment's seal finished (the seal
+/// runs off the reactor, after later batches may be acknowledged): the rolled
+/// segment still has preallocated zeros after its last batch and no index files.
+/// Reopening must keep every segment and finish the seal, not treat the zeros as
+/// damage and delete the later segments.
+#[test]
+fn unfinished_seal_is_finished_at_open_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = TopicConfig {
+        segment_bytes: 8 << 10,
+        ..TopicConfig::default()
+    };
+    run(async {
+        let (cell, flusher) = open(dir.path(), small.clone());
+        for i in 0..200u64 {
+            append_durable(&cell, &batch(i * 2, 2, 10 + i as i64, None))
+                .await
+                .unwrap();
+        }
+        close(cell, flusher).await;
+        // Undo the seal of every rolled segment: zeros after the data, no indexes.
+        let part = dir.path().join("t-0");
+        let mut logs: Vec<_> = std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        assert!(logs.len() > 3, "expected several segments, got {logs:?}");
+        let mut sizes = Vec::new();
+        for log in &logs[..logs.len() - 1] {
+            let f = std::fs::OpenOptions::new().write(true).open(log).unwrap();
+            let size = f.metadata().unwrap().len();
+            sizes.push(size);
+            f.set_len(size + (64 << 10)).unwrap();
+            std::fs::remove_file(log.with_extension("index")).unwrap();
+            std::fs::remove_file(log.with_extension("timeindex")).unwrap();
+        }
+        let (cell, flusher) = open(dir.path(), small);
+        let all = read_all(&cell, Offset(0)).await;
+        assert_eq!(all.len(), 200);
+        assert_eq!(all.last().unwrap(), &(398, 2));
+        for (log, size) in logs.iter().zip(&sizes) {
+            assert_eq!(
+                std::fs::metadata(log).unwrap().len(),
+                *size,
+                "{log:?} not truncated back"
+            );
+            assert!(
+                log.with_extension("index").exists(),
+                "{log:?} has no index again"
+            );
+        }
+        close(cell, flusher).await;
+    });
+}
+
 #[test]
 fn torn_tail_is_truncated_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();

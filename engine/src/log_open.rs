@@ -1,8 +1,11 @@
 //! Opening a partition directory after a clean stop or a crash.
 //!
-//! Sealed segments were truncated to size and fsynced when rolled, so their
-//! `.index`/`.timeindex` files are trusted when they decode; if either is missing
-//! or damaged the segment is scanned and the indexes rebuilt. The last (active)
+//! A sealed segment's `.index`/`.timeindex` files are written after its log was
+//! truncated to size and fsynced, so they are trusted when they decode; if either
+//! is missing or damaged the segment is scanned and the indexes rebuilt. A rolled
+//! segment whose seal had not finished (it runs off the reactor, and later
+//! segments may hold acknowledged batches by then) scans to preallocated zeros at
+//! exactly the next segment's base: it is complete, and its seal is finished here. The last (active)
 //! segment is always scanned batch by batch with CRC checks: the scan stops at the
 //! first zero (pre-allocated), torn, corrupt or out-of-sequence batch, and the file
 //! is truncated there. Under the default flush policy nothing below that point was
@@ -15,8 +18,8 @@ use std::path::Path;
 
 use crate::batch::{BATCH_HEADER_LEN, parse_header};
 use crate::error::EngineError;
+use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::index::{IndexBuilder, read_offset_index, read_time_index};
-use crate::partition::INDEX_INTERVAL_BYTES;
 use crate::producer::ProducerStateTable;
 use crate::recovery::{ScanOutcome, StopReason, scan_segment};
 use crate::segment::{Segment, index_path, log_path, time_index_path};
@@ -55,7 +58,7 @@ fn scan(
 ) -> Result<Scanned, EngineError> {
     let file = std::fs::File::open(log_path(dir, base))?;
     let file_len = file.metadata()?.len();
-    let mut index = IndexBuilder::new(INDEX_INTERVAL_BYTES);
+    let mut index = IndexBuilder::new(DEFAULT_INDEX_INTERVAL_BYTES);
     let mut max_timestamp: Option<TimestampMs> = None;
     let outcome = scan_segment(&file, file_len, base, |pos, info| {
         index.on_batch(pos, info, base);
@@ -89,7 +92,7 @@ fn open_from_indexes(
         return Ok(None);
     }
     let max_ts = ti.max_timestamp();
-    let index = IndexBuilder::from_parts(INDEX_INTERVAL_BYTES, oi, ti);
+    let index = IndexBuilder::from_parts(DEFAULT_INDEX_INTERVAL_BYTES, oi, ti);
     Ok(Some(Segment::open_sealed(
         dir, base, size, index, next_base, max_ts,
     )?))
@@ -141,7 +144,11 @@ pub fn recover_partition(
 ) -> Result<Vec<Segment>, EngineError> {
     let bases = segment_bases(dir)?;
     if bases.is_empty() {
-        return Ok(vec![Segment::create(dir, Offset(0), INDEX_INTERVAL_BYTES)?]);
+        return Ok(vec![Segment::create(
+            dir,
+            Offset(0),
+            DEFAULT_INDEX_INTERVAL_BYTES,
+        )?]);
     }
     let mut segments = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
@@ -156,13 +163,26 @@ pub fn recover_partition(
             continue;
         }
         let s = scan(dir, base, producers)?;
-        let intact =
-            s.outcome.valid_len.0 == s.file_len && Some(s.outcome.next_offset) == next_base;
-        if next_base.is_some() && intact {
+        // Complete: every batch up to the next segment's base, then the end of the
+        // file or preallocated zeros. Zeros mean the roll's seal (truncate, fsync,
+        // indexes: `SealJob`, off the reactor, possibly after later batches were
+        // acknowledged) did not finish before the stop; finish it now.
+        let complete = Some(s.outcome.next_offset) == next_base
+            && (s.outcome.valid_len.0 == s.file_len
+                || matches!(s.outcome.stop, Some(StopReason::EndOfData)));
+        if next_base.is_some() && complete {
+            if s.outcome.valid_len.0 != s.file_len {
+                tracing::info!(partition = %tp, segment = %base, "finishing the seal of a rolled segment");
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(log_path(dir, base))?;
+                f.set_len(s.outcome.valid_len.0)?;
+                f.sync_all()?;
+            }
             let mut seg = Segment::open_sealed(
                 dir,
                 base,
-                s.file_len,
+                s.outcome.valid_len.0,
                 s.index,
                 s.outcome.next_offset,
                 s.max_timestamp,
