@@ -7,13 +7,12 @@
 mod config;
 
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use brook_engine::data_dir::DataDir;
 use brook_engine::{EngineShared, Shard, ShardId};
 use brook_net::{ConnectionCounts, NetConfig, ShardServer};
 use clap::Parser;
@@ -21,35 +20,6 @@ use futures::channel::oneshot;
 
 /// How long a stopping shard waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Takes an exclusive lock on the data directory so two brokers can never write
-/// the same log. A broker that was just killed may still be exiting: wait a little.
-fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
-    let dir = data_dir.join("__brook");
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let path = dir.join("lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        // SAFETY: plain syscall on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(f);
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "{} is in use by another broker",
-                data_dir.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The shards bind with SO_REUSEPORT, which would let this broker share a port
 /// with another process listening the same way. A plain bind first makes an
@@ -66,23 +36,6 @@ fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-}
-
-/// The cluster id, created once per data directory.
-fn cluster_id(data_dir: &Path) -> std::io::Result<String> {
-    let path = data_dir.join("__brook").join("cluster_id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        return Ok(id.trim().to_string());
-    }
-    std::fs::create_dir_all(path.parent().expect("has parent"))?;
-    let id: String = brook_engine::catalog::new_topic_id()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let mut f = std::fs::File::create(&path)?;
-    writeln!(f, "{id}")?;
-    f.sync_all()?;
-    Ok(id)
 }
 
 /// The two-phase stop of one shard: drain connections, then (once every shard has
@@ -165,11 +118,10 @@ fn main() -> ExitCode {
 fn run(settings: config::Settings) -> Result<(), String> {
     let config::Settings { engine, mut net } = settings;
     raise_fd_limit();
-    std::fs::create_dir_all(&engine.data_dir)
+    let held = DataDir::lock(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
-    let _lock = lock_data_dir(&engine.data_dir)?;
     ensure_port_free(net.listen)?;
-    net.cluster_id = cluster_id(&engine.data_dir).map_err(|e| format!("cluster id: {e}"))?;
+    net.cluster_id = held.cluster_id().map_err(|e| format!("cluster id: {e}"))?;
     let shards = engine.shards;
     let data_dir = engine.data_dir.clone();
     let shared =

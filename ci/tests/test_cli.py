@@ -34,3 +34,19 @@ def test_ready_line_means_serving(broker):
         with kp.Conn(broker.bootstrap) as c:
             err, _ = c.api_versions()
             assert err == 0
+
+
+def test_second_broker_on_the_same_data_dir_is_refused(broker, tmp_path):
+    """The data directory is locked: a second broker on it (another port) exits
+    with a clear error instead of writing the same log, and the first serves on."""
+    import subprocess
+    from conftest import BROOK_BIN, free_port
+    out = subprocess.run([str(BROOK_BIN), "--data-dir", str(broker.data_dir), "--listen",
+                          "127.0.0.1:%d" % free_port(), "--shards", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "in use by another broker" in out.stderr, out.stderr[-2000:]
+    topic = unique_topic("locked")
+    create_topic(broker.bootstrap, topic, 1)
+    dr = produce_keyed(producer(broker.bootstrap, acks="all"), topic, 50)
+    check_keyed(consume_all(broker.bootstrap, topic, 1), 50, acked=dr.acked)

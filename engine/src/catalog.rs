@@ -96,7 +96,7 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
 
 impl Catalog {
     pub fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("__brook").join("topics.json")
+        crate::data_dir::catalog_path(data_dir)
     }
 
     /// Loads the catalog, or an empty one when the broker has never stored one.

@@ -21,12 +21,14 @@
 //! - [`shard`]: one core's partitions, and the routing of every operation to the
 //!   shard that owns the partition.
 //! - [`coordinator`]: group coordinator operations, routed to the group's shard.
+//! - [`data_dir`]: the data directory's layout and the broker's lock on it.
 //! - [`config`], [`error`]: engine settings (Kafka names) and the engine's error enum.
 pub mod aligned;
 pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod coordinator;
+pub mod data_dir;
 pub mod error;
 pub mod group;
 pub mod group_log;

@@ -69,7 +69,7 @@ struct Stored {
 
 impl Quotas {
     fn path(data_dir: &Path) -> PathBuf {
-        data_dir.join("__brook").join("quotas.json")
+        crate::data_dir::quotas_path(data_dir)
     }
 
     /// The limits that apply to `client_id`: its own entry, else the default.

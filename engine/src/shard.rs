@@ -121,7 +121,7 @@ const PRODUCER_ID_BLOCK: u64 = 1000;
 
 impl ProducerIdAllocator {
     fn open(data_dir: &std::path::Path) -> Result<Self, EngineError> {
-        let path = data_dir.join("__brook").join("producer_id_block");
+        let path = crate::data_dir::producer_id_block_path(data_dir);
         let next = match std::fs::read_to_string(&path) {
             Ok(s) => s
                 .trim()
@@ -160,7 +160,7 @@ pub struct EngineShared {
 impl EngineShared {
     /// Loads the catalog and prepares the rings; shards are started by the caller.
     pub fn new(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
-        std::fs::create_dir_all(config.data_dir.join("__brook"))?;
+        std::fs::create_dir_all(crate::data_dir::meta_dir(&config.data_dir))?;
         let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
         ensure_offsets_topic(&mut catalog, &config)?;
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
