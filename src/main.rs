@@ -77,7 +77,7 @@ fn run_shard(
         };
         shard.start_background();
         let server = ShardServer::new(shard.clone(), net, connections);
-        if let Err(e) = server.listen(listener) {
+        if let Err(e) = brook_net::listener::listen(&server, listener) {
             let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
             return;
         }
@@ -132,7 +132,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
     // reuseport group that the steering program indexes.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let steer = net.steer_connections && shared.config.pin_cores && shards <= cores;
-    let listeners = brook_net::server::bind_listeners(net.listen, shards, steer)
+    let listeners = brook_net::listener::bind_listeners(net.listen, shards, steer)
         .map_err(|e| format!("listen on {}: {e}", net.listen))?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (drained_tx, drained_rx) = mpsc::channel();

@@ -1,6 +1,7 @@
 //! Brook's Kafka wire protocol layer. It never touches a file.
 //!
-//! - [`server`]: per-shard SO_REUSEPORT listeners, graceful stop.
+//! - [`server`]: one shard's protocol state (`ShardServer`), graceful stop.
+//! - [`listener`]: per-shard SO_REUSEPORT listeners, steering, accept loops.
 //! - [`conn`]: one connection — framing, pipelining, responses in request order.
 //! - [`quota`]: per-client byte-rate measurement and throttling.
 //! - [`memory`]: the per-shard request memory budget (backpressure).
@@ -15,6 +16,7 @@ pub mod conn;
 pub mod dispatch;
 pub mod errors;
 pub mod handlers;
+pub mod listener;
 pub mod memory;
 pub mod quota;
 pub mod routes;

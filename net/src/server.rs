@@ -1,16 +1,12 @@
-//! Per-shard listeners and the connection registry used for a graceful stop.
+//! One shard's protocol state (`ShardServer`): its engine shard, settings,
+//! request memory budget, quotas, and the connection registry used for a
+//! graceful stop.
 //!
 //! Every shard listens on the same address with SO_REUSEPORT, and each
 //! connection lives on the shard that accepted it. A request for a partition
 //! owned by another shard is routed by the engine over the cross-shard rings.
 //!
-//! **Steering.** Which listener gets a new connection is decided by a classic BPF
-//! program attached to the reuseport group ([`bind_listeners`]): the index of the
-//! shard running on the CPU that processed the connection's SYN. With the NIC's
-//! receive queues' interrupts (RSS, `/proc/irq/*/smp_affinity_list`) spread one
-//! queue per core, a connection's packets, its socket and its requests then all
-//! stay on one core, as the design asks. Without a program the kernel hashes the
-//! 4-tuple and a connection usually lands on another core than its packets.
+//! Listening and accepting (and steering) live in `listener`.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -85,7 +81,7 @@ pub struct ConnectionCounts {
 
 impl ConnectionCounts {
     /// Counts a new connection, or says which limit it would break.
-    fn admit(&self, ip: std::net::IpAddr, cfg: &NetConfig) -> Result<(), &'static str> {
+    pub(crate) fn admit(&self, ip: std::net::IpAddr, cfg: &NetConfig) -> Result<(), &'static str> {
         use std::sync::atomic::Ordering;
         if self.total.fetch_add(1, Ordering::AcqRel) >= cfg.max_connections {
             self.total.fetch_sub(1, Ordering::AcqRel);
@@ -101,7 +97,7 @@ impl ConnectionCounts {
         Ok(())
     }
 
-    fn release(&self, ip: std::net::IpAddr) {
+    pub(crate) fn release(&self, ip: std::net::IpAddr) {
         self.total.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = per_ip.get_mut(&ip) {
@@ -113,7 +109,7 @@ impl ConnectionCounts {
     }
 
     /// Logs the first refusals, then every 1000th, so a flood does not flood the log.
-    fn log_refusal(&self, peer: SocketAddr, limit: &str) {
+    pub(crate) fn log_refusal(&self, peer: SocketAddr, limit: &str) {
         let n = self
             .refusals_logged
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -165,90 +161,9 @@ pub struct ShardServer {
     pub stop: StopSignal,
     pub memory: Rc<crate::memory::MemoryBudget>,
     throttler: crate::quota::Throttler,
-    connections: Arc<ConnectionCounts>,
+    pub(crate) connections: Arc<ConnectionCounts>,
     open_connections: Cell<usize>,
     drained: StopSignal,
-}
-
-fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(1024)?;
-    Ok(sock.into())
-}
-
-/// Binds one SO_REUSEPORT listener per shard, in shard order, so listener `i`
-/// is socket `i` of the reuseport group. With `steer`, attaches the program
-/// that picks socket `cpu % shards` for each new connection: shard `i` runs
-/// pinned on core `i`, so the connection goes to the shard on the CPU that
-/// received it. Callers steer only when shards are pinned and no more numerous
-/// than cores (otherwise some shards would never be picked). If the kernel
-/// refuses the program, the group falls back to hashing, with a warning.
-pub fn bind_listeners(
-    addr: SocketAddr,
-    shards: usize,
-    steer: bool,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let listeners = (0..shards)
-        .map(|_| bind_reuseport(addr))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    if steer && let Some(first) = listeners.first() {
-        match attach_cpu_steering(first, shards) {
-            Ok(()) => tracing::info!(
-                shards,
-                "connections steered to the shard on their receiving CPU"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot steer connections by CPU; the kernel hashes them over the shards")
-            }
-        }
-    }
-    Ok(listeners)
-}
-
-/// `SO_ATTACH_REUSEPORT_CBPF`: `A = cpu; A %= shards; return A`.
-fn attach_cpu_steering(listener: &std::net::TcpListener, shards: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let program = [
-        stmt(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
-        ),
-        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, shards as u32),
-        stmt(libc::BPF_RET | libc::BPF_A, 0),
-    ];
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
-    /// Linux's SO_ATTACH_REUSEPORT_CBPF (asm-generic/socket.h).
-    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-    // SAFETY: `prog` points at `program`, both alive for the call; the kernel
-    // copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
 
 impl ShardServer {
@@ -269,48 +184,11 @@ impl ShardServer {
         })
     }
 
-    /// Accepts on this shard's listener (from [`bind_listeners`]) in a
-    /// background task.
-    pub fn listen(self: &Rc<Self>, std_listener: std::net::TcpListener) -> std::io::Result<()> {
-        let listener = compio::net::TcpListener::from_std(std_listener)?;
-        let me = self.clone();
-        compio::runtime::spawn(async move { me.accept_loop(listener).await }).detach();
-        Ok(())
+    pub(crate) fn connection_opened(&self) {
+        self.open_connections.set(self.open_connections.get() + 1);
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: compio::net::TcpListener) {
-        let mut stop = self.stop.wait().fuse();
-        loop {
-            let accepted = futures::select_biased! {
-                _ = stop => return,
-                r = listener.accept().fuse() => r,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    tracing::debug!(shard = self.shard.id.0, %peer, "accepted");
-                    if let Err(limit) = self.connections.admit(peer.ip(), &self.config) {
-                        self.connections.log_refusal(peer, limit);
-                        drop(stream);
-                        continue;
-                    }
-                    self.open_connections.set(self.open_connections.get() + 1);
-                    let me = self.clone();
-                    compio::runtime::spawn(async move {
-                        crate::conn::serve(&me, stream, peer).await;
-                        me.connections.release(peer.ip());
-                        me.connection_closed();
-                    })
-                    .detach();
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    compio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    }
-
-    fn connection_closed(&self) {
+    pub(crate) fn connection_closed(&self) {
         let n = self.open_connections.get() - 1;
         self.open_connections.set(n);
         if n == 0 && self.stop.is_fired() {
