@@ -142,6 +142,14 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         ("log.retention.bytes", "retention.bytes"),
         ("message.max.bytes", "max.message.bytes"),
         ("log.flush.interval.ms", "flush.ms"),
+        (
+            "log.message.timestamp.after.max.ms",
+            "message.timestamp.after.max.ms",
+        ),
+        (
+            "log.message.timestamp.before.max.ms",
+            "message.timestamp.before.max.ms",
+        ),
     ] {
         if let Some(v) = get(broker_key) {
             overrides.insert(topic_key.to_string(), v);
@@ -233,7 +241,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("brook-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("b.toml");
-        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n\"group.initial.rebalance.delay.ms\" = 0\n").unwrap();
+        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n\"group.initial.rebalance.delay.ms\" = 0\n\"log.message.timestamp.after.max.ms\" = 60000\n").unwrap();
         let cli = Cli {
             config: Some(f),
             listen: None,
@@ -249,5 +257,6 @@ mod tests {
         assert_eq!(s.engine.default_partitions, 4);
         assert_eq!(s.engine.topic_defaults.retention_ms, Some(3_600_000));
         assert_eq!(s.engine.group.initial_rebalance_delay, Duration::ZERO);
+        assert_eq!(s.engine.topic_defaults.timestamp_after_max_ms, 60_000);
     }
 }

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -76,10 +76,7 @@ async fn settle<T>(reply: Reply<Result<T, EngineError>>) -> Result<T, EngineErro
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    crate::types::TimestampMs::now().0
 }
 
 impl Shard {

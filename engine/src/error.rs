@@ -61,6 +61,8 @@ pub enum EngineError {
     FencedInstanceId,
     #[error("invalid group id")]
     InvalidGroupId,
+    #[error("timestamp {timestamp} is outside [{min}, {max}] around the broker clock")]
+    InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }

@@ -36,13 +36,21 @@ fn check_assignments(srv: &ShardServer, t: &CreatePartitionsTopic) -> Result<(),
         ));
     }
     let me = srv.config.node_id;
-    match assignments.iter().all(|a| a.broker_ids.iter().map(|b| b.0).eq([me])) {
+    match assignments
+        .iter()
+        .all(|a| a.broker_ids.iter().map(|b| b.0).eq([me]))
+    {
         true => Ok(()),
-        false => Err(format!("every replica must be on broker {me}, the only node")),
+        false => Err(format!(
+            "every replica must be on broker {me}, the only node"
+        )),
     }
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
         .topics

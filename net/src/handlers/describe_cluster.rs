@@ -45,7 +45,9 @@ pub async fn handle(srv: Rc<ShardServer>, req: DescribeClusterRequest) -> Descri
             .with_cluster_authorized_operations(OPERATIONS_OMITTED);
     }
     let operations = if req.include_cluster_authorized_operations {
-        CLUSTER_OPERATIONS.iter().fold(0i32, |bits, op| bits | 1 << op)
+        CLUSTER_OPERATIONS
+            .iter()
+            .fold(0i32, |bits, op| bits | 1 << op)
     } else {
         OPERATIONS_OMITTED
     };

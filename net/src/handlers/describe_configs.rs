@@ -119,7 +119,11 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
             Long,
         ),
         e("log.flush.interval.ms", flush, Long),
-        e("message.max.bytes", topic.max_message_bytes.to_string(), Int),
+        e(
+            "message.max.bytes",
+            topic.max_message_bytes.to_string(),
+            Int,
+        ),
         e(
             "socket.request.max.bytes",
             net.max_request_bytes.to_string(),
@@ -187,7 +191,10 @@ fn result_for(
             if name.parse::<i32>().ok() != Some(srv.config.node_id) {
                 return Err((
                     ResponseError::InvalidRequest.code(),
-                    format!("unexpected broker id {name}: this is broker {}", srv.config.node_id),
+                    format!(
+                        "unexpected broker id {name}: this is broker {}",
+                        srv.config.node_id
+                    ),
                 ));
             }
             Ok(broker_entries(srv))
