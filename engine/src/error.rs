@@ -63,6 +63,10 @@ pub enum EngineError {
     InvalidGroupId,
     #[error("timestamp {timestamp} is outside [{min}, {max}] around the broker clock")]
     InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("unknown topic id")]
+    UnknownTopicId,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }

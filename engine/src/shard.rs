@@ -853,6 +853,12 @@ impl Shard {
         if self.catalog().topics.contains_key(&t.name) {
             return Err(EngineError::TopicAlreadyExists);
         }
+        if let Some(other) = self.catalog().colliding_topic(&t.name) {
+            return Err(EngineError::InvalidTopicName(format!(
+                "{:?} collides with existing topic {other:?} ('.' and '_' share metric names)",
+                t.name
+            )));
+        }
         let partitions = t
             .partitions
             .unwrap_or(self.shared.config.default_partitions);

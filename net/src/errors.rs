@@ -34,6 +34,8 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::FencedInstanceId => E::FencedInstanceId,
         EngineError::InvalidGroupId => E::InvalidGroupId,
         EngineError::InvalidRequest(_) => E::InvalidRequest,
+        EngineError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        EngineError::UnknownTopicId => E::UnknownTopicId,
         _ => E::UnknownServerError,
     };
     kafka.code()
