@@ -866,7 +866,7 @@ def _(ctx):
 
 @scenario("produce.corrupt")
 def _(ctx):
-    """A bad CRC and a truncated batch: CORRUPT_MESSAGE."""
+    """A bad CRC (CORRUPT_MESSAGE) and a truncated batch (INVALID_RECORD)."""
     c = ctx.conn()
     t = ctx.name()
     create(ctx, c, t, 1)

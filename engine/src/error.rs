@@ -29,6 +29,8 @@ pub enum EngineError {
         log_start: Offset,
         high_watermark: Offset,
     },
+    #[error("offset {0} is negative")]
+    NegativeOffset(i64),
     #[error("out of order sequence: expected {expected}, received {received}")]
     OutOfOrderSequence { expected: u32, received: u32 },
     #[error("producer epoch is older than the current one")]

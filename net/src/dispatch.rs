@@ -145,9 +145,12 @@ fn route(
             cid,
             fetch::handle(s, decode(frame, key, v)?, client.client_id.clone()),
         ),
-        ApiKey::ListOffsets => {
-            respond(key, v, cid, list_offsets::handle(s, decode(frame, key, v)?))
-        }
+        ApiKey::ListOffsets => respond(
+            key,
+            v,
+            cid,
+            list_offsets::handle(s, decode(frame, key, v)?, v),
+        ),
         ApiKey::CreateTopics => respond(
             key,
             v,

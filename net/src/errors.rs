@@ -15,7 +15,9 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::CorruptBatch(b) => batch_code(b),
         EngineError::InvalidTimestamp { .. } => E::InvalidTimestamp,
         EngineError::BatchTooLarge { .. } => E::MessageTooLarge,
-        EngineError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        EngineError::OffsetOutOfRange { .. } | EngineError::NegativeOffset(_) => {
+            E::OffsetOutOfRange
+        }
         EngineError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         EngineError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         EngineError::UnknownProducerId => E::UnknownProducerId,
