@@ -414,7 +414,9 @@ impl Group {
         if let Some(old) = m.join_waiter.replace(tx) {
             let _ = old.send(Err(EngineError::UnknownMemberId));
         }
-        if self.protocol_type.is_none() {
+        // The first member sets the group's protocol type (Kafka's `add`); an
+        // Empty group may keep an old one, which a new first member replaces.
+        if self.members.len() == 1 || self.protocol_type.is_none() {
             self.protocol_type = Some(req.protocol_type);
         }
         if self.state != GroupState::PreparingRebalance {
@@ -473,8 +475,9 @@ impl Group {
         self.initial_delay = false;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
+            // The protocol type stays, as in Kafka: an Empty group that had
+            // consumers still describes itself as a "consumer" group.
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             return;
         }
@@ -706,6 +709,13 @@ impl Group {
             return Err(EngineError::RebalanceInProgress);
         }
         Ok(())
+    }
+
+    /// Nothing has happened to the group yet: what `Group::new` makes.
+    pub fn is_new(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.is_empty_of_everything()
+            && self.protocol_type.is_none()
     }
 
     pub fn is_empty_of_everything(&self) -> bool {
