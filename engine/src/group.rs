@@ -50,6 +50,10 @@ pub struct GroupConfig {
     /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit
+    /// may carry (Kafka's default 4096), so a client cannot grow the offsets log
+    /// and every consumer's OffsetFetch answer without bound.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for GroupConfig {
@@ -58,6 +62,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay: Duration::from_millis(3000),
             min_session_timeout: Duration::from_millis(6000),
             max_session_timeout: Duration::from_millis(1_800_000),
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -131,7 +136,9 @@ pub enum Reply<T> {
 /// A committed offset as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommittedOffset {
-    pub offset: Offset,
+    /// `None` when the client committed -1, which Kafka accepts and stores; an
+    /// OffsetFetch then answers -1, "no committed offset", as for none at all.
+    pub offset: Option<Offset>,
     pub leader_epoch: Option<i32>,
     pub metadata: String,
     pub commit_timestamp_ms: i64,
