@@ -146,6 +146,14 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         ("log.retention.bytes", "retention.bytes"),
         ("message.max.bytes", "max.message.bytes"),
         ("log.flush.interval.ms", "flush.ms"),
+        (
+            "log.message.timestamp.after.max.ms",
+            "message.timestamp.after.max.ms",
+        ),
+        (
+            "log.message.timestamp.before.max.ms",
+            "message.timestamp.before.max.ms",
+        ),
     ] {
         if let Some(v) = get(broker_key) {
             overrides.insert(topic_key.to_string(), v);
@@ -190,6 +198,9 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         if let Some(ms) = num(key)? {
             *slot = Duration::from_millis(ms.max(0) as u64);
         }
+    }
+    if let Some(b) = num("offset.metadata.max.bytes")? {
+        engine.group.offset_metadata_max_bytes = b.max(0) as usize;
     }
     if let Some(b) = num("brook.cache.partition.bytes")? {
         engine.cache_bytes_per_partition = b.max(0) as usize;
@@ -238,7 +249,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("brook-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("b.toml");
-        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n\"group.initial.rebalance.delay.ms\" = 0\n").unwrap();
+        std::fs::write(&f, "\"listeners\" = \"PLAINTEXT://127.0.0.1:9999\"\n\"num.partitions\" = 4\n\"log.retention.hours\" = 1\n\"group.initial.rebalance.delay.ms\" = 0\n\"log.message.timestamp.after.max.ms\" = 60000\n\"offset.metadata.max.bytes\" = 100\n").unwrap();
         let cli = Cli {
             config: Some(f),
             listen: None,
@@ -254,5 +265,7 @@ mod tests {
         assert_eq!(s.engine.default_partitions, 4);
         assert_eq!(s.engine.topic_defaults.retention_ms, Some(3_600_000));
         assert_eq!(s.engine.group.initial_rebalance_delay, Duration::ZERO);
+        assert_eq!(s.engine.topic_defaults.timestamp_after_max_ms, 60_000);
+        assert_eq!(s.engine.group.offset_metadata_max_bytes, 100);
     }
 }

@@ -866,7 +866,7 @@ def _(ctx):
 
 @scenario("produce.corrupt")
 def _(ctx):
-    """A bad CRC and a truncated batch: CORRUPT_MESSAGE."""
+    """A bad CRC (CORRUPT_MESSAGE) and a truncated batch (INVALID_RECORD)."""
     c = ctx.conn()
     t = ctx.name()
     create(ctx, c, t, 1)
@@ -931,6 +931,22 @@ def _(ctx):
     now = int(time.time() * 1000)
     ctx.obs("plus_1_day", produce(ctx, c, t, 0, batch([b"v"], ts=now + 86_400_000))["error"])
     ctx.obs("year_2001", produce(ctx, c, t, 0, batch([b"v"], ts=1_000_000_000_000))["error"])
+
+
+@scenario("produce.timestamp_configs")
+def _(ctx):
+    """message.timestamp.after.max.ms / before.max.ms as topic configs: the
+    bounds move with them (and the record with no timestamp, -1, passes)."""
+    c = ctx.conn()
+    t = ctx.name()
+    create(ctx, c, t, 1, {"message.timestamp.after.max.ms": "172800000",
+                          "message.timestamp.before.max.ms": "3600000"})
+    now = int(time.time() * 1000)
+    ctx.obs("plus_1_day", produce(ctx, c, t, 0, batch([b"v"], ts=now + 86_400_000))["error"])
+    ctx.obs("plus_3_days", produce(ctx, c, t, 0, batch([b"v"], ts=now + 3 * 86_400_000))["error"])
+    ctx.obs("minus_1_day", produce(ctx, c, t, 0, batch([b"v"], ts=now - 86_400_000))["error"])
+    ctx.obs("no_timestamp", produce(ctx, c, t, 0, batch([b"v"], ts=-1))["error"])
+    ctx.obs("hw", fetch_part(fetch(ctx, c, t, 0, 0))["hw"])
 
 
 @scenario("produce.multi_partition")

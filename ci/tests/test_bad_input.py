@@ -216,10 +216,11 @@ def test_produce_bad_crc(broker):
         bad = kp.encode_batch([(b"k", b"v")], corrupt_crc=True)
         err, _ = c.produce(topic, 0, bad)
         assert err == kp.CORRUPT_MESSAGE, "bad CRC answered with error %d" % err
-        # a truncated batch (length field larger than the data) is also rejected
+        # a truncated batch (length field larger than the data) is also rejected,
+        # as INVALID_RECORD (not retriable), as Kafka does
         good = kp.encode_batch([(b"k", b"v")])
         err, _ = c.produce(topic, 0, good[:-3])
-        assert err == kp.CORRUPT_MESSAGE, "truncated batch answered with error %d" % err
+        assert err == kp.INVALID_RECORD, "truncated batch answered with error %d" % err
         # nothing was stored; a good batch lands at offset 0
         assert c.produce(topic, 0, good) == (kp.NONE, 0)
         f = c.fetch(topic, 0, 0, max_wait_ms=100)

@@ -374,6 +374,24 @@ pub fn split_incoming(
     Ok(batches)
 }
 
+/// Whether any batch of a Produce payload has the transactional bit set. Lenient:
+/// it reads headers only and stops at the first that does not parse (validation
+/// of the payload happens later, on the partition's shard). Kafka checks this for
+/// the whole request before anything else (`RequestUtils.hasTransactionalRecords`).
+pub fn any_transactional(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Ok(len) = check_magic_and_length(rest) {
+        if read_i16(rest, ATTRIBUTES_AT) & TRANSACTIONAL_BIT != 0 {
+            return true;
+        }
+        match rest.get(len as usize..) {
+            Some(next) => rest = next,
+            None => return false,
+        }
+    }
+    false
+}
+
 /// Stamps the broker-assigned base offset (outside the CRC).
 pub fn set_base_offset(buf: &mut [u8], o: Offset) {
     assert!(
@@ -668,6 +686,18 @@ mod tests {
             split_incoming(&b, 1 << 20),
             Err(BatchError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn any_transactional_reads_every_header() {
+        let plain = one_batch(0);
+        let mut txn = one_batch(0);
+        txn[ATTRIBUTES_AT + 1] |= TRANSACTIONAL_BIT as u8;
+        assert!(!any_transactional(&plain));
+        assert!(any_transactional(&[plain.clone(), txn.clone()].concat()));
+        assert!(!any_transactional(&[plain.clone(), plain].concat()));
+        assert!(!any_transactional(&txn[..20]));
+        assert!(!any_transactional(&[]));
     }
 
     #[test]

@@ -95,6 +95,18 @@ fn unhex(s: &str) -> Option<[u8; 16]> {
 }
 
 impl Catalog {
+    /// An existing topic whose name differs from `name` only in '.' versus '_'.
+    /// Kafka refuses the second of such a pair (`Topic.hasCollision`) because
+    /// metric names replace '.' with '_', so the two would share their metrics.
+    pub fn colliding_topic(&self, name: &str) -> Option<&str> {
+        let unify = |n: &str| n.replace('.', "_");
+        let key = unify(name);
+        self.topics
+            .keys()
+            .find(|existing| existing.as_str() != name && unify(existing) == key)
+            .map(String::as_str)
+    }
+
     pub fn path(data_dir: &Path) -> PathBuf {
         crate::data_dir::catalog_path(data_dir)
     }
@@ -158,6 +170,22 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dots_and_underscores_collide() {
+        let mut c = Catalog::default();
+        let meta = |name: &str| TopicMeta {
+            name: name.to_string(),
+            id: [0; 16],
+            partitions: 1,
+            overrides: Default::default(),
+            config: TopicConfig::default(),
+        };
+        c.topics.insert("a.b".into(), meta("a.b"));
+        assert_eq!(c.colliding_topic("a_b"), Some("a.b"));
+        assert_eq!(c.colliding_topic("a.b"), None);
+        assert_eq!(c.colliding_topic("a-b"), None);
+    }
 
     #[test]
     fn names_follow_kafka_rules() {

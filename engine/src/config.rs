@@ -31,6 +31,13 @@ pub struct TopicConfig {
     pub retention_bytes: Option<u64>,
     pub max_message_bytes: u32,
     pub flush: FlushPolicy,
+    /// How far ahead of the broker clock a CreateTime timestamp may be (Kafka's
+    /// `message.timestamp.after.max.ms`; 1 hour by default since Kafka 4.0, so a
+    /// producer with a wrong clock cannot push time-based retention out of reach).
+    pub timestamp_after_max_ms: u64,
+    /// How far behind the broker clock it may be (`message.timestamp.before.max.ms`,
+    /// unlimited by default).
+    pub timestamp_before_max_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -42,6 +49,8 @@ impl Default for TopicConfig {
             retention_bytes: None,
             max_message_bytes: 1_048_588,
             flush: FlushPolicy::EveryBatch,
+            timestamp_after_max_ms: 3_600_000,
+            timestamp_before_max_ms: i64::MAX as u64,
         }
     }
 }
@@ -55,6 +64,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "max.message.bytes",
     "flush.ms",
     "cleanup.policy",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
 ];
 
 impl TopicConfig {
@@ -96,6 +107,12 @@ impl TopicConfig {
                     _ => FlushPolicy::EveryBatch,
                 };
             }
+            "message.timestamp.after.max.ms" => {
+                self.timestamp_after_max_ms = u64::try_from(int(value)?).map_err(|_| bad())?
+            }
+            "message.timestamp.before.max.ms" => {
+                self.timestamp_before_max_ms = u64::try_from(int(value)?).map_err(|_| bad())?
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
                 return Err(EngineError::InvalidConfig(format!(
@@ -126,6 +143,14 @@ impl TopicConfig {
             ("max.message.bytes", self.max_message_bytes.to_string()),
             ("flush.ms", flush),
             ("cleanup.policy", "delete".to_string()),
+            (
+                "message.timestamp.after.max.ms",
+                self.timestamp_after_max_ms.to_string(),
+            ),
+            (
+                "message.timestamp.before.max.ms",
+                self.timestamp_before_max_ms.to_string(),
+            ),
         ])
     }
 }
@@ -180,5 +205,31 @@ mod tests {
         assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_secs(1)));
         let bad = BTreeMap::from([("no.such".to_string(), "1".to_string())]);
         assert!(base.with_overrides(&bad).is_err());
+    }
+
+    #[test]
+    fn timestamp_bounds_take_kafka_names() {
+        let base = TopicConfig::default();
+        assert_eq!(base.timestamp_after_max_ms, 3_600_000);
+        let o = BTreeMap::from([
+            (
+                "message.timestamp.after.max.ms".to_string(),
+                "5".to_string(),
+            ),
+            (
+                "message.timestamp.before.max.ms".to_string(),
+                "7".to_string(),
+            ),
+        ]);
+        let c = base.with_overrides(&o).unwrap();
+        assert_eq!(
+            (c.timestamp_after_max_ms, c.timestamp_before_max_ms),
+            (5, 7)
+        );
+        let negative = BTreeMap::from([(
+            "message.timestamp.after.max.ms".to_string(),
+            "-1".to_string(),
+        )]);
+        assert!(base.with_overrides(&negative).is_err());
     }
 }

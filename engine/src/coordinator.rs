@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::join_all;
@@ -76,10 +76,7 @@ async fn settle<T>(reply: Reply<Result<T, EngineError>>) -> Result<T, EngineErro
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
+    crate::types::TimestampMs::now().0
 }
 
 impl Shard {
@@ -109,12 +106,21 @@ impl Shard {
         Box::pin(async move { fut.await? })
     }
 
+    /// Runs `f` on the group, creating it for the call. A group the call leaves as
+    /// new as it found it is not kept: a heartbeat, SyncGroup or LeaveGroup naming
+    /// an unknown group must not make it exist (Kafka then still describes it
+    /// "Dead" and answers DeleteGroups GROUP_ID_NOT_FOUND).
     fn with_group<T>(&self, group: &str, f: impl FnOnce(&mut Group) -> T) -> T {
         let mut groups = self.groups.borrow_mut();
+        let existed = groups.contains_key(group);
         let g = groups
             .entry(group.to_string())
             .or_insert_with(|| Group::new(group.to_string()));
-        f(g)
+        let r = f(g);
+        if !existed && g.is_new() {
+            groups.remove(group);
+        }
+        r
     }
 
     pub fn join_group(self: &Rc<Self>, req: JoinRequest) -> LocalFuture<JoinResult> {
@@ -183,6 +189,11 @@ impl Shard {
         req: CommitRequest,
     ) -> LocalFuture<Result<(), EngineError>> {
         self.on_group(&req.group.clone(), move |s| async move {
+            // Kafka: only a "simple" commit (generation < 0) creates a group; a
+            // member's commit to a group that does not exist is ILLEGAL_GENERATION.
+            if req.generation >= 0 && !s.groups.borrow().contains_key(&req.group) {
+                return Err(EngineError::IllegalGeneration);
+            }
             s.with_group(&req.group, |g| {
                 g.check_commit(&req.member_id, req.generation, req.instance_id.as_deref())
             })?;
@@ -302,8 +313,12 @@ impl Shard {
     }
 }
 
+/// As Kafka's `GroupMetadata.summary`: the protocol and each member's metadata
+/// and assignment are shown only for a Stable group; mid-rebalance they are not
+/// settled yet, and the answer leaves them empty.
 fn describe(g: &Group) -> GroupDescription {
-    let protocol = g.protocol.clone().unwrap_or_default();
+    let stable = g.state == GroupState::Stable;
+    let protocol = g.protocol.clone().filter(|_| stable).unwrap_or_default();
     let members = g
         .members
         .values()
@@ -312,8 +327,16 @@ fn describe(g: &Group) -> GroupDescription {
             instance_id: m.instance_id.clone(),
             client_id: m.client_id.clone(),
             client_host: m.client_host.clone(),
-            metadata: m.metadata_for(&protocol),
-            assignment: m.assignment.clone(),
+            metadata: if stable {
+                m.metadata_for(&protocol)
+            } else {
+                Bytes::new()
+            },
+            assignment: if stable {
+                m.assignment.clone()
+            } else {
+                Bytes::new()
+            },
         })
         .collect();
     GroupDescription {

@@ -29,6 +29,8 @@ pub enum EngineError {
         log_start: Offset,
         high_watermark: Offset,
     },
+    #[error("offset {0} is negative")]
+    NegativeOffset(i64),
     #[error("out of order sequence: expected {expected}, received {received}")]
     OutOfOrderSequence { expected: u32, received: u32 },
     #[error("producer epoch is older than the current one")]
@@ -61,6 +63,12 @@ pub enum EngineError {
     FencedInstanceId,
     #[error("invalid group id")]
     InvalidGroupId,
+    #[error("timestamp {timestamp} is outside [{min}, {max}] around the broker clock")]
+    InvalidTimestamp { timestamp: i64, min: i64, max: i64 },
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    #[error("unknown topic id")]
+    UnknownTopicId,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }

@@ -50,6 +50,10 @@ pub struct GroupConfig {
     /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
     pub min_session_timeout: Duration,
     pub max_session_timeout: Duration,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit
+    /// may carry (Kafka's default 4096), so a client cannot grow the offsets log
+    /// and every consumer's OffsetFetch answer without bound.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for GroupConfig {
@@ -58,6 +62,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay: Duration::from_millis(3000),
             min_session_timeout: Duration::from_millis(6000),
             max_session_timeout: Duration::from_millis(1_800_000),
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -131,7 +136,9 @@ pub enum Reply<T> {
 /// A committed offset as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CommittedOffset {
-    pub offset: Offset,
+    /// `None` when the client committed -1, which Kafka accepts and stores; an
+    /// OffsetFetch then answers -1, "no committed offset", as for none at all.
+    pub offset: Option<Offset>,
     pub leader_epoch: Option<i32>,
     pub metadata: String,
     pub commit_timestamp_ms: i64,
@@ -414,7 +421,9 @@ impl Group {
         if let Some(old) = m.join_waiter.replace(tx) {
             let _ = old.send(Err(EngineError::UnknownMemberId));
         }
-        if self.protocol_type.is_none() {
+        // The first member sets the group's protocol type (Kafka's `add`); an
+        // Empty group may keep an old one, which a new first member replaces.
+        if self.members.len() == 1 || self.protocol_type.is_none() {
             self.protocol_type = Some(req.protocol_type);
         }
         if self.state != GroupState::PreparingRebalance {
@@ -473,8 +482,9 @@ impl Group {
         self.initial_delay = false;
         if self.members.is_empty() {
             self.state = GroupState::Empty;
+            // The protocol type stays, as in Kafka: an Empty group that had
+            // consumers still describes itself as a "consumer" group.
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             return;
         }
@@ -706,6 +716,13 @@ impl Group {
             return Err(EngineError::RebalanceInProgress);
         }
         Ok(())
+    }
+
+    /// Nothing has happened to the group yet: what `Group::new` makes.
+    pub fn is_new(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.is_empty_of_everything()
+            && self.protocol_type.is_none()
     }
 
     pub fn is_empty_of_everything(&self) -> bool {

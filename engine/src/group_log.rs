@@ -33,10 +33,14 @@ pub fn offset_key(group: &str, tp: &TopicPartition) -> Vec<u8> {
     k
 }
 
+/// The committed offset -1 ("none"), as Kafka writes it.
+const NO_OFFSET: i64 = -1;
+
 pub fn offset_value(c: &CommittedOffset) -> Vec<u8> {
     let mut v = Vec::with_capacity(24 + c.metadata.len());
     v.extend_from_slice(&3i16.to_be_bytes());
-    v.extend_from_slice(&(c.offset.0 as i64).to_be_bytes());
+    let offset = c.offset.map_or(NO_OFFSET, |o| o.0 as i64);
+    v.extend_from_slice(&offset.to_be_bytes());
     v.extend_from_slice(&c.leader_epoch.unwrap_or(-1).to_be_bytes());
     put_str(&mut v, &c.metadata);
     v.extend_from_slice(&c.commit_timestamp_ms.to_be_bytes());
@@ -83,7 +87,10 @@ pub fn decode_offset_record(key: &[u8], value: Option<&[u8]>) -> Option<OffsetRe
     };
     let mut v = Reader(value, 0);
     let version = v.i16()?;
-    let offset = Offset(u64::try_from(v.i64()?).ok()?);
+    let offset = match v.i64()? {
+        NO_OFFSET => None,
+        raw => Some(Offset(u64::try_from(raw).ok()?)),
+    };
     let leader_epoch = if version >= 3 {
         Some(v.i32()?).filter(|e| *e >= 0)
     } else {
@@ -197,13 +204,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn committed_minus_one_round_trips_as_none() {
+        let tp = TopicPartition {
+            topic: "orders".into(),
+            partition: 0,
+        };
+        let c = CommittedOffset {
+            offset: None,
+            leader_epoch: None,
+            metadata: String::new(),
+            commit_timestamp_ms: 9,
+        };
+        let value = offset_value(&c);
+        assert_eq!(&value[2..10], &(-1i64).to_be_bytes());
+        let (_, _, v) = decode_offset_record(&offset_key("g", &tp), Some(&value)).unwrap();
+        assert_eq!(v, Some(c));
+    }
+
+    #[test]
     fn commit_records_round_trip_and_replay() {
         let tp = TopicPartition {
             topic: "orders".into(),
             partition: 7,
         };
         let c = CommittedOffset {
-            offset: Offset(42),
+            offset: Some(Offset(42)),
             leader_epoch: None,
             metadata: "m".into(),
             commit_timestamp_ms: 9,

@@ -47,6 +47,7 @@ pub mod types;
 pub use config::{EngineConfig, FlushPolicy, TopicConfig};
 pub use error::EngineError;
 pub use shard::{
-    Acks, EngineShared, ListedOffset, NewTopic, OffsetQuery, Produced, Shard, shard_of,
+    Acks, EngineShared, ListedOffset, NewTopic, OffsetQuery, ProduceRefused, Produced, Shard,
+    shard_of,
 };
 pub use types::{Offset, ShardId, TimestampMs, TopicPartition};

@@ -265,14 +265,18 @@ impl Partition {
         Ok(())
     }
 
-    /// Validates and appends the batches of one Produce partition entry.
-    pub fn append(&mut self, records: &Bytes) -> Result<Appended, EngineError> {
+    /// Validates and appends the batches of one Produce partition entry; `now` is
+    /// the broker clock the CreateTime timestamps are checked against.
+    pub fn append(&mut self, records: &Bytes, now: TimestampMs) -> Result<Appended, EngineError> {
         self.check_writable()?;
         let batches =
             batch::split_incoming(records, self.config.max_message_bytes).map_err(|e| match e {
                 BatchError::TooLarge { len, max } => EngineError::BatchTooLarge { len, max },
                 e => EngineError::CorruptBatch(e),
             })?;
+        for (_, b) in &batches {
+            check_timestamps(b, now, &self.config)?;
+        }
         // Every idempotent batch is checked before anything is written: the
         // request's batches go in all or none.
         let producers = batches
@@ -492,6 +496,31 @@ impl Partition {
         self.log_end > self.taken_end
     }
 }
+
+/// Kafka's `LogValidator.validateTimestamp` for CreateTime batches, on the batch
+/// header: the max timestamp against `message.timestamp.after.max.ms`, the base
+/// (first) timestamp against `message.timestamp.before.max.ms`. Kafka checks
+/// every record; the header bounds them without decompressing, except a record
+/// older than the first, which is let through. -1 (no timestamp) is not checked.
+fn check_timestamps(b: &BatchInfo, now: TimestampMs, c: &TopicConfig) -> Result<(), EngineError> {
+    let clamp = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+    let min = now.0.saturating_sub(clamp(c.timestamp_before_max_ms));
+    let max = now.0.saturating_add(clamp(c.timestamp_after_max_ms));
+    let out = |t: TimestampMs| t.0 != NO_TIMESTAMP && (t.0 < min || t.0 > max);
+    for t in [b.max_timestamp, b.first_timestamp] {
+        if out(t) {
+            return Err(EngineError::InvalidTimestamp {
+                timestamp: t.0,
+                min,
+                max,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Kafka's `RecordBatch.NO_TIMESTAMP`.
+const NO_TIMESTAMP: i64 = -1;
 
 fn map_producer_error(e: ProducerError) -> EngineError {
     match e {
@@ -753,5 +782,34 @@ impl PartitionCell {
             state: RefCell::new(p),
             flush_event: LocalEvent::default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_at(first: i64, max: i64) -> BatchInfo {
+        let bytes = batch::build_batch(Offset(0), &[(None, Some(b"v"))], first, None);
+        BatchInfo {
+            max_timestamp: TimestampMs(max),
+            ..batch::validate(&bytes).unwrap()
+        }
+    }
+
+    #[test]
+    fn timestamps_are_bounded_around_now() {
+        let c = TopicConfig {
+            timestamp_after_max_ms: 10,
+            timestamp_before_max_ms: 100,
+            ..TopicConfig::default()
+        };
+        let now = TimestampMs(1_000);
+        assert!(check_timestamps(&batch_at(900, 1_010), now, &c).is_ok());
+        assert!(check_timestamps(&batch_at(900, 1_011), now, &c).is_err());
+        assert!(check_timestamps(&batch_at(899, 950), now, &c).is_err());
+        assert!(check_timestamps(&batch_at(NO_TIMESTAMP, NO_TIMESTAMP), now, &c).is_ok());
+        let unlimited = TopicConfig::default();
+        assert!(check_timestamps(&batch_at(0, 0), now, &unlimited).is_ok());
     }
 }

@@ -100,6 +100,39 @@ pub struct ListedOffset {
     pub batch: Option<Bytes>,
 }
 
+/// A refused Produce partition entry. `log_start` is the partition's log start
+/// offset when the log itself refused the batches (producer state, timestamps):
+/// Kafka's answer carries it then (`ReplicaManager.appendToLocalLog`), and the
+/// Java producer reads it on OUT_OF_ORDER_SEQUENCE_NUMBER to tell a truncated
+/// log from a lost write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProduceRefused {
+    pub error: EngineError,
+    pub log_start: Option<Offset>,
+}
+
+impl ProduceRefused {
+    fn without_log_start(error: EngineError) -> Self {
+        ProduceRefused {
+            error,
+            log_start: None,
+        }
+    }
+}
+
+/// Refusals for which Kafka reports the log start offset: every error of the
+/// log's own validation except the "known" ones its `appendToLocalLog` answers
+/// without it (unknown partition, too large, corrupt, storage).
+fn refusal_reports_log_start(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::OutOfOrderSequence { .. }
+            | EngineError::InvalidProducerEpoch
+            | EngineError::UnknownProducerId
+            | EngineError::InvalidTimestamp { .. }
+    )
+}
+
 /// A CreateTopics entry, engine-side.
 #[derive(Clone, Debug)]
 pub struct NewTopic {
@@ -423,20 +456,37 @@ impl Shard {
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
-    ) -> LocalFuture<Result<Produced, EngineError>> {
+    ) -> LocalFuture<Result<Produced, ProduceRefused>> {
         if is_internal_topic(&tp.topic) {
             let e = EngineError::InvalidTopicName(format!(
                 "{} is written only by the broker",
                 tp.topic
             ));
-            return Box::pin(async move { Err(e) });
+            return Box::pin(async move { Err(ProduceRefused::without_log_start(e)) });
         }
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
-            return self.produce_local(&tp, &records, acks);
+            return self.produce_answered(&tp, &records, acks);
         }
-        let fut = self.invoke_on(owner, move |s| s.produce_local(&tp, &records, acks));
-        Box::pin(async move { fut.await? })
+        let fut = self.invoke_on(owner, move |s| s.produce_answered(&tp, &records, acks));
+        Box::pin(async move { fut.await.map_err(ProduceRefused::without_log_start)? })
+    }
+
+    /// [`Self::produce_local`], with the log start offset a refusal reports.
+    fn produce_answered(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, ProduceRefused>> {
+        let log_start = self.partition(tp).ok().map(|c| c.state.borrow().log_start);
+        let fut = self.produce_local(tp, records, acks);
+        Box::pin(async move {
+            fut.await.map_err(|error| ProduceRefused {
+                log_start: log_start.filter(|_| refusal_reports_log_start(&error)),
+                error,
+            })
+        })
     }
 
     pub(crate) fn produce_local(
@@ -449,7 +499,7 @@ impl Shard {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let appended = cell.state.borrow_mut().append(records);
+        let appended = cell.state.borrow_mut().append(records, TimestampMs::now());
         let (base_offset, end) = match appended {
             Ok(Appended::New {
                 base_offset,
@@ -802,6 +852,12 @@ impl Shard {
         validate_topic_name(&t.name)?;
         if self.catalog().topics.contains_key(&t.name) {
             return Err(EngineError::TopicAlreadyExists);
+        }
+        if let Some(other) = self.catalog().colliding_topic(&t.name) {
+            return Err(EngineError::InvalidTopicName(format!(
+                "{:?} collides with existing topic {other:?} ('.' and '_' share metric names)",
+                t.name
+            )));
         }
         let partitions = t
             .partitions

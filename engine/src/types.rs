@@ -31,6 +31,16 @@ pub struct FilePos(pub u64);
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TimestampMs(pub i64);
 
+impl TimestampMs {
+    /// The wall clock, as Kafka's `time.milliseconds()`.
+    pub fn now() -> TimestampMs {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        TimestampMs(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
 /// Which shard (core) owns something.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ShardId(pub usize);

@@ -50,10 +50,10 @@ fn batch(first: u64, n: u64, ts: i64, producer: Option<ProducerBatchInfo>) -> Ve
 }
 
 async fn append_durable(cell: &PartitionRef, bytes: &[u8]) -> Result<Appended, EngineError> {
-    let appended = cell
-        .state
-        .borrow_mut()
-        .append(&bytes::Bytes::copy_from_slice(bytes))?;
+    let appended = cell.state.borrow_mut().append(
+        &bytes::Bytes::copy_from_slice(bytes),
+        brook_engine::TimestampMs::now(),
+    )?;
     cell.flush_event.notify();
     let end = match appended {
         Appended::New { end_offset, .. } => end_offset,

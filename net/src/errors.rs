@@ -1,6 +1,7 @@
 //! The one place engine errors become Kafka error codes.
 
 use brook_engine::EngineError;
+use brook_engine::batch::BatchError;
 use kafka_protocol::error::ResponseError as E;
 
 pub fn code(e: &EngineError) -> i16 {
@@ -11,9 +12,12 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::InvalidPartitions(_) => E::InvalidPartitions,
         EngineError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
         EngineError::InvalidConfig(_) => E::InvalidConfig,
-        EngineError::CorruptBatch(_) => E::CorruptMessage,
+        EngineError::CorruptBatch(b) => batch_code(b),
+        EngineError::InvalidTimestamp { .. } => E::InvalidTimestamp,
         EngineError::BatchTooLarge { .. } => E::MessageTooLarge,
-        EngineError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+        EngineError::OffsetOutOfRange { .. } | EngineError::NegativeOffset(_) => {
+            E::OffsetOutOfRange
+        }
         EngineError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         EngineError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         EngineError::UnknownProducerId => E::UnknownProducerId,
@@ -32,9 +36,25 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::FencedInstanceId => E::FencedInstanceId,
         EngineError::InvalidGroupId => E::InvalidGroupId,
         EngineError::InvalidRequest(_) => E::InvalidRequest,
+        EngineError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+        EngineError::UnknownTopicId => E::UnknownTopicId,
         _ => E::UnknownServerError,
     };
     kafka.code()
+}
+
+/// Kafka answers CORRUPT_MESSAGE (retriable for the Java producer) only for bytes
+/// damaged in transit: a CRC mismatch or a length below any batch's. A batch that
+/// is well-formed bytes but not an acceptable batch — truncated, missing, an old
+/// message format, inconsistent counts, a control batch — is INVALID_RECORD, which
+/// the producer does not retry (`ProduceRequest.validateRecords`,
+/// `LogValidator.validateBatch`).
+fn batch_code(b: &BatchError) -> E {
+    match b {
+        BatchError::CrcMismatch { .. } | BatchError::BadLength(_) => E::CorruptMessage,
+        BatchError::BadCompression(_) => E::CorruptMessage,
+        _ => E::InvalidRecord,
+    }
 }
 
 /// Error code for "no error".
@@ -56,5 +76,15 @@ mod tests {
         );
         assert_eq!(code(&EngineError::Storage("x".into())), 56);
         assert_eq!(code(&EngineError::BatchTooLarge { len: 2, max: 1 }), 10);
+        assert_eq!(code(&EngineError::CorruptBatch(BatchError::Empty)), 87);
+        assert_eq!(
+            code(&EngineError::CorruptBatch(BatchError::BadMagic(1))),
+            87
+        );
+        let crc = BatchError::CrcMismatch {
+            stored: 1,
+            computed: 2,
+        };
+        assert_eq!(code(&EngineError::CorruptBatch(crc)), 2);
     }
 }

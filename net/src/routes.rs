@@ -144,7 +144,7 @@ apis! {
         let id = r.client.client_id.clone();
         Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, id)))
     },
-    ListOffsets 1..=7 => |s, r, f| Ok(r.respond(handlers::list_offsets::handle(s.clone(), r.decode(f)?))),
+    ListOffsets 1..=7 => |s, r, f| Ok(r.respond(handlers::list_offsets::handle(s.clone(), r.decode(f)?, r.version))),
     Metadata 0..=13 => |s, r, f| Ok(r.respond(handlers::metadata::handle(s.clone(), r.decode(f)?, r.version))),
     ApiVersions 0..=3 => |_s, r, f| Ok(r.respond(handlers::api_versions::handle(r.decode(f)?, api_versions()))),
     CreateTopics 2..=7 => |s, r, f| Ok(r.respond(handlers::create_topics::handle(s.clone(), r.decode(f)?, r.version))),

@@ -35,7 +35,9 @@ pub async fn handle(
         });
         let outcome = match &name {
             Some(n) => srv.shard.delete_topic(n.clone()).await,
-            None => Err(EngineError::UnknownTopicOrPartition),
+            // Only v6+ names a topic by id alone, and Kafka answers an id it does
+            // not know with UNKNOWN_TOPIC_ID.
+            None => Err(EngineError::UnknownTopicId),
         };
         let mut r = DeletableTopicResult::default()
             .with_name(name.as_deref().map(topic_name))

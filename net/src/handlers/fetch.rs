@@ -33,8 +33,17 @@ struct Wanted {
     topic: TopicName,
     tp: TopicPartition,
     index: i32,
-    offset: Offset,
+    /// The fetch offset as sent; Kafka answers a negative one OFFSET_OUT_OF_RANGE.
+    fetch_offset: i64,
     max_bytes: usize,
+}
+
+impl Wanted {
+    fn offset(&self) -> Result<Offset, EngineError> {
+        u64::try_from(self.fetch_offset)
+            .map(Offset)
+            .map_err(|_| EngineError::NegativeOffset(self.fetch_offset))
+    }
 }
 
 fn wanted(req: &FetchRequest) -> Vec<Wanted> {
@@ -48,7 +57,7 @@ fn wanted(req: &FetchRequest) -> Vec<Wanted> {
                     partition: p.partition.max(0) as u32,
                 },
                 index: p.partition,
-                offset: Offset(p.fetch_offset.max(0) as u64),
+                fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
             });
         }
@@ -79,7 +88,10 @@ async fn read_all(
                 break;
             }
             planned += cap;
-            reads.push(srv.shard.fetch(w.tp.clone(), w.offset, cap));
+            reads.push(match w.offset() {
+                Ok(offset) => srv.shard.fetch(w.tp.clone(), offset, cap),
+                Err(e) => Box::pin(std::future::ready(Err(e))),
+            });
         }
         rest = &rest[reads.len()..];
         let got = join_all(reads).await;
@@ -102,31 +114,30 @@ fn response_budget(req: &FetchRequest) -> usize {
     }
 }
 
-fn partition_data(w: &Wanted, r: Result<FetchedData, EngineError>) -> PartitionData {
-    let base = PartitionData::default()
-        .with_partition_index(w.index)
-        .with_aborted_transactions(Some(vec![]));
+/// As Kafka's `FetchResponse.partitionResponse`: an error entry carries -1 for
+/// the high watermark, last stable offset and log start, and no aborted
+/// transactions list; a read_uncommitted answer has none either (null), a
+/// read_committed one an empty list (Brook has no transactions to abort).
+fn partition_data(
+    w: &Wanted,
+    r: Result<FetchedData, EngineError>,
+    read_committed: bool,
+) -> PartitionData {
+    let base = PartitionData::default().with_partition_index(w.index);
     match r {
         Ok(d) => base
             .with_high_watermark(d.high_watermark.0 as i64)
             .with_last_stable_offset(d.high_watermark.0 as i64)
             .with_log_start_offset(d.log_start.0 as i64)
+            .with_aborted_transactions(read_committed.then(Vec::new))
             .with_records(Some(d.records)),
-        Err(e) => {
-            let (hw, start) = match &e {
-                EngineError::OffsetOutOfRange {
-                    high_watermark,
-                    log_start,
-                    ..
-                } => (high_watermark.0 as i64, log_start.0 as i64),
-                _ => (-1, -1),
-            };
-            base.with_error_code(errors::code(&e))
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(start)
-                .with_records(Some(Bytes::new()))
-        }
+        Err(e) => base
+            .with_error_code(errors::code(&e))
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
+            .with_aborted_transactions(None)
+            .with_records(Some(Bytes::new())),
     }
 }
 
@@ -155,7 +166,10 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         if total >= min_bytes || any_error || Instant::now() >= deadline || srv.stop.is_fired() {
             break;
         }
-        let watch = wants.iter().map(|w| (w.tp.clone(), w.offset)).collect();
+        let watch = wants
+            .iter()
+            .filter_map(|w| Some((w.tp.clone(), w.offset().ok()?)))
+            .collect();
         srv.shard.wait_for_data(watch, deadline).await;
         results = read_all(&srv, &wants, budget_bytes).await;
     }
@@ -174,7 +188,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
                 sent_any = true;
             }
         }
-        let pd = partition_data(w, r);
+        let pd = partition_data(w, r, req.isolation_level == 1);
         match topics.last_mut() {
             Some(t) if t.topic == w.topic => t.partitions.push(pd),
             _ => topics.push(

@@ -41,7 +41,14 @@ pub async fn handle(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let resp = JoinGroupResponse::default().with_generation_id(-1);
+    // An error answer echoes the request's member id and, from v7 where it is
+    // nullable, leaves the protocol name null, as Kafka's does.
+    let mut resp = JoinGroupResponse::default()
+        .with_generation_id(-1)
+        .with_member_id(req.member_id.clone());
+    if version >= 7 {
+        resp = resp.with_protocol_name(None);
+    }
     if join.group.is_empty() {
         return resp.with_error_code(errors::code(&EngineError::InvalidGroupId));
     }

@@ -5,10 +5,12 @@
 //! max timestamp and the answer is the first record in it carrying that
 //! timestamp (KIP-734 as fixed by KAFKA-16310), with that record's timestamp.
 
+use std::collections::HashSet;
 use std::rc::Rc;
 
-use brook_engine::{ListedOffset, OffsetQuery, TimestampMs, TopicPartition};
+use brook_engine::{EngineError, ListedOffset, OffsetQuery, TimestampMs, TopicPartition};
 use futures::future::join_all;
+use kafka_protocol::messages::list_offsets_request::ListOffsetsPartition;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -16,15 +18,38 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::errors;
+use crate::handlers::metadata::LEADER_EPOCH;
 use crate::server::ShardServer;
 
-fn query_of(ts: i64) -> OffsetQuery {
+/// The query a timestamp asks for at `version`. Kafka answers a negative
+/// timestamp that is no special value, or one newer than the request's version
+/// (-3 before v7), UNSUPPORTED_VERSION (`isListOffsetsTimestampUnsupported`);
+/// the special values past -3 need versions Brook does not list.
+fn query_of(ts: i64, version: i16) -> Result<OffsetQuery, EngineError> {
     match ts {
-        -1 => OffsetQuery::Latest,
-        -2 => OffsetQuery::Earliest,
-        -3 => OffsetQuery::MaxTimestamp,
-        t => OffsetQuery::Timestamp(TimestampMs(t)),
+        -1 => Ok(OffsetQuery::Latest),
+        -2 => Ok(OffsetQuery::Earliest),
+        -3 if version >= 7 => Ok(OffsetQuery::MaxTimestamp),
+        t if t >= 0 => Ok(OffsetQuery::Timestamp(TimestampMs(t))),
+        t => Err(EngineError::Unsupported(format!(
+            "timestamp {t} in ListOffsets v{version}"
+        ))),
     }
+}
+
+/// Partitions named more than once in the request (across all its topic
+/// entries). Kafka answers each once, INVALID_REQUEST.
+fn duplicates(req: &ListOffsetsRequest) -> HashSet<(&str, i32)> {
+    let mut seen = HashSet::new();
+    let mut twice = HashSet::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            if !seen.insert((t.name.as_str(), p.partition_index)) {
+                twice.insert((t.name.as_str(), p.partition_index));
+            }
+        }
+    }
+    twice
 }
 
 /// The first record at or after the wanted timestamp in the batch the engine
@@ -54,41 +79,74 @@ fn refine(l: &ListedOffset, query: i64) -> (i64, i64) {
     }
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    let twice = duplicates(&req);
+    let mut answered = HashSet::new();
     let mut topics = Vec::with_capacity(req.topics.len());
-    for t in req.topics {
-        let asks = t.partitions.iter().map(|p| {
+    for t in &req.topics {
+        // Each partition once, in order of first appearance.
+        let parts: Vec<_> = t
+            .partitions
+            .iter()
+            .filter(|p| answered.insert((t.name.as_str(), p.partition_index)))
+            .collect();
+        let asks = parts.iter().map(|p| {
             let tp = TopicPartition {
                 topic: t.name.to_string(),
                 partition: p.partition_index.max(0) as u32,
             };
-            srv.shard.list_offset(tp, query_of(p.timestamp))
+            let query = if twice.contains(&(t.name.as_str(), p.partition_index)) {
+                Err(EngineError::InvalidRequest(format!(
+                    "{tp} is listed twice in one ListOffsets request"
+                )))
+            } else {
+                query_of(p.timestamp, version)
+            };
+            let shard = srv.shard.clone();
+            async move { shard.list_offset(tp, query?).await }
         });
         let answers = join_all(asks).await;
-        let partitions = t
-            .partitions
+        let partitions = parts
             .iter()
             .zip(answers)
-            .map(|(p, a)| {
-                let r =
-                    ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                match a {
-                    Ok(l) => {
-                        let (offset, timestamp) = refine(&l, p.timestamp);
-                        r.with_offset(offset).with_timestamp(timestamp)
-                    }
-                    Err(e) => r
-                        .with_error_code(errors::code(&e))
-                        .with_offset(-1)
-                        .with_timestamp(-1),
-                }
-            })
+            .map(|(p, a)| answer(p, a, version))
             .collect();
         topics.push(
             ListOffsetsTopicResponse::default()
-                .with_name(t.name)
+                .with_name(t.name.clone())
                 .with_partitions(partitions),
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// From v4 a found offset carries leader epoch 0, the epoch Metadata reports
+/// (Brook's only leader has always been this broker); none found, or an error, -1.
+fn answer(
+    p: &ListOffsetsPartition,
+    a: Result<ListedOffset, EngineError>,
+    version: i16,
+) -> ListOffsetsPartitionResponse {
+    let r = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
+    match a {
+        Ok(l) => {
+            let (offset, timestamp) = refine(&l, p.timestamp);
+            let epoch = if offset >= 0 && version >= 4 {
+                LEADER_EPOCH
+            } else {
+                -1
+            };
+            r.with_offset(offset)
+                .with_timestamp(timestamp)
+                .with_leader_epoch(epoch)
+        }
+        Err(e) => r
+            .with_error_code(errors::code(&e))
+            .with_offset(-1)
+            .with_timestamp(-1),
+    }
 }

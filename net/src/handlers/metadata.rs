@@ -20,13 +20,17 @@ use super::topic_name;
 use crate::errors;
 use crate::server::ShardServer;
 
+/// Every partition's leader epoch: Brook is one node that has always led every
+/// partition, so the epoch never moves from 0. ListOffsets reports the same.
+pub const LEADER_EPOCH: i32 = 0;
+
 fn describe(t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
     let partitions = (0..t.partitions as i32)
         .map(|p| {
             MetadataResponsePartition::default()
                 .with_partition_index(p)
                 .with_leader_id(node)
-                .with_leader_epoch(0)
+                .with_leader_epoch(LEADER_EPOCH)
                 .with_replica_nodes(vec![node])
                 .with_isr_nodes(vec![node])
         })

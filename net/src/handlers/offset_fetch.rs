@@ -33,7 +33,7 @@ fn by_topic(rows: Committed) -> BTreeMap<String, Vec<(i32, Option<CommittedOffse
 fn fields(c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
     match c {
         Some(c) => (
-            c.offset.0 as i64,
+            c.offset.map_or(-1, |o| o.0 as i64),
             c.leader_epoch.unwrap_or(-1),
             Some(StrBytes::from_string(c.metadata.clone())),
         ),

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
+use brook_engine::batch::any_transactional;
 use brook_engine::{Acks, EngineError, TopicPartition};
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
@@ -25,13 +26,24 @@ fn acks_of(raw: i16) -> Option<Acks> {
     }
 }
 
-fn failed(index: i32, code: i16) -> PartitionProduceResponse {
+fn failed(index: i32, code: i16, log_start: Option<i64>) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(code)
         .with_base_offset(-1)
-        .with_log_start_offset(-1)
+        .with_log_start_offset(log_start.unwrap_or(-1))
         .with_log_append_time_ms(-1)
+}
+
+/// Kafka refuses a whole request carrying a transactional batch without a
+/// transactional id (`KafkaApis.handleProduceRequest`); Brook has no transactions
+/// at all, so such a batch would open one that never ends.
+fn has_transactional_batch(req: &ProduceRequest) -> bool {
+    req.topic_data.iter().any(|t| {
+        t.partition_data
+            .iter()
+            .any(|p| p.records.as_ref().is_some_and(|r| any_transactional(r)))
+    })
 }
 
 pub fn handle(
@@ -41,7 +53,7 @@ pub fn handle(
 ) -> impl Future<Output = ProduceResponse> + 'static {
     let shard = srv.shard.clone();
     let acks = acks_of(req.acks);
-    let refuse = if req.transactional_id.is_some() {
+    let refuse = if req.transactional_id.is_some() || has_transactional_batch(&req) {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if acks.is_none() {
         Some(ResponseError::InvalidRequiredAcks.code())
@@ -80,10 +92,10 @@ pub fn handle(
             let (indexes, pendings): (Vec<i32>, Vec<_>) = parts.into_iter().unzip();
             let results = join_all(pendings.into_iter().map(|p| async move {
                 match p {
-                    Err(code) => Err(code),
+                    Err(code) => Err((code, None)),
                     Ok(fut) => fut.await.map_err(|e| {
-                        tracing::debug!(error = %e, "produce failed");
-                        errors::code(&e)
+                        tracing::debug!(error = %e.error, "produce failed");
+                        (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
                     }),
                 }
             }))
@@ -97,7 +109,7 @@ pub fn handle(
                         .with_base_offset(p.base_offset.0 as i64)
                         .with_log_start_offset(p.log_start.0 as i64)
                         .with_log_append_time_ms(-1),
-                    Err(code) => failed(index, code),
+                    Err((code, log_start)) => failed(index, code, log_start),
                 })
                 .collect();
             responses.push(

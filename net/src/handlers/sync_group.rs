@@ -28,14 +28,14 @@ pub async fn handle(
             assignments,
         )
         .await;
-    let resp = match result {
+    // From v5 a successful answer names the protocol type and name; an error
+    // answer leaves both null, as Kafka's does.
+    match result {
+        Ok(assignment) if version >= 5 => SyncGroupResponse::default()
+            .with_assignment(assignment)
+            .with_protocol_type(protocol_type)
+            .with_protocol_name(protocol_name),
         Ok(assignment) => SyncGroupResponse::default().with_assignment(assignment),
         Err(e) => SyncGroupResponse::default().with_error_code(errors::code(&e)),
-    };
-    if version >= 5 {
-        resp.with_protocol_type(protocol_type)
-            .with_protocol_name(protocol_name)
-    } else {
-        resp
     }
 }
