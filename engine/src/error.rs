@@ -15,6 +15,16 @@ pub enum EngineError {
     InvalidTopicName(String),
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
+    /// CreatePartitions asked for no more partitions than the topic has
+    /// (Kafka's words, which `kafka-topics --alter` prints).
+    #[error(
+        "The topic {topic} currently has {current} partition(s); {requested} would not be an increase."
+    )]
+    PartitionsNotIncreased {
+        topic: String,
+        current: u32,
+        requested: u32,
+    },
     #[error("invalid replication factor {0}: this broker is a single node")]
     InvalidReplicationFactor(i16),
     #[error("invalid config: {0}")]

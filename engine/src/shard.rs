@@ -799,16 +799,11 @@ impl Shard {
             )));
         }
         if count <= current.partitions {
-            return Err(EngineError::InvalidPartitions(
-                if count == current.partitions {
-                    format!("topic already has {count} partition(s)")
-                } else {
-                    format!(
-                        "topic {name} currently has {} partition(s); {count} would not be an increase",
-                        current.partitions
-                    )
-                },
-            ));
+            return Err(EngineError::PartitionsNotIncreased {
+                topic: name,
+                current: current.partitions,
+                requested: count,
+            });
         }
         if count > MAX_PARTITIONS_PER_TOPIC {
             return Err(EngineError::InvalidPartitions(format!(

@@ -9,7 +9,9 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
         EngineError::TopicAlreadyExists => E::TopicAlreadyExists,
         EngineError::InvalidTopicName(_) => E::InvalidTopicException,
-        EngineError::InvalidPartitions(_) => E::InvalidPartitions,
+        EngineError::InvalidPartitions(_) | EngineError::PartitionsNotIncreased { .. } => {
+            E::InvalidPartitions
+        }
         EngineError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
         EngineError::InvalidConfig(_) => E::InvalidConfig,
         EngineError::CorruptBatch(b) => batch_code(b),
@@ -54,6 +56,15 @@ fn batch_code(b: &BatchError) -> E {
         BatchError::CrcMismatch { .. } | BatchError::BadLength(_) => E::CorruptMessage,
         BatchError::BadCompression(_) => E::CorruptMessage,
         _ => E::InvalidRecord,
+    }
+}
+
+/// The error message for a topic operation: Kafka's text for an existing topic
+/// (`kafka-topics --create` prints it), the engine's otherwise.
+pub fn topic_message(e: &EngineError, topic: &str) -> String {
+    match e {
+        EngineError::TopicAlreadyExists => format!("Topic '{topic}' already exists."),
+        e => e.to_string(),
     }
 }
 

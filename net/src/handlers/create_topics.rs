@@ -165,10 +165,13 @@ fn answer(
                 r
             }
         }
-        Err(e) => result
-            .with_error_code(errors::code(&e))
-            .with_error_message(Some(StrBytes::from_string(e.to_string())))
-            .with_num_partitions(-1)
-            .with_replication_factor(-1),
+        Err(e) => {
+            let message = errors::topic_message(&e, result.name.as_str());
+            result
+                .with_error_code(errors::code(&e))
+                .with_error_message(Some(StrBytes::from_string(message)))
+                .with_num_partitions(-1)
+                .with_replication_factor(-1)
+        }
     }
 }
