@@ -5,6 +5,7 @@ The cases share one broker (module scope), so damage from one case would
 show up in the following ones too."""
 
 import os
+import random
 import socket
 import struct
 import time
@@ -63,24 +64,27 @@ def test_garbage_bytes(broker):
         assert closed_within(s, CLOSE_TIMEOUT), "connection not closed after garbage with a negative length"
     finally:
         s.close()
-    # a plausible length but a garbage header (bogus api key/version, bad client id length)
+    # a plausible length but a garbage header: api key 0x0b54 is no API, so the
+    # connection is closed (as Kafka does), never answered or left hanging
     s = raw_socket(broker)
     try:
         junk = bytes((i * 73 + 11) & 0xFF for i in range(60))
+        assert struct.unpack(">h", junk[:2])[0] == 0x0B54
         s.sendall(struct.pack(">i", len(junk)) + junk)
-        # the broker may answer or close; it must not hang forever or crash
-        closed_within(s, 2.0)
+        assert closed_within(s, CLOSE_TIMEOUT), "connection not closed after a frame with api key 0x0b54"
     finally:
         s.close()
-    # random binary noise in bulk
+    # binary noise in bulk (seeded): a frame of 1000 bytes whose api key is -1,
+    # then 63 KiB more noise
+    rnd = random.Random(7)
+    noise = struct.pack(">ih", 1000, -1) + bytes(rnd.getrandbits(8) for _ in range(64 * 1024))
     s = raw_socket(broker)
     try:
-        rnd = os.urandom(64 * 1024)
         try:
-            s.sendall(rnd)
+            s.sendall(noise)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        closed_within(s, 2.0)
+        assert closed_within(s, CLOSE_TIMEOUT), "connection not closed after binary noise"
     finally:
         s.close()
     roundtrip_ok(broker)
@@ -175,13 +179,8 @@ def test_api_versions_table(broker):
 def test_unknown_api_key(broker):
     with kp.Conn(broker.bootstrap) as c:
         c.send(9999, 0, b"\x00\x00\x00\x00")
-        # Kafka closes the connection; an error response is acceptable too, silence is not
-        try:
-            c.recv(timeout=CLOSE_TIMEOUT)
-        except kp.ConnectionClosed:
-            pass
-        except ConnectionResetError:
-            pass
+        # Kafka closes the connection without an answer; so does Brook
+        assert c.wait_closed(CLOSE_TIMEOUT), "connection not closed after api key 9999"
     roundtrip_ok(broker)
 
 
@@ -198,11 +197,12 @@ def test_fuzz_findings_over_the_wire(broker, name):
     s = raw_socket(broker)
     try:
         s.sendall(struct.pack(">i", len(body)) + body)
-        # a malformed request closes the connection; a well-formed one is answered
+        # a malformed request closes the connection; a well-formed one is
+        # answered; silence (a timeout here) fails the test
         s.settimeout(CLOSE_TIMEOUT)
         try:
             s.recv(65536)
-        except (socket.timeout, ConnectionResetError):
+        except ConnectionResetError:
             pass
     finally:
         s.close()
