@@ -7,7 +7,6 @@
 //! change, so reading metadata never crosses cores.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -59,24 +58,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), EngineError> {
         return bad("the __brook prefix is reserved");
     }
     Ok(())
-}
-
-/// A random 16-byte topic id (a version-4 UUID).
-pub fn new_topic_id() -> [u8; 16] {
-    let mut id = [0u8; 16];
-    for chunk in id.chunks_mut(8) {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    id
 }
 
 fn hex(id: &[u8; 16]) -> String {
@@ -203,7 +184,7 @@ mod tests {
         let config = defaults.with_overrides(&overrides).unwrap();
         let meta = TopicMeta {
             name: "t".into(),
-            id: new_topic_id(),
+            id: crate::ids::random_uuid(),
             partitions: 3,
             overrides,
             config,
@@ -213,6 +194,6 @@ mod tests {
         c.store(dir.path()).unwrap();
         let back = Catalog::load(dir.path(), &defaults).unwrap();
         assert_eq!(back.topics["t"], meta);
-        assert_ne!(new_topic_id(), new_topic_id());
+        assert_ne!(crate::ids::random_uuid(), crate::ids::random_uuid());
     }
 }

@@ -84,7 +84,7 @@ impl DataDir {
         if let Ok(id) = std::fs::read_to_string(&path) {
             return Ok(id.trim().to_string());
         }
-        let id: String = crate::catalog::new_topic_id()
+        let id: String = crate::ids::random_uuid()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();

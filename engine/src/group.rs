@@ -224,7 +224,7 @@ impl Group {
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
-        let id = crate::catalog::new_topic_id();
+        let id = crate::ids::random_uuid();
         let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
         format!(
             "{client_id}-{}-{}-{}-{}-{}",

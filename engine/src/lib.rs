@@ -21,6 +21,7 @@
 //! - [`shard`]: one core's partitions, and the routing of every operation to the
 //!   shard that owns the partition.
 //! - [`coordinator`]: group coordinator operations, routed to the group's shard.
+//! - [`ids`]: random ids (topic ids, member ids, the cluster id).
 //! - [`data_dir`]: the data directory's layout and the broker's lock on it.
 //! - [`config`], [`error`]: engine settings (Kafka names) and the engine's error enum.
 pub mod aligned;
@@ -32,6 +33,7 @@ pub mod data_dir;
 pub mod error;
 pub mod group;
 pub mod group_log;
+pub mod ids;
 pub mod index;
 pub mod log_open;
 pub mod partition;

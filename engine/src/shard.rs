@@ -27,7 +27,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{join_all, select_all};
 
-use crate::catalog::{Catalog, TopicMeta, new_topic_id, validate_topic_name};
+use crate::catalog::{Catalog, TopicMeta, validate_topic_name};
 use crate::config::EngineConfig;
 use crate::error::EngineError;
 use crate::group::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
@@ -221,7 +221,7 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
     ]);
     let meta = TopicMeta {
         name: OFFSETS_TOPIC.to_string(),
-        id: new_topic_id(),
+        id: crate::ids::random_uuid(),
         partitions: OFFSETS_PARTITIONS,
         config: config.topic_defaults.with_overrides(&overrides)?,
         overrides,
@@ -874,7 +874,7 @@ impl Shard {
             .with_overrides(&t.configs)?;
         Ok(TopicMeta {
             name: t.name.clone(),
-            id: new_topic_id(),
+            id: crate::ids::random_uuid(),
             partitions,
             overrides: t.configs.clone(),
             config,
