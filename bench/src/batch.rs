@@ -53,10 +53,6 @@ impl BatchBuilder {
         }
     }
 
-    pub fn len_bytes(&self) -> usize {
-        self.records.len()
-    }
-
     /// Whether a record with this key and value still fits in a batch of at most
     /// `batch_size` bytes, header included, as Kafka's batch.size bounds it. An
     /// empty batch takes any record, so one larger than `batch_size` is still sent.
