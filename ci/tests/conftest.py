@@ -9,7 +9,6 @@ When a test fails, the tail of the broker's log is attached to its report.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,11 +27,7 @@ TEARDOWN_STOP_TIMEOUT = 30.0
 DEFAULT_PARTITIONS = 3
 SHARDS = 2
 
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from apache_kafka import free_port  # noqa: E402  (one definition for both brokers)
 
 
 def tail(path, n=80):
@@ -200,35 +195,30 @@ def _discard_data_if_passed(request, failed_before, brokers):
             shutil.rmtree(b.data_dir, ignore_errors=True)
 
 
-def _make_broker(tmp_path_factory, name):
-    b = Broker(tmp_path_factory.mktemp(name))
-    b.start()
-    return b
-
-
-@pytest.fixture
-def broker(request, tmp_path_factory):
+def running(request, b, owner):
+    """The body of a broker fixture: starts `b`, yields it, and at teardown stops
+    it, failing the test if it did not stop cleanly; its data dir is dropped when
+    everything passed. `owner` (the test node or module) gets `_brook`, so a
+    failure report carries the broker's log tail."""
     failed_before = request.session.testsfailed
-    b = _make_broker(tmp_path_factory, "brook")
-    request.node._brook = b
+    owner._brook = b
+    b.start()
     yield b
     err = b.stop_for_teardown()
     if err:
         pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
     _discard_data_if_passed(request, failed_before, [b])
+
+
+@pytest.fixture
+def broker(request, tmp_path_factory):
+    yield from running(request, Broker(tmp_path_factory.mktemp("brook")), request.node)
 
 
 @pytest.fixture(scope="module")
 def module_broker(request, tmp_path_factory):
     """One broker shared by a module's tests (tests must use unique topics)."""
-    failed_before = request.session.testsfailed
-    b = _make_broker(tmp_path_factory, "brook-mod")
-    request.module._brook = b
-    yield b
-    err = b.stop_for_teardown()
-    if err:
-        pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
-    _discard_data_if_passed(request, failed_before, [b])
+    yield from running(request, Broker(tmp_path_factory.mktemp("brook-mod")), request.module)
 
 
 @pytest.fixture

@@ -68,16 +68,9 @@ def suggested_row(sid, diff):
 def diff_brook(request, tmp_path_factory):
     """Brook configured like the Kafka beside it: num.partitions 1 (the
     module_broker fixture uses 3), two shards."""
-    from conftest import Broker, _discard_data_if_passed
-    failed_before = request.session.testsfailed
+    from conftest import Broker, running
     b = Broker(tmp_path_factory.mktemp("brook-diff"), extra_args=["--default-partitions", "1"])
-    b.start()
-    request.module._brook = b
-    yield b
-    err = b.stop_for_teardown()
-    if err:
-        pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
-    _discard_data_if_passed(request, failed_before, [b])
+    yield from running(request, b, request.module)
 
 
 def warm_up(bootstrap):

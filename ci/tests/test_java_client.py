@@ -24,7 +24,7 @@ from collections import defaultdict
 import pytest
 
 import kproto
-from conftest import REPO, Broker, _discard_data_if_passed
+from conftest import REPO, Broker, running
 from util import (assert_codec, check_keyed, consume_all, create_topic, produce_keyed, producer, spawn, unique_topic,
                   wait_until)
 
@@ -77,18 +77,10 @@ def explain(lines, stderr):
 def jbroker(request, tmp_path_factory):
     """One broker for the module (tests use unique topics and groups), with the
     initial rebalance delay off, set through the TOML config file."""
-    failed_before = request.session.testsfailed
     d = tmp_path_factory.mktemp("brook-java")
     cfg = d / "brook.toml"
     cfg.write_text('"group.initial.rebalance.delay.ms" = 0\n')
-    b = Broker(d / "broker", extra_args=["--config", str(cfg)])
-    request.module._brook = b
-    b.start()
-    yield b
-    err = b.stop_for_teardown()
-    if err:
-        pytest.fail("%s. Log tail:\n%s" % (err, b.tail()))
-    _discard_data_if_passed(request, failed_before, [b])
+    yield from running(request, Broker(d / "broker", extra_args=["--config", str(cfg)]), request.module)
 
 
 # ---------------------------------------------------------------- producer

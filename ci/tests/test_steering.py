@@ -32,7 +32,7 @@ def connect_from(cpu, port):
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_connection_lands_on_the_shard_of_its_cpu(make_broker, monkeypatch):
-    monkeypatch.setenv("RUST_LOG", "info,brook_net::server=debug")
+    monkeypatch.setenv("RUST_LOG", "info,brook_net::listener=debug")
     b = make_broker(lambda b: ["--shards", "2"])
     assert "connections steered to the shard on their receiving CPU" in b.log_text()
     cpus = [0, 1, 1, 0, 0, 1, 1, 0]
@@ -43,7 +43,7 @@ def test_connection_lands_on_the_shard_of_its_cpu(make_broker, monkeypatch):
 
 
 def test_no_steer_and_too_many_shards_fall_back_to_hashing(make_broker, monkeypatch):
-    monkeypatch.setenv("RUST_LOG", "info,brook_net::server=debug")
+    monkeypatch.setenv("RUST_LOG", "info,brook_net::listener=debug")
     cores = os.cpu_count()
     b = make_broker(lambda b: ["--shards", str(cores + 1)])
     assert "steered" not in b.log_text(), "steering with more shards than cores strands some shards"
