@@ -126,17 +126,27 @@ start_broker() {
       bk_start_broker "$RUN/brook" "$RES/$t.$name.broker.log"
       log "$t $name: broker ${BROKER_CMD[*]}";;
     kafka|kafka-fsync)
-      rm -rf "$RUN/kafka"; mkdir -p "$RUN/kafka"; port="$(bk_port)"
+      port="$(bk_port)"
       local cmd=(python3 "$ROOT/ci/tests/apache_kafka.py" --dir "$RUN/kafka" --port "$port" --heap "$HEAP"
                  --prop num.partitions=8)
       [[ "$name" == kafka-fsync ]] && cmd+=(--prop log.flush.interval.messages=1)
       log "$t $name: broker ${cmd[*]}"
-      "${cmd[@]}" >"$RES/$t.$name.wrapper.out" 2>&1 &
-      WRAP_PID=$!
-      for _ in $(seq 1500); do   # format + start, up to 150 s on a busy machine
+      # up to 3 attempts: apache_kafka.py's random cluster id can start with '-', which
+      # kafka-storage format then reads as an option ("expected one argument")
+      local attempt
+      for attempt in 1 2 3; do
+        rm -rf "$RUN/kafka"; mkdir -p "$RUN/kafka"
+        "${cmd[@]}" >"$RES/$t.$name.wrapper.out" 2>&1 &
+        WRAP_PID=$!
+        for _ in $(seq 1500); do   # format + start, up to 150 s on a busy machine
+          grep -q '^apache-kafka ready' "$RES/$t.$name.wrapper.out" && break
+          kill -0 "$WRAP_PID" 2>/dev/null || break
+          sleep 0.1
+        done
         grep -q '^apache-kafka ready' "$RES/$t.$name.wrapper.out" && break
-        kill -0 "$WRAP_PID" 2>/dev/null || break
-        sleep 0.1
+        log "$t $name: kafka did not start (attempt $attempt): $(grep -m1 -E 'error|Error' "$RES/$t.$name.wrapper.out" | cut -c1-200)"
+        cp "$RES/$t.$name.wrapper.out" "$RES/$t.$name.wrapper.attempt$attempt.out"
+        stop_broker
       done
       if ! grep -q '^apache-kafka ready' "$RES/$t.$name.wrapper.out"; then
         echo "kafka did not start:" >&2; tail -20 "$RES/$t.$name.wrapper.out" >&2; return 1

@@ -47,8 +47,12 @@ def free_port():
 
 
 def kafka_cluster_id():
-    """A random cluster id in Kafka's form (base64url of 16 bytes, no padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random cluster id in Kafka's form (base64url of 16 bytes, no padding).
+    One that starts with '-' would read as an option to kafka-storage: draw again."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 class ApacheKafka:
