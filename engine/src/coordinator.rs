@@ -11,7 +11,6 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::future::join_all;
 
 use crate::error::EngineError;
 use crate::group::{
@@ -20,7 +19,7 @@ use crate::group::{
 };
 use crate::group_log;
 use crate::shard::{Acks, Shard, shard_of};
-use crate::types::{ShardId, TopicPartition};
+use crate::types::TopicPartition;
 
 type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
@@ -237,8 +236,8 @@ impl Shard {
 
     /// Every group on every shard.
     pub async fn list_groups(self: &Rc<Self>) -> Vec<GroupListing> {
-        let asks = (0..self.shards()).map(|i| {
-            self.invoke_on(ShardId(i), |s| async move {
+        let listed = self
+            .invoke_on_all(|s| async move {
                 s.groups
                     .borrow()
                     .values()
@@ -249,13 +248,8 @@ impl Shard {
                     })
                     .collect::<Vec<_>>()
             })
-        });
-        let mut all: Vec<GroupListing> = join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .flatten()
-            .collect();
+            .await;
+        let mut all: Vec<GroupListing> = listed.into_iter().flatten().flatten().collect();
         all.sort_by(|a, b| a.group.cmp(&b.group));
         all
     }

@@ -388,6 +388,17 @@ impl Shard {
         async move { rx.await.map_err(|_| EngineError::ShuttingDown) }
     }
 
+    /// Runs `f` on every shard (this one included, through its own ring, so all
+    /// see the same order) and waits for all; the results in shard order.
+    pub async fn invoke_on_all<R, F, Fut>(&self, f: F) -> Vec<Result<R, EngineError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        join_all((0..self.shards()).map(|s| self.invoke_on(ShardId(s), f.clone()))).await
+    }
+
     fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
         self.partitions
             .borrow()
@@ -720,13 +731,10 @@ impl Shard {
         }
         next.store(&self.shared.config.data_dir)?;
         let next = Arc::new(next);
-        let sends = (0..self.shards()).map(|s| {
-            let q = next.clone();
-            self.invoke_on(ShardId(s), move |shard| async move {
-                *shard.quotas.borrow_mut() = q;
-            })
-        });
-        join_all(sends).await;
+        self.invoke_on_all(move |shard| async move {
+            *shard.quotas.borrow_mut() = next;
+        })
+        .await;
         Ok(results)
     }
 }
@@ -828,16 +836,16 @@ impl Shard {
 
     /// Opens every partition of `meta` on its owner (those already open are kept).
     async fn open_everywhere(self: &Rc<Self>, meta: &TopicMeta) -> Result<(), EngineError> {
-        let opens = (0..self.shards()).map(|s| {
-            let m = meta.clone();
-            self.invoke_on(ShardId(s), move |shard| async move {
+        let m = meta.clone();
+        let opened = self
+            .invoke_on_all(move |shard| async move {
                 let mine: Vec<u32> = (0..m.partitions)
                     .filter(|&p| shard.owns(&m.name, p))
                     .collect();
                 shard.open_partitions(&m, &mine)
             })
-        });
-        for r in join_all(opens).await {
+            .await;
+        for r in opened {
             r??;
         }
         Ok(())
@@ -882,13 +890,10 @@ impl Shard {
     }
 
     async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
-        let sends = (0..self.shards()).map(|s| {
-            let c = catalog.clone();
-            self.invoke_on(ShardId(s), move |shard| async move {
-                *shard.catalog.borrow_mut() = c;
-            })
-        });
-        join_all(sends).await;
+        self.invoke_on_all(move |shard| async move {
+            *shard.catalog.borrow_mut() = catalog;
+        })
+        .await;
     }
 
     /// Deletes a topic and its data (on shard 0, wherever it is called).
@@ -912,20 +917,18 @@ impl Shard {
         let Some(meta) = self.catalog().topics.get(&name).cloned() else {
             return Err(EngineError::UnknownTopicOrPartition);
         };
-        let closes = (0..self.shards()).map(|s| {
-            let m = meta.clone();
-            self.invoke_on(ShardId(s), move |shard| async move {
-                for p in (0..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
-                    let tp = TopicPartition { topic: m.name.clone(), partition: p };
-                    shard.close_partition(&tp).await;
-                    let dir = Partition::dir_for(&shard.shared.config.data_dir, &tp);
-                    if let Err(e) = std::fs::remove_dir_all(&dir) {
-                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
-                    }
+        let m = meta.clone();
+        self.invoke_on_all(move |shard| async move {
+            for p in (0..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
+                let tp = TopicPartition { topic: m.name.clone(), partition: p };
+                shard.close_partition(&tp).await;
+                let dir = Partition::dir_for(&shard.shared.config.data_dir, &tp);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
                 }
-            })
-        });
-        join_all(closes).await;
+            }
+        })
+        .await;
         let mut next = (*self.catalog()).clone();
         next.topics.remove(&name);
         next.store(&self.shared.config.data_dir)?;
