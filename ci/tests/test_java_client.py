@@ -327,6 +327,16 @@ def test_group_member_killed_survivors_take_over(jbroker, procs, tmp_path, assig
 
 # ---------------------------------------------------------------- admin
 
+def results_by_step(lines):
+    """{step: its `RESULT step OK|FAIL …` line} from a multi-step Java program."""
+    results = {}
+    for line in lines:
+        parts = line.split(" ", 3)
+        if parts[0] == "RESULT":
+            results[parts[1]] = line
+    return results
+
+
 ADMIN_STEPS = ["cluster", "topics", "describe-by-id", "create-partitions", "groups", "delete-topics"]
 
 
@@ -334,12 +344,7 @@ ADMIN_STEPS = ["cluster", "topics", "describe-by-id", "create-partitions", "grou
 def admin_results(jbroker):
     lines, stderr, rc = run_java("AdminOps", jbroker.bootstrap, "all", timeout=200,
                                  env={"PREFIX": unique_topic("java-admin")})
-    results = {}
-    for line in lines:
-        parts = line.split(" ", 3)
-        if parts[0] == "RESULT":
-            results[parts[1]] = line
-    return results, lines, stderr
+    return results_by_step(lines), lines, stderr
 
 
 @pytest.mark.parametrize("step", ADMIN_STEPS)
@@ -398,12 +403,7 @@ PROBES = ["auto-create", "small-fetch", "too-large", "static-membership"]
 @pytest.fixture(scope="module")
 def probe_results(jbroker):
     lines, stderr, rc = run_java("Probes", jbroker.bootstrap, unique_topic("java-probe"), "all", timeout=200)
-    results = {}
-    for line in lines:
-        parts = line.split(" ", 3)
-        if parts[0] == "RESULT":
-            results[parts[1]] = line
-    return results, lines, stderr
+    return results_by_step(lines), lines, stderr
 
 
 @pytest.mark.parametrize("probe", PROBES)
