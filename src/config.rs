@@ -205,6 +205,12 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     if let Some(b) = num("brook.cache.partition.bytes")? {
         engine.cache_bytes_per_partition = b.max(0) as usize;
     }
+    if let Some(ms) = num("log.flush.offset.checkpoint.interval.ms")? {
+        engine.checkpoint_interval = Duration::from_millis(ms.max(100) as u64);
+    }
+    if let Some(b) = num("brook.write.buffer.pool.bytes")? {
+        engine.write_pool_bytes = b.max(0) as usize;
+    }
     let node_id = cli
         .node_id
         .or(num("node.id")?.map(|n| n as i32))

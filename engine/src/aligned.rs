@@ -5,7 +5,7 @@
 //! Brook targets). `AlignedBuf` owns such memory and implements compio's `IoBuf`
 //! so it can be moved into an io_uring write and handed back with the result.
 
-use std::alloc::{Layout, alloc, alloc_zeroed, dealloc};
+use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
 /// Block size every O_DIRECT write is aligned to.
@@ -22,7 +22,11 @@ pub fn round_down(n: u64) -> u64 {
     n - n % BLOCK_BYTES as u64
 }
 
-/// Owned, zero-initialised, 4 KiB-aligned bytes with a fill length.
+/// Owned, 4 KiB-aligned bytes with a fill length.
+///
+/// The memory is not zeroed when allocated: only the filled bytes and, when the
+/// buffer is written, the padding of its last block ([`AlignedBuf::into_padded`])
+/// are ever read, so an idle megabyte costs no resident memory until it is used.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     capacity: usize,
@@ -35,10 +39,19 @@ unsafe impl Send for AlignedBuf {}
 impl AlignedBuf {
     /// A buffer that can hold at least `capacity` bytes (rounded up to whole blocks).
     pub fn with_capacity(capacity: usize) -> Self {
-        let (ptr, capacity) = allocate(capacity, true);
+        let (ptr, capacity) = allocate(capacity);
         AlignedBuf {
             ptr,
             capacity,
+            len: 0,
+        }
+    }
+
+    /// A buffer with no memory at all (capacity 0); the first append allocates.
+    pub fn empty() -> Self {
+        AlignedBuf {
+            ptr: NonNull::<[u8; BLOCK_BYTES]>::dangling().cast(),
+            capacity: 0,
             len: 0,
         }
     }
@@ -56,7 +69,7 @@ impl AlignedBuf {
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for `capacity` bytes, all initialised; len <= capacity.
+        // SAFETY: the first `len` bytes were written by `extend_from_slice`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -104,7 +117,8 @@ impl AlignedBuf {
     /// A view of this buffer padded with zeros to whole blocks, for O_DIRECT writes.
     pub fn into_padded(self) -> PaddedBuf {
         let (len, padded) = (self.len, self.padded_len());
-        // SAFETY: padded <= capacity (a whole number of blocks); we own the bytes.
+        // SAFETY: padded <= capacity (a whole number of blocks, 0 for an empty
+        // buffer, where this writes nothing); we own the bytes.
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(len), 0, padded - len) };
         PaddedBuf(self)
     }
@@ -118,24 +132,20 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: from `allocate` with this capacity, and no longer used.
-        unsafe { release(self.ptr, self.capacity) }
+        if self.capacity > 0 {
+            // SAFETY: from `allocate` with this capacity, and no longer used.
+            unsafe { release(self.ptr, self.capacity) }
+        }
     }
 }
 
-/// Block-aligned memory of at least `capacity` bytes (rounded up to whole
-/// blocks), zeroed or not; returns it with its rounded capacity.
-fn allocate(capacity: usize, zeroed: bool) -> (NonNull<u8>, usize) {
+/// Block-aligned, uninitialised memory of at least `capacity` bytes (rounded up
+/// to whole blocks); returns it with its rounded capacity.
+fn allocate(capacity: usize) -> (NonNull<u8>, usize) {
     let capacity = round_up(capacity.max(BLOCK_BYTES) as u64) as usize;
     let layout = Layout::from_size_align(capacity, BLOCK_BYTES).expect("aligned layout");
     // SAFETY: layout has non-zero size.
-    let raw = unsafe {
-        if zeroed {
-            alloc_zeroed(layout)
-        } else {
-            alloc(layout)
-        }
-    };
+    let raw = unsafe { alloc(layout) };
     let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
     (ptr, capacity)
 }
@@ -168,7 +178,7 @@ impl compio::buf::IoBuf for PaddedBuf {
             "padded length {len} exceeds capacity {}",
             self.0.capacity
         );
-        // SAFETY: capacity is a whole number of blocks, initialised at allocation;
+        // SAFETY: the first `len` bytes were filled by `extend_from_slice` and
         // `into_padded` zeroed the bytes between `len` and the block boundary.
         unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), len) }
     }
@@ -192,7 +202,7 @@ unsafe impl Sync for ReadBuf {}
 impl ReadBuf {
     /// An empty buffer of at least `capacity` bytes (rounded up to whole blocks).
     pub fn with_capacity(capacity: usize) -> Self {
-        let (ptr, capacity) = allocate(capacity, false);
+        let (ptr, capacity) = allocate(capacity);
         ReadBuf {
             ptr,
             capacity,

@@ -170,6 +170,13 @@ pub struct EngineConfig {
     pub cache_bytes_per_partition: usize,
     /// How often retention is applied (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval: Duration,
+    /// How often partitions that took writes record a recovery checkpoint
+    /// (Kafka's `log.flush.offset.checkpoint.interval.ms`): a crash restart
+    /// reads at most about this long's worth of writes per partition.
+    pub checkpoint_interval: Duration,
+    /// Idle write buffers each shard keeps for partitions being written
+    /// (`brook.write.buffer.pool.bytes`; see `writer`).
+    pub write_pool_bytes: usize,
     pub group: crate::group::GroupConfig,
 }
 
@@ -184,6 +191,8 @@ impl EngineConfig {
             topic_defaults: TopicConfig::default(),
             cache_bytes_per_partition: 8 << 20,
             retention_check_interval: Duration::from_secs(300),
+            checkpoint_interval: Duration::from_secs(10),
+            write_pool_bytes: crate::writer::DEFAULT_POOL_BYTES,
             group: crate::group::GroupConfig::default(),
         }
     }

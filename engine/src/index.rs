@@ -371,6 +371,15 @@ pub struct IndexBuilder {
     next_pos: Option<FilePos>,
 }
 
+/// An [`IndexBuilder`]'s position between batches (see [`IndexBuilder::resume_state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeState {
+    pub bytes_since_last_entry: u64,
+    pub max_so_far: Option<TimeIndexEntry>,
+    pub time_tail_fixed: bool,
+    pub next_pos: Option<FilePos>,
+}
+
 impl Default for IndexBuilder {
     fn default() -> Self {
         Self::new(DEFAULT_INDEX_INTERVAL_BYTES)
@@ -404,6 +413,40 @@ impl IndexBuilder {
             times,
             max_so_far,
             next_pos: None,
+            ..Self::new(interval_bytes)
+        }
+    }
+
+    /// Bytes of log between offset index entries.
+    pub fn interval_bytes(&self) -> u32 {
+        self.interval_bytes
+    }
+
+    /// Where this builder stands, beyond its two indexes: what a recovery
+    /// checkpoint stores to resume it with [`IndexBuilder::resume`].
+    pub fn resume_state(&self) -> ResumeState {
+        ResumeState {
+            bytes_since_last_entry: self.bytes_since_last_entry,
+            max_so_far: self.max_so_far,
+            time_tail_fixed: self.time_tail_fixed,
+            next_pos: self.next_pos,
+        }
+    }
+
+    /// A builder exactly as the one `state` was taken from, indexes included.
+    pub fn resume(
+        interval_bytes: u32,
+        offsets: OffsetIndex,
+        times: TimeIndex,
+        state: ResumeState,
+    ) -> Self {
+        IndexBuilder {
+            offsets,
+            times,
+            bytes_since_last_entry: state.bytes_since_last_entry,
+            max_so_far: state.max_so_far,
+            time_tail_fixed: state.time_tail_fixed,
+            next_pos: state.next_pos,
             ..Self::new(interval_bytes)
         }
     }

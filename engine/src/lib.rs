@@ -9,6 +9,10 @@
 //! - [`recovery`]: scanning a segment file, stopping at the first torn or corrupt batch.
 //! - [`producer`]: idempotent-producer sequence state per partition.
 //! - [`segment`]: one `<base>.log` file — appends, sealing, disk reads.
+//! - [`writer`]: the O_DIRECT write side of the active segment, and the shard's
+//!   pool of write buffers.
+//! - [`checkpoint`]: a partition's recovery checkpoint (durable point, its
+//!   indexes and producer state), so restarts read only what came after it.
 //! - [`log_open`]: opening a partition's segments after a clean stop or a crash
 //!   (finishing interrupted seals, truncating a torn tail).
 //! - [`partition`]: segments + batch cache + producer state + the group-commit flusher.
@@ -27,6 +31,7 @@
 pub mod aligned;
 pub mod batch;
 pub mod catalog;
+pub mod checkpoint;
 pub mod config;
 pub mod coordinator;
 pub mod data_dir;
@@ -45,6 +50,7 @@ pub mod ring;
 pub mod segment;
 pub mod shard;
 pub mod types;
+pub mod writer;
 
 pub use config::{EngineConfig, FlushPolicy, TopicConfig};
 pub use error::EngineError;

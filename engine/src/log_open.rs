@@ -13,15 +13,24 @@
 //!
 //! A damaged *sealed* segment is handled as Kafka does: the log is truncated at the
 //! damage and every later segment is deleted, so offsets stay dense.
+//!
+//! With a sound recovery checkpoint (see `checkpoint`) only what follows its
+//! point is read: earlier segments open from their index files, the point's
+//! segment resumes its indexes and producer state from the checkpoint and is
+//! scanned from the point on, later segments are scanned whole (and their
+//! producer state replayed). Without one, every segment's producer state would
+//! have to be read; Brook then replays the last sealed segment and the active
+//! one, which covers every producer that wrote recently.
 
 use std::path::Path;
 
 use crate::batch::{BATCH_HEADER_LEN, parse_header};
+use crate::checkpoint::Checkpoint;
 use crate::error::EngineError;
 use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::index::{IndexBuilder, read_offset_index, read_time_index};
 use crate::producer::ProducerStateTable;
-use crate::recovery::{ScanOutcome, StopReason, scan_segment};
+use crate::recovery::{ScanOutcome, StopReason, scan_segment_from};
 use crate::segment::{Segment, index_path, log_path, time_index_path};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
@@ -51,16 +60,25 @@ struct Scanned {
     file_len: u64,
 }
 
+/// Scans segment `base` from its start, or from the checkpoint's point when
+/// the checkpoint is in this segment (resuming its indexes).
 fn scan(
     dir: &Path,
     base: Offset,
+    from: Option<&Checkpoint>,
     producers: &mut ProducerStateTable,
 ) -> Result<Scanned, EngineError> {
     let file = std::fs::File::open(log_path(dir, base))?;
     let file_len = file.metadata()?.len();
-    let mut index = IndexBuilder::new(DEFAULT_INDEX_INTERVAL_BYTES);
-    let mut max_timestamp: Option<TimestampMs> = None;
-    let outcome = scan_segment(&file, file_len, base, |pos, info| {
+    let (start, mut index) = match from {
+        Some(c) => ((c.pos, c.next_offset), c.index.clone()),
+        None => (
+            (FilePos(0), base),
+            IndexBuilder::new(DEFAULT_INDEX_INTERVAL_BYTES),
+        ),
+    };
+    let mut max_timestamp = index.max_timestamp();
+    let outcome = scan_segment_from(&file, file_len, start, |pos, info| {
         index.on_batch(pos, info, base);
         if max_timestamp.is_none_or(|m| info.max_timestamp > m) {
             max_timestamp = Some(info.max_timestamp);
@@ -108,19 +126,18 @@ fn remove_segment_files(dir: &Path, base: Offset) {
     }
 }
 
-/// Replays the batch headers of a sealed segment into the producer table, so an
-/// idempotent producer whose last batches sit just before a roll is still known
-/// after a restart (Kafka keeps producer snapshots for this; reading one
-/// segment's headers costs one sequential read of it).
+/// Replays the batch headers of a sealed segment from `from` on into the
+/// producer table, so an idempotent producer whose last batches sit before a
+/// roll is still known after a restart.
 fn replay_producers(
     dir: &Path,
     base: Offset,
-    size: u64,
+    (from, size): (u64, u64),
     producers: &mut ProducerStateTable,
 ) -> Result<(), EngineError> {
     const CHUNK: usize = 4 << 20;
     let file = std::fs::File::open(log_path(dir, base))?;
-    let mut pos = 0u64;
+    let mut pos = from;
     let mut buf = vec![0u8; CHUNK];
     while pos + BATCH_HEADER_LEN as u64 <= size {
         let n = ((size - pos) as usize).min(CHUNK);
@@ -136,33 +153,123 @@ fn replay_producers(
     Ok(())
 }
 
-/// Opens every segment of a partition; the last one is returned ready for appends.
+/// Whether a checkpoint can be used with the segments on disk.
+fn usable(dir: &Path, bases: &[Offset], c: &Checkpoint) -> bool {
+    bases.contains(&c.segment)
+        && c.next_offset >= c.segment
+        && std::fs::metadata(log_path(dir, c.segment)).is_ok_and(|m| m.len() >= c.pos.0)
+}
+
+/// A partition's log as opened.
+pub struct Recovered {
+    /// Oldest first; the last one is ready for appends.
+    pub segments: Vec<Segment>,
+    /// The clean-stop checkpoint the log was reopened at, marked not clean:
+    /// it must replace the clean one on disk before anything is written.
+    pub reopened_clean: Option<Checkpoint>,
+    /// The offset the checkpoint on disk (if any) describes.
+    pub checkpointed_end: Option<Offset>,
+}
+
+/// Opens every segment of a partition.
 pub fn recover_partition(
     dir: &Path,
     tp: &TopicPartition,
     producers: &mut ProducerStateTable,
-) -> Result<Vec<Segment>, EngineError> {
+) -> Result<Recovered, EngineError> {
     let bases = segment_bases(dir)?;
     if bases.is_empty() {
-        return Ok(vec![Segment::create(
-            dir,
-            Offset(0),
-            DEFAULT_INDEX_INTERVAL_BYTES,
-        )?]);
+        return Ok(Recovered {
+            segments: vec![Segment::create(
+                dir,
+                Offset(0),
+                DEFAULT_INDEX_INTERVAL_BYTES,
+            )?],
+            reopened_clean: None,
+            checkpointed_end: None,
+        });
     }
+    let checkpoint = Checkpoint::read(dir).filter(|c| {
+        let ok = usable(dir, &bases, c);
+        if !ok {
+            tracing::warn!(partition = %tp, segment = %c.segment, "recovery checkpoint does not match the segments; recovering from the segments");
+        }
+        ok
+    });
+    if let Some(c) = &checkpoint {
+        *producers = c.producers.clone();
+    }
+    match open_segments(dir, tp, &bases, checkpoint.as_ref(), producers)? {
+        Some(segments) => {
+            let end = segments.last().expect("at least one segment").next_offset;
+            let reopened_clean = checkpoint
+                .as_ref()
+                .filter(|c| c.clean && c.next_offset == end)
+                .map(|c| Checkpoint {
+                    clean: false,
+                    ..c.clone()
+                });
+            Ok(Recovered {
+                segments,
+                reopened_clean,
+                checkpointed_end: checkpoint.map(|c| c.next_offset),
+            })
+        }
+        None => {
+            // A segment before the checkpoint was damaged: the log now ends
+            // there, so the checkpoint describes a log that no longer exists.
+            let _ = std::fs::remove_file(crate::checkpoint::path(dir));
+            *producers = ProducerStateTable::new();
+            let bases = segment_bases(dir)?;
+            let segments = open_segments(dir, tp, &bases, None, producers)?
+                .expect("without a checkpoint the segments always open");
+            Ok(Recovered {
+                segments,
+                reopened_clean: None,
+                checkpointed_end: None,
+            })
+        }
+    }
+}
+
+/// Opens the segments `bases` (ascending, at least one), using `checkpoint`
+/// when given. `None` when a segment before the checkpoint was damaged (the
+/// log was truncated there and the caller must start again without it).
+fn open_segments(
+    dir: &Path,
+    tp: &TopicPartition,
+    bases: &[Offset],
+    checkpoint: Option<&Checkpoint>,
+    producers: &mut ProducerStateTable,
+) -> Result<Option<Vec<Segment>>, EngineError> {
     let mut segments = Vec::with_capacity(bases.len());
+    // Producer state before the checkpoint is in the checkpoint: batches read
+    // there (a segment whose indexes must be rebuilt) go to a scratch table.
+    let mut scratch = ProducerStateTable::new();
     for (i, &base) in bases.iter().enumerate() {
         let next_base = bases.get(i + 1).copied();
+        let before = checkpoint.is_some_and(|c| base < c.segment);
+        let at = checkpoint.filter(|c| c.segment == base);
         if let Some(nb) = next_base
             && let Some(seg) = open_from_indexes(dir, base, nb)?
         {
-            if i + 2 == bases.len() {
-                replay_producers(dir, base, seg.size, producers)?;
+            let replay_from = match checkpoint {
+                None => (i + 2 == bases.len()).then_some(0),
+                Some(_) if before => None,
+                Some(c) => Some(if at.is_some() { c.pos.0 } else { 0 }),
+            };
+            if let Some(from) = replay_from {
+                replay_producers(dir, base, (from, seg.size), producers)?;
             }
             segments.push(seg);
             continue;
         }
-        let s = scan(dir, base, producers)?;
+        let table = if before {
+            &mut scratch
+        } else {
+            &mut *producers
+        };
+        let s = scan(dir, base, at, table)?;
         // Complete: every batch up to the next segment's base, then the end of the
         // file or preallocated zeros. Zeros mean the roll's seal (truncate, fsync,
         // indexes: `SealJob`, off the reactor, possibly after later batches were
@@ -199,20 +306,21 @@ pub fn recover_partition(
             segments.push(seg);
             continue;
         }
-        if let Some(stop) = &s.outcome.stop
-            && !matches!(stop, StopReason::EndOfData)
-        {
-            tracing::warn!(partition = %tp, segment = %base, ?stop, valid_len = s.outcome.valid_len.0, "log tail truncated during recovery");
+        if before {
+            // Truncated below the checkpoint: reopen without it.
+            truncate_at_damage(dir, tp, bases, i, &s)?;
+            return Ok(None);
         }
-        for &later in &bases[i + 1..] {
-            tracing::warn!(partition = %tp, segment = %later, "deleting segment after a damaged one");
-            remove_segment_files(dir, later);
+        // After a clean stop the log ends exactly at the checkpoint and only
+        // preallocated zeros follow: nothing to cut.
+        let clean_end = at.is_some_and(|c| {
+            c.clean
+                && s.outcome.valid_len == c.pos
+                && matches!(s.outcome.stop, None | Some(StopReason::EndOfData))
+        });
+        if !clean_end {
+            truncate_at_damage(dir, tp, bases, i, &s)?;
         }
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(log_path(dir, base))?;
-        f.set_len(s.outcome.valid_len.0)?;
-        f.sync_all()?;
         let valid = FilePos(s.outcome.valid_len.0);
         segments.push(Segment::open_active(
             dir,
@@ -222,7 +330,34 @@ pub fn recover_partition(
             s.outcome.next_offset,
             s.max_timestamp,
         )?);
-        return Ok(segments);
+        return Ok(Some(segments));
     }
     unreachable!("the last segment always returns from the loop")
+}
+
+/// Cuts the log at the end of segment `bases[i]`'s valid data: deletes every
+/// later segment and truncates this one's file there.
+fn truncate_at_damage(
+    dir: &Path,
+    tp: &TopicPartition,
+    bases: &[Offset],
+    i: usize,
+    s: &Scanned,
+) -> Result<(), EngineError> {
+    let base = bases[i];
+    if let Some(stop) = &s.outcome.stop
+        && !matches!(stop, StopReason::EndOfData)
+    {
+        tracing::warn!(partition = %tp, segment = %base, ?stop, valid_len = s.outcome.valid_len.0, "log tail truncated during recovery");
+    }
+    for &later in &bases[i + 1..] {
+        tracing::warn!(partition = %tp, segment = %later, "deleting segment after a damaged one");
+        remove_segment_files(dir, later);
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(log_path(dir, base))?;
+    f.set_len(s.outcome.valid_len.0)?;
+    f.sync_all()?;
+    Ok(())
 }

@@ -262,6 +262,22 @@ impl ProducerStateTable {
         }
     }
 
+    /// Every producer id with its state, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
+
+    /// Puts back a producer's state as [`iter`](Self::iter) showed it (a
+    /// snapshot being loaded); at most the last [`NUM_BATCHES_TO_RETAIN`]
+    /// batches are kept.
+    pub fn restore(&mut self, producer_id: u64, epoch: u16, batches: &[BatchMetadata]) {
+        let entry = self.entry(producer_id, epoch);
+        entry.set_epoch(epoch);
+        for b in batches {
+            entry.push(*b);
+        }
+    }
+
     /// The state kept for `producer_id`, if any.
     pub fn get(&self, producer_id: u64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)

@@ -69,25 +69,34 @@ pub struct ScanOutcome {
     pub stop: Option<StopReason>,
 }
 
+/// First read of a scan. Reads double from here up to the chunk size, so a
+/// scan that finds the end of the data at once (a segment reopened at its
+/// recovery checkpoint, an empty one) reads kilobytes, not megabytes of
+/// preallocated zeros.
+const FIRST_READ_BYTES: usize = 16 << 10;
+
 /// Sequential reader keeping a window of the file in memory.
 struct ChunkReader<'f> {
     file: &'f File,
     file_len: u64,
     chunk_bytes: usize,
+    /// Size of the next read: doubles up to `chunk_bytes`.
+    next_read: usize,
     buf: Vec<u8>,
     /// File position of `buf[0]`.
     start: u64,
 }
 
 impl<'f> ChunkReader<'f> {
-    fn new(file: &'f File, file_len: u64, chunk_bytes: usize) -> Self {
+    fn new(file: &'f File, file_len: u64, chunk_bytes: usize, start: u64) -> Self {
         assert!(chunk_bytes > 0, "scan chunk must be at least one byte");
         ChunkReader {
             file,
             file_len,
             chunk_bytes,
+            next_read: FIRST_READ_BYTES.min(chunk_bytes),
             buf: Vec::new(),
-            start: 0,
+            start,
         }
     }
 
@@ -113,7 +122,8 @@ impl<'f> ChunkReader<'f> {
         self.buf.drain(..keep_from);
         self.start += keep_from as u64;
         let have = self.buf.len();
-        let want_end = (pos + len.max(self.chunk_bytes) as u64).min(self.file_len);
+        let want_end = (pos + len.max(self.next_read) as u64).min(self.file_len);
+        self.next_read = (self.next_read * 2).min(self.chunk_bytes);
         let want = (want_end - self.start) as usize;
         self.buf.resize(want, 0);
         self.file
@@ -132,18 +142,40 @@ pub fn scan_segment(
     base: Offset,
     on_batch: impl FnMut(FilePos, &BatchInfo),
 ) -> std::io::Result<ScanOutcome> {
-    scan_with_chunk(file, file_len, base, SCAN_CHUNK_BYTES, on_batch)
+    scan_with_chunk(
+        file,
+        file_len,
+        (FilePos(0), base),
+        SCAN_CHUNK_BYTES,
+        on_batch,
+    )
+}
+
+/// [`scan_segment`] from a known batch boundary on: `from` is the position
+/// and offset of the next batch, as a recovery checkpoint recorded them.
+pub fn scan_segment_from(
+    file: &File,
+    file_len: u64,
+    from: (FilePos, Offset),
+    on_batch: impl FnMut(FilePos, &BatchInfo),
+) -> std::io::Result<ScanOutcome> {
+    scan_with_chunk(file, file_len, from, SCAN_CHUNK_BYTES, on_batch)
 }
 
 fn scan_with_chunk(
     file: &File,
     file_len: u64,
-    base: Offset,
+    (start, first_offset): (FilePos, Offset),
     chunk_bytes: usize,
     mut on_batch: impl FnMut(FilePos, &BatchInfo),
 ) -> std::io::Result<ScanOutcome> {
-    let mut reader = ChunkReader::new(file, file_len, chunk_bytes);
-    let (mut pos, mut next_offset) = (0u64, base);
+    assert!(
+        start.0 <= file_len,
+        "scan from {} past the file's end {file_len}",
+        start.0
+    );
+    let mut reader = ChunkReader::new(file, file_len, chunk_bytes, start.0);
+    let (mut pos, mut next_offset) = (start.0, first_offset);
     let stop = loop {
         if pos == file_len {
             break None;
@@ -274,9 +306,13 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(bytes).unwrap();
         let mut seen = Vec::new();
-        let out = scan_with_chunk(&f, bytes.len() as u64, Offset(BASE), chunk, |p, i| {
-            seen.push((p, *i))
-        })
+        let out = scan_with_chunk(
+            &f,
+            bytes.len() as u64,
+            (FilePos(0), Offset(BASE)),
+            chunk,
+            |p, i| seen.push((p, *i)),
+        )
         .unwrap();
         (out, seen)
     }
@@ -333,6 +369,40 @@ mod tests {
         let (out, seen) = scan(&bytes, 1000);
         assert_prefix(&out, &seen, &written, 3);
         assert_eq!(out.stop, Some(StopReason::EndOfData));
+    }
+
+    #[test]
+    fn a_scan_from_a_checkpoint_sees_only_what_follows_it() {
+        let (mut bytes, written) = segment(&[(3, 10), (1, 5000), (2, 7), (4, 100)]);
+        let end = bytes.len() as u64;
+        bytes.extend_from_slice(&[0u8; 64 << 10]);
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&bytes).unwrap();
+        let from = &written[2];
+        let mut seen = Vec::new();
+        let out = scan_segment_from(
+            &f,
+            bytes.len() as u64,
+            (FilePos(from.pos), from.info.base_offset),
+            |p, i| seen.push((p.0, *i)),
+        )
+        .unwrap();
+        let expected: Vec<_> = written[2..].iter().map(|w| (w.pos, w.info)).collect();
+        assert_eq!(seen, expected);
+        assert_eq!(out.valid_len, FilePos(end));
+        assert_eq!(out.stop, Some(StopReason::EndOfData));
+        // At the end of the data nothing is read past the first small window.
+        let out = scan_segment_from(
+            &f,
+            bytes.len() as u64,
+            (FilePos(end), out.next_offset),
+            |_, _| panic!("no batch after the end"),
+        )
+        .unwrap();
+        assert_eq!(
+            (out.valid_len, out.stop),
+            (FilePos(end), Some(StopReason::EndOfData))
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! the segment's base offset, zero-padded to 20 digits, as in Kafka.
 //!
 //! The active segment is pre-sized with `fallocate` in steps that double up to
-//! [`PREALLOC_BYTES`] (extending `i_size`), because ext4 hands O_DIRECT writes
+//! [`PREALLOC_BYTES`](crate::writer::PREALLOC_BYTES) (extending `i_size`), because ext4 hands O_DIRECT writes
 //! that extend a file to io-wq kernel workers off the shard's core. So the file is longer than its data:
 //! the logical end is tracked in memory and, after a crash, found again by scanning
 //! batch headers until the first zero, torn or corrupt batch (see `recovery`).
@@ -15,9 +15,8 @@
 //! on a blocking thread ([`SealJob`]) so that a roll never stalls the shard.
 //!
 //! ## Writes
-//! All writes are O_DIRECT, 4 KiB-aligned in position, address and length. The
-//! partial last block lives in memory (the start of [`Writer::open`]) and is written
-//! again with the next flush, so a flush of N bytes writes at most N + 8 KiB.
+//! All writes are O_DIRECT, 4 KiB-aligned in position, address and length, through
+//! the segment's [`Writer`] (see `writer` for the partial block and the buffers).
 //!
 //! ## Indexes — derived
 //! `<base>.index` and `<base>.timeindex` are written when the segment is sealed and
@@ -25,7 +24,7 @@
 //! scanning the log. The active segment's indexes live only in memory and are always
 //! rebuilt by the recovery scan.
 
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,19 +32,12 @@ use bytes::Bytes;
 use compio::buf::IntoInner;
 use compio::io::{AsyncReadAt, AsyncReadAtExt};
 
-use crate::aligned::{AlignedBuf, BLOCK_BYTES, ReadBuf, round_down, round_up};
+use crate::aligned::{BLOCK_BYTES, ReadBuf, round_down, round_up};
 use crate::batch::{self, BATCH_HEADER_LEN, BatchInfo};
 use crate::error::EngineError;
 use crate::index::IndexBuilder;
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
-
-/// Largest pre-allocation step for active segment files. 64 MiB keeps fallocate
-/// calls to one per 64 MiB appended (under 20 per second at 1 GB/s).
-pub const PREALLOC_BYTES: u64 = 64 << 20;
-/// First pre-allocation step. Steps double with the file (1, 1, 2, 4, … 64 MiB),
-/// so a partition that holds little data reserves little disk: a thousand idle
-/// partitions hold 1 GiB, not 64.
-pub const PREALLOC_MIN_BYTES: u64 = 1 << 20;
+use crate::writer::{Writer, to_compio};
 
 /// Bytes a disk read fetches beyond the caller's `max_bytes`, so that the batch the
 /// sparse index points before (at most `index.interval.bytes` = 4 KiB earlier) and a
@@ -64,23 +56,6 @@ pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:020}.timeindex", base.0))
 }
 
-/// The O_DIRECT write side of a segment that still takes appends or has
-/// unflushed bytes. Lives on the partition's shard.
-pub struct Writer {
-    pub file: compio::fs::File,
-    /// Bytes from file position `open_start`: the partial block already on disk,
-    /// then batches appended since the last flush began.
-    pub open: AlignedBuf,
-    /// Block-aligned file position of `open[0]`.
-    pub open_start: u64,
-    /// File position up to which bytes have been handed to a flush.
-    pub taken_to: u64,
-    /// Bytes reserved with fallocate (the file's i_size).
-    pub allocated: u64,
-    /// A cleared buffer from the previous flush, reused to avoid reallocating.
-    pub spare: Option<AlignedBuf>,
-}
-
 /// One segment: its place in the log, its indexes and its read handle.
 pub struct Segment {
     pub base: Offset,
@@ -94,8 +69,10 @@ pub struct Segment {
     pub max_timestamp: Option<TimestampMs>,
     /// When the first batch was appended in this process (drives `segment.ms`).
     pub opened_at: Instant,
-    /// Buffered (page cache) read handle, for fetches the batch cache cannot serve.
-    pub reader: compio::fs::File,
+    /// Buffered (page cache) read handle, for fetches the batch cache cannot
+    /// serve; opened on first use, so a partition nobody reads from holds no
+    /// descriptor for it.
+    reader: std::cell::OnceCell<compio::fs::File>,
     /// O_DIRECT read handle for large reads, opened on first use; `None` inside
     /// when the file system refuses O_DIRECT.
     direct: std::cell::OnceCell<Option<compio::fs::File>>,
@@ -129,11 +106,6 @@ impl SealJob {
     }
 }
 
-fn to_compio(f: std::fs::File) -> compio::fs::File {
-    // SAFETY: we own the fd and hand it over exactly once.
-    unsafe { compio::fs::File::from_raw_fd(f.into_raw_fd()) }
-}
-
 /// Opens the buffered read handle used by fetches that miss the batch cache.
 /// Consumers read segments front to back, so ask the kernel for sequential
 /// readahead (twice the default window).
@@ -142,59 +114,6 @@ fn open_reader(path: &Path) -> Result<std::fs::File, EngineError> {
     // SAFETY: plain syscall on an fd we own; the advice is only a hint.
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
     Ok(f)
-}
-
-/// Opens the O_DIRECT handle, falling back to buffered writes (with a warning) on
-/// file systems that refuse O_DIRECT, such as tmpfs.
-fn open_direct(path: &Path) -> Result<std::fs::File, EngineError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let direct = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path);
-    match direct {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            tracing::warn!(path = %path.display(), "O_DIRECT refused by this file system; using buffered writes");
-            Ok(std::fs::OpenOptions::new().write(true).open(path)?)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reserves space up to at least `end`, extending i_size, in steps as large as
-/// the file so far (between [`PREALLOC_MIN_BYTES`] and [`PREALLOC_BYTES`]); when
-/// the disk cannot fit a whole step, just what `end` needs.
-pub fn ensure_allocated(w: &mut Writer, end: u64) -> Result<(), EngineError> {
-    if end <= w.allocated {
-        return Ok(());
-    }
-    let unit = w.allocated.clamp(PREALLOC_MIN_BYTES, PREALLOC_BYTES);
-    let step = round_up(end).div_ceil(unit) * unit;
-    let fallocate = |len: u64| {
-        // SAFETY: plain syscall on an fd we own.
-        let rc = unsafe { libc::fallocate(w.file.as_raw_fd(), 0, 0, len as libc::off_t) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    };
-    let started = Instant::now();
-    let target = match fallocate(step) {
-        Ok(()) => step,
-        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-            fallocate(round_up(end))?;
-            round_up(end)
-        }
-        Err(e) => return Err(e.into()),
-    };
-    w.allocated = target;
-    let took = started.elapsed();
-    if took.as_millis() >= 10 {
-        tracing::debug!(?took, bytes = target, "slow fallocate");
-    }
-    Ok(())
 }
 
 impl Segment {
@@ -232,23 +151,14 @@ impl Segment {
         max_timestamp: Option<TimestampMs>,
     ) -> Result<Segment, EngineError> {
         let path = log_path(dir, base);
-        let reader = open_reader(&path)?;
-        let allocated = reader.metadata()?.len();
+        let allocated = std::fs::metadata(&path)?.len();
         let open_start = round_down(valid_len.0);
-        let mut open = AlignedBuf::with_capacity(1 << 20);
-        if open_start < valid_len.0 {
-            let mut tail = vec![0u8; (valid_len.0 - open_start) as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&reader, &mut tail, open_start)?;
-            open.extend_from_slice(&tail);
+        let mut tail = vec![0u8; (valid_len.0 - open_start) as usize];
+        if !tail.is_empty() {
+            let f = std::fs::File::open(&path)?;
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut tail, open_start)?;
         }
-        let writer = Writer {
-            file: to_compio(open_direct(&path)?),
-            open,
-            open_start,
-            taken_to: valid_len.0,
-            allocated,
-            spare: None,
-        };
+        let writer = Writer::new(&path, valid_len, &tail, allocated);
         Ok(Segment {
             base,
             next_offset,
@@ -257,7 +167,7 @@ impl Segment {
             index,
             max_timestamp,
             opened_at: Instant::now(),
-            reader: to_compio(reader),
+            reader: Default::default(),
             direct: Default::default(),
             dir: dir.to_path_buf(),
             writer: Some(writer),
@@ -274,7 +184,6 @@ impl Segment {
         next_offset: Offset,
         max_timestamp: Option<TimestampMs>,
     ) -> Result<Segment, EngineError> {
-        let reader = open_reader(&log_path(dir, base))?;
         Ok(Segment {
             base,
             next_offset,
@@ -283,7 +192,7 @@ impl Segment {
             index,
             max_timestamp,
             opened_at: Instant::now(),
-            reader: to_compio(reader),
+            reader: Default::default(),
             direct: Default::default(),
             dir: dir.to_path_buf(),
             writer: None,
@@ -293,13 +202,10 @@ impl Segment {
 
     /// Makes sure `extra` more bytes (rounded to whole blocks) fit in allocated space.
     pub fn reserve(&mut self, extra: u64) -> Result<(), EngineError> {
-        let end = round_up(self.size + extra);
-        ensure_allocated(
-            self.writer
-                .as_mut()
-                .expect("reserve on a segment without a writer"),
-            end,
-        )
+        self.writer
+            .as_mut()
+            .expect("reserve on a segment without a writer")
+            .reserve(extra)
     }
 
     /// Appends one batch as the client sent it, rewriting its base offset to
@@ -311,7 +217,7 @@ impl Segment {
             .as_mut()
             .expect("append to a segment without a writer");
         assert_eq!(
-            w.open_start + w.open.len() as u64,
+            w.end().0,
             self.size,
             "segment {} open buffer out of step with its size",
             self.base
@@ -321,8 +227,7 @@ impl Segment {
             "segment {} offsets must be contiguous",
             self.base
         );
-        w.open.extend_from_slice(bytes);
-        let stored = w.open.last_mut(bytes.len());
+        let stored = w.append(bytes);
         batch::set_base_offset(stored, info.base_offset);
         batch::set_partition_leader_epoch(stored, 0);
         self.index.on_batch(FilePos(self.size), info, self.base);
@@ -372,6 +277,15 @@ impl Segment {
                 tracing::warn!(path = %p.display(), error = %e, "could not remove segment file");
             }
         }
+    }
+
+    /// The buffered read handle, opened on first use.
+    pub fn reader(&self) -> Result<compio::fs::File, EngineError> {
+        if let Some(f) = self.reader.get() {
+            return Ok(f.clone());
+        }
+        let f = to_compio(open_reader(&log_path(&self.dir, self.base))?);
+        Ok(self.reader.get_or_init(|| f).clone())
     }
 
     /// The O_DIRECT read handle, opened on first use (`None` if refused).

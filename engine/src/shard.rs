@@ -257,6 +257,7 @@ pub struct Shard {
 impl Shard {
     /// Opens (recovering) this shard's partitions. Runs on the shard's thread.
     pub fn open(id: ShardId, shared: Arc<EngineShared>) -> Result<Rc<Shard>, EngineError> {
+        crate::writer::set_pool_limit(shared.config.write_pool_bytes);
         let catalog = shared.initial_catalog.clone();
         let quotas = shared.initial_quotas.clone();
         let shard = Rc::new(Shard {
@@ -319,6 +320,14 @@ impl Shard {
             loop {
                 compio::time::sleep(me.shared.config.retention_check_interval).await;
                 me.apply_retention();
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(me.shared.config.checkpoint_interval).await;
+                me.ask_for_checkpoints();
             }
         })
         .detach();
@@ -445,6 +454,16 @@ impl Shard {
         let tps: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
         for tp in tps {
             self.close_partition(&tp).await;
+        }
+    }
+
+    /// Has every partition that moved since its last recovery checkpoint take
+    /// a new one (with its next flush that syncs, or at once if idle).
+    fn ask_for_checkpoints(&self) {
+        for lp in self.partitions.borrow().values() {
+            if lp.cell.state.borrow_mut().want_checkpoint() {
+                lp.cell.flush_event.notify();
+            }
         }
     }
 
@@ -677,7 +696,7 @@ impl Shard {
                 p.high_watermark,
                 p.log_start,
                 target,
-                p.timestamp_candidates(target),
+                p.timestamp_candidates(target)?,
             )
         };
         for (file, from, to) in candidates {

@@ -471,7 +471,8 @@ fn timestamps_find_the_first_batch_at_or_after() {
             let cands = cell
                 .state
                 .borrow()
-                .timestamp_candidates(brook_engine::TimestampMs(target));
+                .timestamp_candidates(brook_engine::TimestampMs(target))
+                .unwrap();
             let mut found = None;
             for (file, from, to) in cands {
                 if let Some(hit) = brook_engine::segment::find_timestamp(
