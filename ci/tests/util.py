@@ -86,7 +86,9 @@ class Delivery:
             self.acked[msg.key()] = (msg.partition(), msg.offset())
 
 
-def produce_keyed(p, topic, n, start=0, dr=None, flush_timeout=120, partition=None, timestamp=None):
+def produce_keyed(p, topic, n, start=0, dr=None, flush_timeout=120, partition=None, timestamp=None,
+                  value=payload):
+    """Produces keys k<start>..; `value(i)` gives each record's value."""
     dr = dr or Delivery()
     for i in range(start, start + n):
         kw = {}
@@ -96,7 +98,7 @@ def produce_keyed(p, topic, n, start=0, dr=None, flush_timeout=120, partition=No
             kw["timestamp"] = timestamp(i) if callable(timestamp) else timestamp
         while True:
             try:
-                p.produce(topic, key=("k%d" % i).encode(), value=payload(i), on_delivery=dr, **kw)
+                p.produce(topic, key=("k%d" % i).encode(), value=value(i), on_delivery=dr, **kw)
                 break
             except BufferError:
                 p.poll(0.1)

@@ -169,6 +169,8 @@ pub struct Recovered {
     pub reopened_clean: Option<Checkpoint>,
     /// The offset the checkpoint on disk (if any) describes.
     pub checkpointed_end: Option<Offset>,
+    /// Bytes of batches read to open the log (scans and producer replays).
+    pub read_bytes: u64,
 }
 
 /// Opens every segment of a partition.
@@ -187,6 +189,7 @@ pub fn recover_partition(
             )?],
             reopened_clean: None,
             checkpointed_end: None,
+            read_bytes: 0,
         });
     }
     let checkpoint = Checkpoint::read(dir).filter(|c| {
@@ -199,7 +202,15 @@ pub fn recover_partition(
     if let Some(c) = &checkpoint {
         *producers = c.producers.clone();
     }
-    match open_segments(dir, tp, &bases, checkpoint.as_ref(), producers)? {
+    let mut read_bytes = 0;
+    match open_segments(
+        dir,
+        tp,
+        &bases,
+        checkpoint.as_ref(),
+        producers,
+        &mut read_bytes,
+    )? {
         Some(segments) => {
             let end = segments.last().expect("at least one segment").next_offset;
             let reopened_clean = checkpoint
@@ -213,6 +224,7 @@ pub fn recover_partition(
                 segments,
                 reopened_clean,
                 checkpointed_end: checkpoint.map(|c| c.next_offset),
+                read_bytes,
             })
         }
         None => {
@@ -221,12 +233,13 @@ pub fn recover_partition(
             let _ = std::fs::remove_file(crate::checkpoint::path(dir));
             *producers = ProducerStateTable::new();
             let bases = segment_bases(dir)?;
-            let segments = open_segments(dir, tp, &bases, None, producers)?
+            let segments = open_segments(dir, tp, &bases, None, producers, &mut read_bytes)?
                 .expect("without a checkpoint the segments always open");
             Ok(Recovered {
                 segments,
                 reopened_clean: None,
                 checkpointed_end: None,
+                read_bytes,
             })
         }
     }
@@ -241,6 +254,7 @@ fn open_segments(
     bases: &[Offset],
     checkpoint: Option<&Checkpoint>,
     producers: &mut ProducerStateTable,
+    read_bytes: &mut u64,
 ) -> Result<Option<Vec<Segment>>, EngineError> {
     let mut segments = Vec::with_capacity(bases.len());
     // Producer state before the checkpoint is in the checkpoint: batches read
@@ -260,6 +274,7 @@ fn open_segments(
             };
             if let Some(from) = replay_from {
                 replay_producers(dir, base, (from, seg.size), producers)?;
+                *read_bytes += seg.size.saturating_sub(from);
             }
             segments.push(seg);
             continue;
@@ -270,6 +285,7 @@ fn open_segments(
             &mut *producers
         };
         let s = scan(dir, base, at, table)?;
+        *read_bytes += s.outcome.valid_len.0 - at.map_or(0, |c| c.pos.0);
         // Complete: every batch up to the next segment's base, then the end of the
         // file or preallocated zeros. Zeros mean the roll's seal (truncate, fsync,
         // indexes: `SealJob`, off the reactor, possibly after later batches were

@@ -224,6 +224,8 @@ pub struct Partition {
     /// The log was reopened at a clean-stop checkpoint: this copy, marked not
     /// clean, replaces it before the first write (see `checkpoint`).
     reopened_clean: Option<Checkpoint>,
+    /// Bytes of batches read from disk to open this partition.
+    pub recovery_read_bytes: u64,
 }
 
 /// A partition and its flusher's wake-up.
@@ -255,6 +257,7 @@ impl Partition {
             segments,
             reopened_clean,
             checkpointed_end,
+            read_bytes,
         } = crate::log_open::recover_partition(&dir, &tp, &mut producers)?;
         let log_start = segments.first().expect("recovery yields a segment").base;
         let log_end = segments
@@ -290,6 +293,7 @@ impl Partition {
             checkpoint_due: false,
             checkpoint_ready: None,
             reopened_clean,
+            recovery_read_bytes: read_bytes,
         })
     }
 

@@ -269,12 +269,23 @@ impl Shard {
             groups: RefCell::new(HashMap::new()),
             quotas: RefCell::new(quotas),
         });
+        let started = Instant::now();
         for t in catalog.topics.values() {
             let mine: Vec<u32> = (0..t.partitions)
                 .filter(|&p| shard.owns(&t.name, p))
                 .collect();
             shard.open_partitions(t, &mine)?;
         }
+        let read_bytes: u64 = (shard.partitions.borrow().values())
+            .map(|lp| lp.cell.state.borrow().recovery_read_bytes)
+            .sum();
+        tracing::info!(
+            shard = id.0,
+            partitions = shard.partitions.borrow().len(),
+            read_bytes,
+            took = ?started.elapsed(),
+            "opened partitions"
+        );
         shard.replay_group_offsets()?;
         Ok(shard)
     }
