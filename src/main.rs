@@ -21,26 +21,11 @@ use futures::channel::oneshot;
 /// How long a stopping shard waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// The shards bind with SO_REUSEPORT, which would let this broker share a port
-/// with another process listening the same way. A plain bind first makes an
-/// address already in use an error, as it is for Kafka. A broker killed just
-/// before may still be closing its listeners: give it a few seconds.
-fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(_) => return Ok(()),
-            Err(e) if std::time::Instant::now() >= deadline => {
-                return Err(format!("cannot listen on {addr}: {e}"));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-}
-
-/// The two-phase stop of one shard: drain connections, then (once every shard has
-/// drained) close partitions.
+/// The phases of one shard's life: open its partitions and report ready; once
+/// every shard is ready, take its listening socket and accept; drain
+/// connections, then (once every shard has drained) close partitions.
 struct Phases {
+    listen: oneshot::Receiver<std::net::TcpListener>,
     drain: oneshot::Receiver<()>,
     drained: mpsc::Sender<()>,
     close: oneshot::Receiver<()>,
@@ -51,7 +36,6 @@ fn run_shard(
     shared: Arc<EngineShared>,
     net: Arc<NetConfig>,
     connections: Arc<ConnectionCounts>,
-    listener: std::net::TcpListener,
     ready: mpsc::Sender<Result<(), String>>,
     stop: Phases,
 ) {
@@ -77,6 +61,10 @@ fn run_shard(
         };
         shard.start_background();
         let server = ShardServer::new(shard.clone(), net, connections);
+        let _ = ready.send(Ok(()));
+        let Ok(listener) = stop.listen.await else {
+            return; // start-up failed elsewhere
+        };
         if let Err(e) = brook_net::listener::listen(&server, listener) {
             let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
             return;
@@ -117,10 +105,14 @@ fn main() -> ExitCode {
 
 fn run(settings: config::Settings) -> Result<(), String> {
     let config::Settings { engine, mut net } = settings;
-    raise_fd_limit();
+    let fds = raise_fd_limit();
+    tracing::info!(
+        limit = fds,
+        "file descriptor limit: a partition holds one while it is written and one while it is read from disk (none when idle); connections hold one each"
+    );
     let held = DataDir::lock(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
-    ensure_port_free(net.listen)?;
+    brook_net::listener::ensure_port_free(net.listen)?;
     net.cluster_id = held.cluster_id().map_err(|e| format!("cluster id: {e}"))?;
     let shards = engine.shards;
     let data_dir = engine.data_dir.clone();
@@ -132,19 +124,23 @@ fn run(settings: config::Settings) -> Result<(), String> {
     // reuseport group that the steering program indexes.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let steer = net.steer_connections && shared.config.pin_cores && shards <= cores;
-    let listeners = brook_net::listener::bind_listeners(net.listen, shards, steer)
-        .map_err(|e| format!("listen on {}: {e}", net.listen))?;
+    let listeners = brook_net::listener::bind_listeners(net.listen, shards)
+        .map_err(|e| format!("bind {}: {e}", net.listen))?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let (drained_tx, drained_rx) = mpsc::channel();
     let mut drains = Vec::new();
     let mut closes = Vec::new();
+    let mut listens = Vec::new();
     let mut threads = Vec::new();
-    for (id, listener) in listeners.into_iter().enumerate() {
+    for id in 0..shards {
+        let (listen_tx, listen) = oneshot::channel();
         let (drain_tx, drain) = oneshot::channel();
         let (close_tx, close) = oneshot::channel();
+        listens.push(listen_tx);
         drains.push(drain_tx);
         closes.push(close_tx);
         let phases = Phases {
+            listen,
             drain,
             drained: drained_tx.clone(),
             close,
@@ -153,7 +149,7 @@ fn run(settings: config::Settings) -> Result<(), String> {
         let connections = connections.clone();
         let t = std::thread::Builder::new()
             .name(format!("brook-shard-{id}"))
-            .spawn(move || run_shard(id, shared, net, connections, listener, ready, phases))
+            .spawn(move || run_shard(id, shared, net, connections, ready, phases))
             .map_err(|e| format!("spawning shard {id}: {e}"))?;
         threads.push(t);
     }
@@ -162,13 +158,24 @@ fn run(settings: config::Settings) -> Result<(), String> {
         signal_hook::consts::SIGINT,
     ])
     .map_err(|e| format!("signal handler: {e}"))?;
-    for _ in 0..shards {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a shard thread died during start-up".into()),
+    let wait_all = || {
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err("a shard thread died during start-up".to_string()),
+            }
         }
+        Ok(())
+    };
+    // Every shard has opened its partitions before the port takes a connection.
+    wait_all()?;
+    brook_net::listener::start_listening(&listeners, steer)
+        .map_err(|e| format!("listen on {}: {e}", net.listen))?;
+    for (tx, listener) in listens.into_iter().zip(listeners) {
+        let _ = tx.send(listener);
     }
+    wait_all()?;
     tracing::info!(listen = %net.listen, shards, data_dir = %data_dir.display(), "brook ready");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
@@ -193,17 +200,27 @@ fn run(settings: config::Settings) -> Result<(), String> {
     Ok(())
 }
 
-/// Segments and connections are file descriptors: lift the soft limit to the hard one.
-fn raise_fd_limit() {
+/// Segments and connections are file descriptors: lift the soft limit to the
+/// hard one. Returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain syscalls on a stack struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                ..lim
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
         }
     }
+    lim.rlim_cur
 }

@@ -448,14 +448,16 @@ impl Partition {
             .partition_point(|s| s.base <= offset)
             .saturating_sub(1);
         let seg = &self.segments[idx];
+        let start = seg.position_for(offset);
+        // The O_DIRECT handle (a second descriptor) only for reads that can be large.
+        let large = max_bytes.min((seg.written.saturating_sub(start.0)) as usize)
+            >= segment::DIRECT_READ_MIN_BYTES;
         let read = DiskRead {
             file: seg.reader()?,
-            direct: (max_bytes >= segment::DIRECT_READ_MIN_BYTES)
-                .then(|| seg.direct_reader())
-                .flatten(),
+            direct: large.then(|| seg.direct_reader()).flatten(),
             ahead: self.read_ahead.clone(),
             seg_base: seg.base,
-            start: seg.position_for(offset),
+            start,
             end: FilePos(seg.written),
             from_offset: offset,
             visible_end: hw,

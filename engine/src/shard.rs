@@ -188,6 +188,9 @@ pub struct EngineShared {
     pub producer_ids: ProducerIdAllocator,
     initial_catalog: Arc<Catalog>,
     initial_quotas: Arc<Quotas>,
+    /// Partitions that could not be opened at start-up, with why: reported
+    /// offline, refused with KAFKA_STORAGE_ERROR, while the rest serve.
+    offline: Mutex<BTreeMap<TopicPartition, String>>,
 }
 
 impl EngineShared {
@@ -205,7 +208,31 @@ impl EngineShared {
             producer_ids,
             initial_catalog: Arc::new(catalog),
             initial_quotas,
+            offline: Mutex::default(),
         }))
+    }
+
+    /// The partitions of `topic` that are offline (could not be opened).
+    pub fn offline_partitions(&self, topic: &str) -> std::collections::BTreeSet<u32> {
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        offline
+            .keys()
+            .filter(|tp| tp.topic == topic)
+            .map(|tp| tp.partition)
+            .collect()
+    }
+
+    fn offline_reason(&self, tp: &TopicPartition) -> Option<String> {
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        offline.get(tp).cloned()
+    }
+
+    fn set_offline(&self, tp: TopicPartition, why: Option<String>) {
+        let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(why) => offline.insert(tp, why),
+            None => offline.remove(&tp),
+        };
     }
 }
 
@@ -271,10 +298,16 @@ impl Shard {
         });
         let started = Instant::now();
         for t in catalog.topics.values() {
-            let mine: Vec<u32> = (0..t.partitions)
-                .filter(|&p| shard.owns(&t.name, p))
-                .collect();
-            shard.open_partitions(t, &mine)?;
+            for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p)) {
+                if let Err(e) = shard.open_partition(t, p) {
+                    let tp = TopicPartition {
+                        topic: t.name.clone(),
+                        partition: p,
+                    };
+                    tracing::error!(partition = %tp, error = %e, "cannot open partition; it stays offline, the others serve");
+                    shard.shared.set_offline(tp, Some(e.to_string()));
+                }
+            }
         }
         let read_bytes: u64 = (shard.partitions.borrow().values())
             .map(|lp| lp.cell.state.borrow().recovery_read_bytes)
@@ -420,36 +453,56 @@ impl Shard {
     }
 
     fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
-        self.partitions
-            .borrow()
-            .get(tp)
-            .map(|lp| lp.cell.clone())
-            .ok_or(EngineError::UnknownTopicOrPartition)
+        if let Some(lp) = self.partitions.borrow().get(tp) {
+            return Ok(lp.cell.clone());
+        }
+        Err(match self.shared.offline_reason(tp) {
+            Some(why) => EngineError::Storage(format!("partition {tp} is offline: {why}")),
+            None => EngineError::UnknownTopicOrPartition,
+        })
     }
 
-    fn open_partitions(&self, topic: &TopicMeta, partitions: &[u32]) -> Result<(), EngineError> {
+    /// Opens (recovering) or creates one partition of `topic` on this shard.
+    fn open_partition(&self, topic: &TopicMeta, p: u32) -> Result<(), EngineError> {
         let cfg = &self.shared.config;
-        for &p in partitions {
+        let tp = TopicPartition {
+            topic: topic.name.clone(),
+            partition: p,
+        };
+        if self.partitions.borrow().contains_key(&tp) {
+            return Ok(());
+        }
+        let part = Partition::open(
+            &cfg.data_dir,
+            tp.clone(),
+            topic.config.clone(),
+            cfg.cache_bytes_per_partition,
+        )?;
+        let cell = PartitionCell::new(part);
+        let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
+        self.partitions
+            .borrow_mut()
+            .insert(tp, LocalPartition { cell, flusher });
+        Ok(())
+    }
+
+    /// Closes partitions `range` of `topic` on this shard (those it owns and
+    /// has open) and removes their directories.
+    async fn discard_partitions(&self, topic: &str, range: std::ops::Range<u32>) {
+        for p in range.filter(|&p| self.owns(topic, p)) {
             let tp = TopicPartition {
-                topic: topic.name.clone(),
+                topic: topic.to_string(),
                 partition: p,
             };
-            if self.partitions.borrow().contains_key(&tp) {
-                continue;
+            self.close_partition(&tp).await;
+            self.shared.set_offline(tp.clone(), None);
+            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
             }
-            let part = Partition::open(
-                &cfg.data_dir,
-                tp.clone(),
-                topic.config.clone(),
-                cfg.cache_bytes_per_partition,
-            )?;
-            let cell = PartitionCell::new(part);
-            let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
-            self.partitions
-                .borrow_mut()
-                .insert(tp, LocalPartition { cell, flusher });
         }
-        Ok(())
     }
 
     async fn close_partition(&self, tp: &TopicPartition) -> Option<PartitionRef> {
@@ -791,9 +844,7 @@ impl Shard {
         }
         let mut next = (*self.catalog()).clone();
         next.topics.insert(meta.name.clone(), meta.clone());
-        next.store(&self.shared.config.data_dir)?;
-        self.open_everywhere(&meta).await?;
-        self.broadcast_catalog(Arc::new(next)).await;
+        self.open_then_store(&meta, 0, next).await?;
         tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
         Ok(meta)
     }
@@ -857,27 +908,48 @@ impl Shard {
         }
         let mut next = (*self.catalog()).clone();
         next.topics.insert(name.clone(), meta.clone());
-        next.store(&self.shared.config.data_dir)?;
-        self.open_everywhere(&meta).await?;
-        self.broadcast_catalog(Arc::new(next)).await;
+        self.open_then_store(&meta, current.partitions, next)
+            .await?;
         tracing::info!(topic = %name, partitions = count, "added partitions");
         Ok(meta)
     }
 
-    /// Opens every partition of `meta` on its owner (those already open are kept).
-    async fn open_everywhere(self: &Rc<Self>, meta: &TopicMeta) -> Result<(), EngineError> {
+    /// Adds partitions `first..meta.partitions` of `meta`, all or nothing:
+    /// each is created and opened on its owner, then the catalog `next` is
+    /// persisted and sent to every shard. If any partition cannot be opened
+    /// (no space, no file descriptors, …) or the catalog cannot be stored,
+    /// every new partition is closed and its directory removed, the catalog
+    /// is unchanged, and the error is returned.
+    async fn open_then_store(
+        self: &Rc<Self>,
+        meta: &TopicMeta,
+        first: u32,
+        next: Catalog,
+    ) -> Result<(), EngineError> {
         let m = meta.clone();
         let opened = self
             .invoke_on_all(move |shard| async move {
-                let mine: Vec<u32> = (0..m.partitions)
-                    .filter(|&p| shard.owns(&m.name, p))
-                    .collect();
-                shard.open_partitions(&m, &mine)
+                for p in (first..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
+                    shard.open_partition(&m, p)?;
+                }
+                Ok::<(), EngineError>(())
             })
             .await;
-        for r in opened {
-            r??;
+        let failed = opened.into_iter().find_map(|r| r.and_then(|r| r).err());
+        let res = match failed {
+            Some(e) => Err(e),
+            None => next.store(&self.shared.config.data_dir),
+        };
+        if let Err(e) = res {
+            tracing::warn!(topic = %meta.name, error = %e, "cannot add partitions; undoing");
+            let (name, end) = (meta.name.clone(), meta.partitions);
+            self.invoke_on_all(move |shard| async move {
+                shard.discard_partitions(&name, first..end).await
+            })
+            .await;
+            return Err(e);
         }
+        self.broadcast_catalog(Arc::new(next)).await;
         Ok(())
     }
 
@@ -947,17 +1019,10 @@ impl Shard {
         let Some(meta) = self.catalog().topics.get(&name).cloned() else {
             return Err(EngineError::UnknownTopicOrPartition);
         };
-        let m = meta.clone();
-        self.invoke_on_all(move |shard| async move {
-            for p in (0..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
-                let tp = TopicPartition { topic: m.name.clone(), partition: p };
-                shard.close_partition(&tp).await;
-                let dir = Partition::dir_for(&shard.shared.config.data_dir, &tp);
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
-                }
-            }
-        })
+        let (topic, end) = (meta.name.clone(), meta.partitions);
+        self.invoke_on_all(
+            move |shard| async move { shard.discard_partitions(&topic, 0..end).await },
+        )
         .await;
         let mut next = (*self.catalog()).clone();
         next.topics.remove(&name);

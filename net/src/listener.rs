@@ -25,25 +25,54 @@ fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    sock.listen(1024)?;
     Ok(sock.into())
 }
 
-/// Binds one SO_REUSEPORT listener per shard, in shard order, so listener `i`
+/// Checks that `addr` can be listened on: a plain bind (not SO_REUSEPORT), so
+/// that another process's listener on the port is an error, as it is for
+/// Kafka, rather than a reuseport group shared with it. Nothing listens, so
+/// no connection is accepted by the check. A broker killed just before may
+/// still be closing its listeners: this waits up to 10 s.
+pub fn ensure_port_free(addr: SocketAddr) -> Result<(), String> {
+    use socket2::{Domain, Socket, Type};
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let bound = Socket::new(Domain::for_address(addr), Type::STREAM, None).and_then(|s| {
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())
+        });
+        match bound {
+            Ok(()) => return Ok(()),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                return Err(format!("cannot listen on {addr}: {e}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// Binds one SO_REUSEPORT socket per shard, in shard order, without listening:
+/// until [`start_listening`], a connection to the port is refused, so no
+/// client reaches a broker whose shards are still opening their partitions.
+pub fn bind_listeners(
+    addr: SocketAddr,
+    shards: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    (0..shards).map(|_| bind_reuseport(addr)).collect()
+}
+
+/// Listens on the sockets of [`bind_listeners`], in shard order, so socket `i`
 /// is socket `i` of the reuseport group. With `steer`, attaches the program
 /// that picks socket `cpu % shards` for each new connection: shard `i` runs
 /// pinned on core `i`, so the connection goes to the shard on the CPU that
 /// received it. Callers steer only when shards are pinned and no more numerous
 /// than cores (otherwise some shards would never be picked). If the kernel
 /// refuses the program, the group falls back to hashing, with a warning.
-pub fn bind_listeners(
-    addr: SocketAddr,
-    shards: usize,
-    steer: bool,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let listeners = (0..shards)
-        .map(|_| bind_reuseport(addr))
-        .collect::<std::io::Result<Vec<_>>>()?;
+pub fn start_listening(listeners: &[std::net::TcpListener], steer: bool) -> std::io::Result<()> {
+    for l in listeners {
+        socket2::SockRef::from(l).listen(1024)?;
+    }
+    let shards = listeners.len();
     if steer && let Some(first) = listeners.first() {
         match attach_cpu_steering(first, shards) {
             Ok(()) => tracing::info!(
@@ -55,7 +84,7 @@ pub fn bind_listeners(
             }
         }
     }
-    Ok(listeners)
+    Ok(())
 }
 
 /// `SO_ATTACH_REUSEPORT_CBPF`: `A = cpu; A %= shards; return A`.
@@ -99,7 +128,7 @@ fn attach_cpu_steering(listener: &std::net::TcpListener, shards: usize) -> std::
     }
 }
 
-/// Accepts on this shard's listener (from [`bind_listeners`]) in a background
+/// Accepts on this shard's listener (from [`start_listening`]) in a background
 /// task, until the server's stop signal.
 pub fn listen(
     server: &Rc<ShardServer>,

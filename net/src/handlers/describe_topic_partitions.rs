@@ -29,28 +29,44 @@ const PARTITION_LIMIT_MAX: usize = 2000;
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
-fn partition(index: u32, node: BrokerId) -> DescribeTopicPartitionsResponsePartition {
-    DescribeTopicPartitionsResponsePartition::default()
+/// One partition, reported as Metadata does (an offline one has no leader).
+fn partition(
+    index: u32,
+    node: BrokerId,
+    offline: bool,
+) -> DescribeTopicPartitionsResponsePartition {
+    let part = DescribeTopicPartitionsResponsePartition::default()
         .with_partition_index(index as i32)
-        .with_leader_id(node)
         .with_leader_epoch(0)
         .with_replica_nodes(vec![node])
-        .with_isr_nodes(vec![node])
         .with_eligible_leader_replicas(Some(Vec::new()))
-        .with_last_known_elr(Some(Vec::new()))
+        .with_last_known_elr(Some(Vec::new()));
+    if offline {
+        part.with_error_code(ResponseError::LeaderNotAvailable.code())
+            .with_leader_id(BrokerId(-1))
+            .with_offline_replicas(vec![node])
+    } else {
+        part.with_leader_id(node).with_isr_nodes(vec![node])
+    }
 }
 
 fn topic(
+    srv: &ShardServer,
     meta: &TopicMeta,
     from: u32,
     to: u32,
     node: BrokerId,
 ) -> DescribeTopicPartitionsResponseTopic {
+    let offline = srv.shard.shared.offline_partitions(&meta.name);
     DescribeTopicPartitionsResponseTopic::default()
         .with_name(Some(topic_name(&meta.name)))
         .with_topic_id(uuid::Uuid::from_bytes(meta.id))
         .with_is_internal(is_internal_topic(&meta.name))
-        .with_partitions((from..to).map(|p| partition(p, node)).collect())
+        .with_partitions(
+            (from..to)
+                .map(|p| partition(p, node, offline.contains(&p)))
+                .collect(),
+        )
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
 }
 
@@ -106,7 +122,7 @@ pub async fn handle(
         }
         let to = meta.partitions.min(from + budget as u32);
         budget -= (to - from) as usize;
-        topics.push(topic(meta, from, to, node));
+        topics.push(topic(&srv, meta, from, to, node));
         if to < meta.partitions {
             next_cursor = Some(
                 Cursor::default()

@@ -24,15 +24,24 @@ use crate::server::ShardServer;
 /// partition, so the epoch never moves from 0. ListOffsets reports the same.
 pub const LEADER_EPOCH: i32 = 0;
 
-fn describe(t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
-    let partitions = (0..t.partitions as i32)
+/// A topic's partitions; an offline one (it could not be opened at start-up)
+/// has no leader, an empty ISR and this broker among its offline replicas,
+/// as Kafka reports a partition whose only replica's log dir failed.
+fn describe(srv: &ShardServer, t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
+    let offline = srv.shard.shared.offline_partitions(&t.name);
+    let partitions = (0..t.partitions)
         .map(|p| {
-            MetadataResponsePartition::default()
-                .with_partition_index(p)
-                .with_leader_id(node)
+            let part = MetadataResponsePartition::default()
+                .with_partition_index(p as i32)
                 .with_leader_epoch(LEADER_EPOCH)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_replica_nodes(vec![node]);
+            if offline.contains(&p) {
+                part.with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_offline_replicas(vec![node])
+            } else {
+                part.with_leader_id(node).with_isr_nodes(vec![node])
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -55,7 +64,7 @@ fn by_id(srv: &ShardServer, id: uuid::Uuid, node: BrokerId) -> MetadataResponseT
         .then(|| catalog.topics.values().find(|t| t.id == *id.as_bytes()))
         .flatten();
     match found {
-        Some(meta) => describe(meta, node),
+        Some(meta) => describe(srv, meta, node),
         None => {
             let code = if id.is_nil() {
                 ResponseError::InvalidRequest
@@ -119,7 +128,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) ->
         topics.extend(
             names
                 .into_iter()
-                .map(|n| describe(&catalog.topics[n], node)),
+                .map(|n| describe(&srv, &catalog.topics[n], node)),
         );
     } else {
         let create = version < 4 || req.allow_auto_topic_creation;
@@ -134,7 +143,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) ->
                 }
             };
             match lookup_or_create(&srv, name.as_str(), create).await {
-                Ok(meta) => topics.push(describe(&meta, node)),
+                Ok(meta) => topics.push(describe(&srv, &meta, node)),
                 Err(e) => topics.push(failed(name.as_str(), &e)),
             }
         }
