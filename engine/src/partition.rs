@@ -854,7 +854,40 @@ pub async fn run_flusher(cell: PartitionRef) {
     }
 }
 
-/// Writes `c` off the reactor, in the background; at most one at a time (a
+/// Checkpoint files a shard writes at once (each is two fsyncs on a blocking
+/// thread). The rest wait their turn, so that a tick asking thousands of
+/// partitions for a checkpoint, or a stop closing them all, never fills the
+/// runtime's blocking pool: a full pool makes the reactor wait for a free
+/// thread.
+const CHECKPOINT_WRITES_AT_ONCE: usize = 8;
+
+type CheckpointWrite = (PathBuf, Checkpoint, oneshot::Sender<Result<(), String>>);
+
+thread_local! {
+    static CHECKPOINT_QUEUE: RefCell<VecDeque<CheckpointWrite>> = const { RefCell::new(VecDeque::new()) };
+    static CHECKPOINT_WRITERS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Writes checkpoint `c` into partition directory `dir` through this shard's
+/// queue (at most [`CHECKPOINT_WRITES_AT_ONCE`] at a time).
+async fn write_checkpoint(dir: PathBuf, c: Checkpoint) -> Result<(), String> {
+    let (tx, rx) = oneshot::channel();
+    CHECKPOINT_QUEUE.with_borrow_mut(|q| q.push_back((dir, c, tx)));
+    if CHECKPOINT_WRITERS.get() < CHECKPOINT_WRITES_AT_ONCE {
+        CHECKPOINT_WRITERS.set(CHECKPOINT_WRITERS.get() + 1);
+        compio::runtime::spawn(async {
+            while let Some((dir, c, tx)) = CHECKPOINT_QUEUE.with_borrow_mut(|q| q.pop_front()) {
+                let _ = tx.send(blocking(move || c.write(&dir)).await);
+            }
+            CHECKPOINT_WRITERS.set(CHECKPOINT_WRITERS.get() - 1);
+        })
+        .detach();
+    }
+    rx.await
+        .unwrap_or_else(|_| Err("checkpoint writer stopped".into()))
+}
+
+/// Writes `c` in the background; at most one per partition at a time (a
 /// checkpoint that finds one running is asked for again at the next tick).
 fn start_checkpoint_write(cell: &PartitionRef, c: Checkpoint) {
     if cell.checkpoint_writing.replace(true) {
@@ -865,15 +898,14 @@ fn start_checkpoint_write(cell: &PartitionRef, c: Checkpoint) {
     compio::runtime::spawn(async move {
         let dir = me.state.borrow().dir.clone();
         let end = c.next_offset;
-        let res = compio::runtime::spawn_blocking(move || c.write(&dir)).await;
+        let res = write_checkpoint(dir, c).await;
         me.checkpoint_writing.set(false);
         let mut p = me.state.borrow_mut();
         match res {
-            Ok(Ok(())) => p.checkpointed_end = Some(end),
-            Ok(Err(e)) => {
+            Ok(()) => p.checkpointed_end = Some(end),
+            Err(e) => {
                 tracing::warn!(partition = %p.tp, error = %e, "cannot write the recovery checkpoint; a crash restart will read more of the log");
             }
-            Err(_) => tracing::warn!(partition = %p.tp, "recovery checkpoint writer panicked"),
         }
     })
     .detach();
@@ -894,8 +926,7 @@ async fn blocking<T: Send + 'static>(
 /// removes the checkpoint (durably) instead.
 async fn unmark_clean(cell: &PartitionRef, c: Checkpoint) -> Result<(), String> {
     let dir = cell.state.borrow().dir.clone();
-    let d = dir.clone();
-    if let Err(e) = blocking(move || c.write(&d)).await {
+    if let Err(e) = write_checkpoint(dir.clone(), c).await {
         let tp = cell.state.borrow().tp.clone();
         tracing::warn!(partition = %tp, error = %e, "cannot rewrite the recovery checkpoint; removing it");
         blocking(move || {
@@ -929,7 +960,7 @@ async fn write_clean_checkpoint(cell: &PartitionRef) {
         p.capture_checkpoint(true)
     };
     let dir = cell.state.borrow().dir.clone();
-    if let Err(e) = blocking(move || c.write(&dir)).await {
+    if let Err(e) = write_checkpoint(dir, c).await {
         let tp = cell.state.borrow().tp.clone();
         tracing::warn!(partition = %tp, error = %e, "cannot write the clean-stop checkpoint; the restart will scan the log");
     }
