@@ -18,6 +18,10 @@ use brook_net::{ConnectionCounts, NetConfig, ShardServer};
 use clap::Parser;
 use futures::channel::oneshot;
 
+/// Descriptors kept aside from the partitions' in the start-up estimate: the
+/// runtimes, listeners, data-dir lock, and a hundred connections.
+const FDS_RESERVED: u64 = 128;
+
 /// How long a stopping shard waits for connections to finish their requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -108,7 +112,8 @@ fn run(settings: config::Settings) -> Result<(), String> {
     let fds = raise_fd_limit();
     tracing::info!(
         limit = fds,
-        "file descriptor limit: a partition holds one while it is written and one while it is read from disk (none when idle); connections hold one each"
+        partitions = fds.saturating_sub(FDS_RESERVED) / 2,
+        "file descriptor limit: this many partitions can be written and read from disk at once (an idle partition holds none; each connection holds one)"
     );
     let held = DataDir::lock(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
