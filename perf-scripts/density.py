@@ -13,6 +13,8 @@ the --tag key=value pairs; exit 0 = ok, 1 = failed (the "error" field says why),
   produce   --records records of --size bytes to every partition, explicit partition
             numbers, acks=all, every delivery report checked (confluent-kafka)
   offsets   ListOffsets(latest) of every partition of one topic
+  loadrate  what brook-bench wrote before the broker was SIGKILLed under load: acked
+            bytes (its --json, else its per-second lines) / seconds until the kill
   procstat  RSS, peak RSS, open fds and /proc/PID/io of a process
   evict     posix_fadvise(DONTNEED) every file under a directory (drops its pages
             from the page cache; no root needed), with page-cache bytes before/after
@@ -273,10 +275,13 @@ def cmd_meta(args):
     host, port = split_addr(args.bootstrap)
     since = float(args.since) if args.since else time.time()
     deadline = time.monotonic() + args.timeout
-    want_offsets = None
+    want_offsets = min_offsets = None
     if args.expect_offsets:
         with open(args.expect_offsets) as f:
             want_offsets = {int(k): v for k, v in json.load(f)["offsets"].items()}
+    if args.min_offsets:
+        with open(args.min_offsets) as f:
+            min_offsets = {int(k): v for k, v in json.load(f)["offsets"].items()}
     conn, polls, last, meta_done_s = None, 0, "no answer yet", None
     res = {}
     while True:
@@ -341,6 +346,15 @@ def cmd_meta(args):
                     if want_offsets.get(p) != got.get(p)}
             res["offsets_mismatch"] = {str(p): {"before": b, "after": a} for p, (b, a) in diff.items()}
             print(f"!!! LOG END MISMATCH after restart: {res['offsets_mismatch']}", file=sys.stderr)
+    if res["ok"] and min_offsets is not None:
+        got = res["offsets"]
+        short = {str(p): {"before": b, "after": got.get(p)} for p, b in min_offsets.items()
+                 if got.get(p) is None or got[p] < b}
+        res["offsets_ge"] = not short and set(got) == set(min_offsets)
+        res["log_end_before_total"] = sum(min_offsets.values())
+        if short:
+            res["offsets_short"] = short
+            print(f"!!! LOG END BELOW THE ONE BEFORE THE LOAD after restart: {short}", file=sys.stderr)
     if "offsets" in res:
         res["log_end_total"] = sum(res["offsets"].values())
         res["offsets"] = {str(p): o for p, o in res["offsets"].items()}
@@ -350,6 +364,9 @@ def cmd_meta(args):
         ready = ready_time(args.ready_log, deadline)
         if ready is not None:
             res["ready_s"] = round(ready - since, 3)
+            opened = opened_read_bytes(args.ready_log)
+            if opened is not None:
+                res["log_read_bytes"], res["opened_lines"] = opened
     return res
 
 
@@ -372,6 +389,29 @@ def ready_time(path, deadline):
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)
+
+
+OPENED_READ = re.compile(r"\bread_bytes=(\d+)")
+
+
+def opened_read_bytes(path):
+    """(sum of read_bytes=N, number of lines) over the broker's `opened partitions` log
+    lines (one a shard, before `brook ready`): the log bytes it read to open its
+    partitions, by its own count. None if the log cannot be read."""
+    total = lines = 0
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                line = ANSI.sub("", line)
+                if "opened partitions" not in line:
+                    continue
+                m = OPENED_READ.search(line)
+                if m:
+                    total += int(m.group(1))
+                    lines += 1
+    except OSError:
+        return None
+    return total, lines
 
 
 def cmd_produce(args):
@@ -444,6 +484,51 @@ def cmd_offsets(args):
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f)
+    return res
+
+
+PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\s+\w+\s*\]\s+produce\s+([0-9.]+) msg/s")
+
+
+def cmd_loadrate(args):
+    """Acked bytes of the bench until the kill / (kill - start of writing)."""
+    dur = float(args.kill) - float(args.start)
+    res = {"ok": True, "load_s": round(dur, 3)}
+    try:
+        with open(args.bench_json) as f:
+            p = json.load(f)["produce"]
+        res["acked_bytes"], res["acked_records"] = p["payload_bytes_total"], p["records_total"]
+        res["acked_from"] = "brook-bench --json"
+    except (OSError, ValueError, KeyError):
+        # No report (the bench was killed): its per-second lines, each the records acked
+        # in that second; the part of a second before the kill is missing.
+        recs = 0.0
+        try:
+            with open(args.bench_out, errors="replace") as f:
+                for line in f:
+                    m = PROGRESS.match(line)
+                    if m:
+                        recs += float(m.group(2))
+        except OSError:
+            pass
+        res["acked_records"] = int(recs)
+        res["acked_bytes"] = int(recs) * args.record_size
+        res["acked_from"] = "brook-bench per-second lines (no --json report)"
+    res["write_bytes_per_s"] = round(res["acked_bytes"] / max(dur, 1e-3))
+    try:
+        wb0, wb1 = (int(x) for x in args.broker_write_bytes)
+        res["broker_disk_write_bytes"] = wb1 - wb0
+        res["broker_disk_write_bytes_per_s"] = round((wb1 - wb0) / max(dur, 1e-3))
+    except (TypeError, ValueError):
+        pass
+    try:
+        with open(args.bench_out, errors="replace") as f:
+            errs = [ln.strip() for ln in f if ln.startswith("brook-bench: producer")
+                    or ln.startswith("errors ")]
+        if errs:
+            res["bench_errors"] = " / ".join(errs)[:400]
+    except OSError:
+        pass
     return res
 
 
@@ -583,7 +668,9 @@ def cmd_report(args):
             ready = [f"{k} {v['ready_s']:.2f} s" for k, v in
                      (("TERM", good.get("restart_term")), ("KILL", good.get("restart_kill")))
                      if v and v.get("ready_s") is not None]
-            reads = [f"{k}: {v['read_bytes'] / 1e6:,.1f} / {v['rchar'] / 1e6:,.1f} MB" for k, v in
+            reads = [f"{k}: {v['read_bytes'] / 1e6:,.1f} / {v['rchar'] / 1e6:,.1f} MB"
+                     + (f" / {v['log_read_bytes'] / 1e6:,.1f} MB" if v.get("opened_lines") else " / –")
+                     for k, v in
                      (("TERM", good.get("restart_term")), ("KILL", good.get("restart_kill")))
                      if v and v.get("read_bytes") is not None and v.get("rchar") is not None]
             details.append("| " + " | ".join([
@@ -604,9 +691,10 @@ def cmd_report(args):
                    "partition, acks=all, one batch per partition; stop = SIGTERM until exit; peak RSS = "
                    "VmHWM; `brook ready` = when the restarted broker logged it (all shards open), "
                    "from exec; reads = /proc/PID/io read_bytes / rchar of the restarted broker when "
-                   "Metadata was complete.\n")
+                   "Metadata was complete / log bytes read to open (broker: the sum of `read_bytes=` "
+                   "over its `opened partitions` log lines).\n")
         out.append("| partitions | create | visible | produce | stop (SIGTERM) | peak RSS "
-                   "| `brook ready` after restart | reads during restart (disk / syscalls) |")
+                   "| `brook ready` after restart | reads during restart (disk / syscalls / log bytes read to open, broker) |")
         out.append("|---:|---:|---:|---:|---:|---:|---:|---:|")
         out += details
         out.append("")
@@ -633,21 +721,70 @@ def cmd_report(args):
                    "writes with O_DIRECT, so its writes never fill it; cold = the data dir's pages "
                    "evicted (posix_fadvise DONTNEED) before the start. `brook ready` = when the broker "
                    "logged that every shard had opened its partitions.\n")
+        out.append("Log bytes read to open (broker) = the sum of `read_bytes=` over the restarted "
+                   "broker's `opened partitions` log lines (one a shard): what it read of the logs "
+                   "after the last recovery checkpoints, by its own count. SIGKILL under load = "
+                   "killed while brook-bench was writing (below); its log end after the restart is "
+                   "checked to be at least the one before the bench started.\n")
         out.append("| restart after | page cache | data dir in page cache at exec | until Metadata "
-                   "| until Metadata + ListOffsets | `brook ready` logged | log end after = before "
-                   "| disk reads (read_bytes) | rchar |")
-        out.append("|---|---|---:|---:|---:|---:|---|---:|---:|")
+                   "| until Metadata + ListOffsets | `brook ready` logged | log end after restart "
+                   "| disk reads (read_bytes) | rchar | log bytes read to open (broker) |")
+        out.append("|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
         for r in by.get("restart", []):
             if r.get("ok"):
-                match = "yes" if r.get("offsets_match") else f"**MISMATCH** {r.get('offsets_mismatch')}"
+                if "offsets_ge" in r:
+                    after, before = r.get("log_end_total", 0), r.get("log_end_before_total", 0)
+                    match = (f"{after:,} ≥ before the load ({before:,}): "
+                             + ("yes" if r["offsets_ge"] else f"**NO** {r.get('offsets_short')}")
+                             + f" (+{after - before:,})")
+                else:
+                    match = (f"= before ({r.get('log_end_total', 0):,}): yes" if r.get("offsets_match")
+                             else f"**MISMATCH** {r.get('offsets_mismatch')}")
                 cached = r.get("cached_bytes")
+                opened = (human_bytes(r["log_read_bytes"]) + f" ({r.get('opened_lines')} lines)"
+                          if r.get("opened_lines") else "– (no `opened partitions` line)")
                 out.append("| " + " | ".join([
                     r["how"], r["cache"], human_bytes(cached) if isinstance(cached, int) and cached >= 0 else "?",
                     f"{r.get('metadata_s', 0):.2f} s", f"{r['elapsed_s']:.2f} s",
                     f"{r['ready_s']:.2f} s" if r.get("ready_s") is not None else "–",
-                    match, human_bytes(r.get("read_bytes")), human_bytes(r.get("rchar"))]) + " |")
+                    match, human_bytes(r.get("read_bytes")), human_bytes(r.get("rchar")), opened]) + " |")
             else:
-                out.append(f"| {r['how']} | {r['cache']} | – | **{r.get('error')}** | – | – | – | – | – |")
+                out.append(f"| {r['how']} | {r['cache']} | – | **{r.get('error')}** | – | – | – | – | – | – |")
+        cfg = by.get("config", [{}])[-1]
+        ld = next((r for r in by.get("load", []) if r.get("phase") == "load"), None)
+        lr = next((r for r in by.get("restart", []) if r.get("how") == "SIGKILL under load"), None)
+        ms = cfg.get("checkpoint_ms")
+        if ms is not None:
+            out.append("")
+            out.append(f"`log.flush.offset.checkpoint.interval.ms` in force: **{ms} ms** "
+                       f"({cfg.get('checkpoint_src')}).")
+        if ld:
+            rate = ld.get("write_bytes_per_s", 0)
+            text = (f"\nSIGKILL under load: brook-bench (8 partitions, 1 KiB records, acks=all, no rate "
+                    f"limit) had {human_bytes(ld.get('acked_bytes'))} acked ({ld.get('acked_records', 0):,} "
+                    f"records; {ld.get('acked_from')}) in the {ld.get('load_s', 0):.1f} s from its start of "
+                    f"writing to the SIGKILL: write rate **{rate / (1 << 20):,.0f} MiB/s**")
+            if ld.get("broker_disk_write_bytes_per_s") is not None:
+                text += (f" (the broker's disk writes, /proc/PID/io write_bytes, meanwhile: "
+                         f"{ld['broker_disk_write_bytes_per_s'] / (1 << 20):,.0f} MiB/s)")
+            text += f". The bench then: {ld.get('bench_stopped')}"
+            if ld.get("bench_errors"):
+                text += f" (its output: `{ld['bench_errors']}`)"
+            text += "."
+            if ms is not None:
+                text += (f" Write rate × checkpoint interval = {human_bytes(int(rate * ms / 1000))}")
+                if lr and lr.get("ok") and lr.get("opened_lines"):
+                    text += (f"; log bytes read to open after the kill (broker): "
+                             f"**{human_bytes(lr.get('log_read_bytes'))}**"
+                             f" ({lr['log_read_bytes'] / max(rate * ms / 1000, 1):.2f} × that)")
+                text += "."
+            if lr and lr.get("ok") and "log_end_before_total" in lr:
+                kept = lr.get("log_end_total", 0) - lr["log_end_before_total"]
+                acked = ld.get("acked_records", 0)
+                text += (f" Records added by the load and present after the restart: {kept:,}; acked "
+                         f"to the bench: {acked:,} (every acked record kept: "
+                         + ("yes" if kept >= acked else "**NO**") + ").")
+            out.append(text)
         for r in by.get("row_error", []):
             out.append(f"\n**log-size run stopped: {r.get('error')}**")
         out.append("")
@@ -688,6 +825,7 @@ def main():
     p.add_argument("--interval", type=float, default=0.05)
     p.add_argument("--offsets-topic", help="also require ListOffsets(latest) of this topic")
     p.add_argument("--expect-offsets", help="JSON from `offsets --out`: the log ends must match")
+    p.add_argument("--min-offsets", help="JSON from `offsets --out`: the log ends must be >= these")
     p.add_argument("--ready-log", help="the broker's log: also report when it printed `brook ready`")
 
     p = common(sub.add_parser("produce"))
@@ -703,6 +841,14 @@ def main():
     p.add_argument("--partitions", type=int, required=True)
     p.add_argument("--out")
 
+    p = common(sub.add_parser("loadrate"), broker=False)
+    p.add_argument("--bench-json", required=True)
+    p.add_argument("--bench-out", required=True)
+    p.add_argument("--record-size", type=int, default=1024)
+    p.add_argument("--start", required=True, help="Unix time the bench started writing")
+    p.add_argument("--kill", required=True, help="Unix time of the SIGKILL")
+    p.add_argument("--broker-write-bytes", nargs=2, metavar=("AT_START", "AT_KILL"),
+                   help="the broker's /proc/PID/io write_bytes at both times")
     common(sub.add_parser("procstat"), broker=False)
     p = common(sub.add_parser("evict"), broker=False)
     p.add_argument("--dir", required=True)

@@ -20,10 +20,22 @@
 #      /proc/PID/io read_bytes (and rchar) at that moment. With EVICT=1 (default) the
 #      two restarts are repeated with the data dir evicted from the page cache first
 #      (posix_fadvise DONTNEED, no root needed), so read_bytes shows what a restart reads.
+#      Last, SIGKILL under load: brook-bench produces to `big` again (same settings, as
+#      fast as it can, --duration LOAD_KILL_S + 60 s) and the broker is SIGKILLed
+#      $LOAD_KILL_S s after the bench started writing; the bench is then given 30 s to
+#      exit, else SIGTERM, then SIGKILL; the restart is timed as above, but the log end
+#      after it is checked to be >= the end before the bench started (the end at the
+#      kill is unknown). Reported with it: the bench's acked bytes / seconds until the
+#      kill (write rate) and the checkpoint interval in force. Every restart row also
+#      shows the broker's own count of log bytes read to open its partitions (the sum
+#      of read_bytes= over its `opened partitions` lines, one a shard).
 #
 # Environment:
 #   PARTITIONS="100 1000 5000 10000"  LOG_GB=10  MAX_RSS_MIB=12000  RESTART_TIMEOUT=120
 #   PHASES="density log"  EVICT=1  SHARDS=2  MAX_WRITE_S=1800 (bound on the LOG_GB write)
+#   LOAD_KILL_S=20 (SIGKILL under load: seconds of writing before the kill)
+#   CHECKPOINT_MS (unset: the broker's default, 10 s; set: passed to every broker as
+#     "log.flush.offset.checkpoint.interval.ms" in a --config TOML file)
 #   BROOK_BIN, BENCH_BIN (lib.sh: target/release/...), BENCH_TMP (where the temp dir goes)
 #
 # The broker and brook-bench are copied into a private temp dir (mktemp -d) first;
@@ -35,7 +47,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$HERE/lib.sh"
-case "${1:-}" in -h|--help) sed -n '2,36p' "$0"; exit 0;; "") ;; *) echo "no arguments; see --help" >&2; exit 2;; esac
+case "${1:-}" in -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0;; "") ;; *) echo "no arguments; see --help" >&2; exit 2;; esac
 
 PARTITIONS="${PARTITIONS:-100 1000 5000 10000}"
 LOG_GB="${LOG_GB:-10}"
@@ -45,6 +57,9 @@ PHASES="${PHASES:-density log}"
 EVICT="${EVICT:-1}"
 SHARDS="${SHARDS:-2}"
 MAX_WRITE_S="${MAX_WRITE_S:-1800}"
+LOAD_KILL_S="${LOAD_KILL_S:-20}"
+CHECKPOINT_MS="${CHECKPOINT_MS:-}"
+BENCH_STOP_S=30    # SIGKILL under load: how long the bench may take to give up by itself
 STOP_TIMEOUT=120   # SIGTERM -> exit, then SIGKILL
 PY="$ROOT/ci/.venv/bin/python"
 DPY="$HERE/density.py"
@@ -55,6 +70,8 @@ bk_apt ss:iproute2 fincore:util-linux
 bk_build
 for n in $PARTITIONS; do [[ "$n" =~ ^[0-9]+$ ]] && ((n > 0)) || { echo "PARTITIONS: bad count $n" >&2; exit 2; }; done
 [[ "$MAX_RSS_MIB" =~ ^[0-9]+$ ]] || { echo "MAX_RSS_MIB: integer MiB" >&2; exit 2; }
+[[ "$LOAD_KILL_S" =~ ^[0-9]+$ ]] && ((LOAD_KILL_S > 0)) || { echo "LOAD_KILL_S: seconds > 0" >&2; exit 2; }
+[[ -z "$CHECKPOINT_MS" || "$CHECKPOINT_MS" =~ ^[0-9]+$ ]] || { echo "CHECKPOINT_MS: integer ms" >&2; exit 2; }
 LOG_BYTES="$(python3 -c "import sys; print(int(float(sys.argv[1]) * (1 << 30)))" "$LOG_GB")"
 
 # Segments and connections are fds: the soft limit up to the hard one (the broker does the same).
@@ -69,6 +86,15 @@ RES="$OUT/results.jsonl"
 RUN="$(mktemp -d "${BENCH_TMP:-/tmp}/bkdensity.XXXXXX")"
 cp "$BROOK_BIN" "$RUN/bkd"
 cp "$BENCH_BIN" "$RUN/bench"
+# The checkpoint interval every broker here runs with (the broker takes at least 100 ms).
+BROKER_CFG=()
+if [[ -n "$CHECKPOINT_MS" ]]; then
+  echo "\"log.flush.offset.checkpoint.interval.ms\" = $CHECKPOINT_MS" >"$RUN/brook.toml"
+  BROKER_CFG=(--config "$RUN/brook.toml")
+  CHECKPOINT_IN_FORCE="$((CHECKPOINT_MS < 100 ? 100 : CHECKPOINT_MS)) ms (CHECKPOINT_MS=$CHECKPOINT_MS, --config)"
+else
+  CHECKPOINT_IN_FORCE="10000 ms (broker default; no --config)"
+fi
 
 BPID=""; GUARD_PID=""; LOAD_PID=""; BROKER=""; T0=""
 cleanup() {
@@ -112,7 +138,7 @@ guard_stop() {
 
 start_broker() { # start_broker DATA LOG -> BPID, T0 (Unix time just before the exec)
   T0="$EPOCHREALTIME"
-  "$RUN/bkd" --data-dir "$1" --listen "$BROKER" --shards "$SHARDS" 2>"$2" &
+  "$RUN/bkd" --data-dir "$1" --listen "$BROKER" --shards "$SHARDS" ${BROKER_CFG[@]+"${BROKER_CFG[@]}"} 2>"$2" &
   BPID=$!
   guard_start "$BPID"
 }
@@ -240,6 +266,9 @@ log_run() {
   }
   log="$OUT/log-1-fresh.log"; CUR_LOG="$log"
   say "== log size: $LOG_GB GiB ($LOG_BYTES B) into topic big (8 partitions), broker $BROKER"
+  py note "${tag[@]}" --tag step=config --tag "checkpoint_ms=$(( ${CHECKPOINT_MS:-10000} < 100 ? 100 : ${CHECKPOINT_MS:-10000} ))" \
+    --tag "checkpoint_src=$([[ -n "$CHECKPOINT_MS" ]] && echo "CHECKPOINT_MS=$CHECKPOINT_MS in a --config file" || echo "broker default, no --config")" \
+    --tag "load_kill_s=$LOAD_KILL_S" >/dev/null
   start_broker "$data" "$log"
   wait_ready "$log" 60 || { log_fail "broker did not start"; return; }
 
@@ -304,8 +333,81 @@ print(min(300, max(1, math.ceil(0.7 * left / rate))))" "$LOG_BYTES" "$size" "$be
       fi
     done
   done
+
+  load_kill "$data" $((k + 1)) || return
   stop_any
   rm -rf "$data"
+}
+
+# SIGKILL under load: the broker (running on DATA) is SIGKILLed LOAD_KILL_S s after
+# brook-bench started writing to it, then restarted and timed like the other rows.
+load_kill() { # load_kill DATA K -> 1 after log_fail
+  local data="$1" k="$2" log cached pre="$OUT/log-load" t_start="" t_kill wb0 wb1 i rc how_stopped
+  local ltag=("${tag[@]}" --tag step=load)
+  say "   SIGKILL under load: brook-bench writing, SIGKILL after $LOAD_KILL_S s ..."
+  py offsets --bootstrap "$BROKER" --topic big --partitions 8 --out "$RUN/ends-load.json" "${ltag[@]}" \
+    --tag phase=before_bench >&2 || { log_fail "ListOffsets before the load failed"; return 1; }
+  # Started directly (no `timeout` in between) so that LOAD_PID is the bench itself.
+  "$RUN/bench" --bootstrap "$BROKER" --mode produce --topic big --partitions 8 \
+    --record-size 1024 --acks all --warmup 0s --duration "$((LOAD_KILL_S + 60))s" --json "$pre.json" \
+    >"$pre.out" 2>&1 &
+  LOAD_PID=$!
+  # It has started writing once it printed its plan (topic checked, producers next).
+  for ((i = 0; i < 300; i++)); do
+    if grep -q '^brook-bench: .* partitions on' "$pre.out"; then t_start="$EPOCHREALTIME"; break; fi
+    kill -0 "$LOAD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  wb0="$(awk '/^write_bytes:/{print $2}' "/proc/$BPID/io" 2>/dev/null || echo "")"
+  if [[ -z "$t_start" ]]; then
+    bench_stop; log_fail "brook-bench did not start writing in 30 s (see log-load.out)"; return 1
+  fi
+  sleep "$(python3 -c "import sys, time; print(max(0.0, float(sys.argv[1]) + int(sys.argv[2]) - time.time()))" \
+    "$t_start" "$LOAD_KILL_S")"
+  if ! kill -0 "$LOAD_PID" 2>/dev/null; then
+    bench_stop; log_fail "brook-bench exited before the kill (see log-load.out)"; return 1
+  fi
+  kill -0 "$BPID" 2>/dev/null || { bench_stop; log_fail "broker exited during the load"; return 1; }
+  wb1="$(awk '/^write_bytes:/{print $2}' "/proc/$BPID/io" 2>/dev/null || echo "")"
+  t_kill="$EPOCHREALTIME"
+  kill -KILL "$BPID" 2>/dev/null || true
+  reap 30 || { bench_stop; log_fail "broker did not die after SIGKILL"; return 1; }
+  # The bench notices the dead broker and stops by itself, or is stopped (bounded).
+  how_stopped=""
+  for ((i = 0; i < BENCH_STOP_S * 10; i++)); do kill -0 "$LOAD_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$LOAD_PID" 2>/dev/null; then
+    how_stopped="still running ${BENCH_STOP_S} s after the kill: SIGTERM"
+    kill -TERM "$LOAD_PID" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do kill -0 "$LOAD_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$LOAD_PID" 2>/dev/null; then
+      how_stopped+=", then SIGKILL"
+      kill -KILL "$LOAD_PID" 2>/dev/null || true
+    fi
+  fi
+  rc=0; wait "$LOAD_PID" 2>/dev/null || rc=$?
+  LOAD_PID=""
+  [[ -n "$how_stopped" ]] || how_stopped="exited by itself, status $rc, $(python3 -c "import sys, time; print(round(time.time() - float(sys.argv[1]), 1))" "$t_kill") s after the kill"
+  py loadrate --bench-json "$pre.json" --bench-out "$pre.out" --record-size 1024 --start "$t_start" --kill "$t_kill" \
+    --broker-write-bytes "$wb0" "$wb1" "${ltag[@]}" --tag phase=load --tag "bench_stopped=$how_stopped" >&2 || true
+  say "   bench: $how_stopped; restart ..."
+  log="$OUT/log-$k-after-sigkill-under-load.log"; CUR_LOG="$log"
+  cached="$(py cache --dir "$data" || echo -1)"
+  start_broker "$data" "$log"
+  if ! py meta --bootstrap "$BROKER" --prefix big --expect 8 --offsets-topic big --min-offsets "$RUN/ends-load.json" \
+      --since "$T0" --timeout "$RESTART_TIMEOUT" --ready-log "$log" --pid "$BPID" --max-rss-mib "$MAX_RSS_MIB" \
+      "${tag[@]}" --tag step=restart --tag "how=SIGKILL under load" --tag cache=warm --tag "cached_bytes=$cached" >&2; then
+    log_fail "restart after SIGKILL under load did not complete"; return 1
+  fi
+}
+
+bench_stop() { # the load's brook-bench gone, bounded (SIGTERM, 10 s, SIGKILL)
+  local i
+  [[ -n "$LOAD_PID" ]] || return 0
+  kill -TERM "$LOAD_PID" 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$LOAD_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$LOAD_PID" 2>/dev/null || true
+  wait "$LOAD_PID" 2>/dev/null || true
+  LOAD_PID=""
 }
 
 # ---------------------------------------------------------------- run
@@ -316,7 +418,8 @@ print(min(300, max(1, math.ceil(0.7 * left / rate))))" "$LOG_BYTES" "$size" "$be
   echo '```'
   bk_machine
   echo "fd limit (soft/hard): $(ulimit -n)/$HARD_FDS"
-  echo "command: PARTITIONS=\"$PARTITIONS\" LOG_GB=$LOG_GB MAX_RSS_MIB=$MAX_RSS_MIB RESTART_TIMEOUT=$RESTART_TIMEOUT PHASES=\"$PHASES\" EVICT=$EVICT SHARDS=$SHARDS BROOK_BIN=$BROOK_BIN BENCH_BIN=$BENCH_BIN perf-scripts/density.sh"
+  echo "command: PARTITIONS=\"$PARTITIONS\" LOG_GB=$LOG_GB MAX_RSS_MIB=$MAX_RSS_MIB RESTART_TIMEOUT=$RESTART_TIMEOUT PHASES=\"$PHASES\" EVICT=$EVICT SHARDS=$SHARDS LOAD_KILL_S=$LOAD_KILL_S${CHECKPOINT_MS:+ CHECKPOINT_MS=$CHECKPOINT_MS} BROOK_BIN=$BROOK_BIN BENCH_BIN=$BENCH_BIN perf-scripts/density.sh"
+  echo "log.flush.offset.checkpoint.interval.ms in force: $CHECKPOINT_IN_FORCE"
   echo '```'
   echo
 } >"$OUT/results.md"

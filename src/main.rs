@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use brook_engine::data_dir::DataDir;
+use brook_engine::meta::data_dir::DataDir;
 use brook_engine::{EngineShared, Shard, ShardId};
 use brook_net::{ConnectionCounts, NetConfig, ShardServer};
 use clap::Parser;

@@ -177,7 +177,7 @@ pub struct EngineConfig {
     /// Idle write buffers each shard keeps for partitions being written
     /// (`brook.write.buffer.pool.bytes`; see `writer`).
     pub write_pool_bytes: usize,
-    pub group: crate::group::GroupConfig,
+    pub group: crate::coord::group::GroupConfig,
 }
 
 impl EngineConfig {
@@ -192,8 +192,8 @@ impl EngineConfig {
             cache_bytes_per_partition: 8 << 20,
             retention_check_interval: Duration::from_secs(300),
             checkpoint_interval: Duration::from_secs(10),
-            write_pool_bytes: crate::writer::DEFAULT_POOL_BYTES,
-            group: crate::group::GroupConfig::default(),
+            write_pool_bytes: crate::log::writer::DEFAULT_POOL_BYTES,
+            group: crate::coord::group::GroupConfig::default(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The engine's one error type. `net` maps each variant to a Kafka error code
 //! in one place; the engine itself knows nothing of the wire protocol.
 
-use crate::batch::BatchError;
+use crate::log::batch::BatchError;
 use crate::types::Offset;
 
 #[non_exhaustive]

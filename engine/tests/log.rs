@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use brook_engine::batch::{ProducerBatchInfo, build_batch, parse_header};
-use brook_engine::partition::{
+use brook_engine::log::batch::{ProducerBatchInfo, build_batch, parse_header};
+use brook_engine::log::partition::{
     Appended, FetchedData, Partition, PartitionCell, PartitionRef, ReadPlan, run_flusher,
 };
-use brook_engine::segment::read_batches;
+use brook_engine::log::segment::read_batches;
 use brook_engine::{EngineError, Offset, TopicConfig, TopicPartition};
 
 fn tp() -> TopicPartition {
@@ -42,7 +42,7 @@ fn record(i: u64) -> (Vec<u8>, Vec<u8>) {
 /// A batch of `n` records numbered from `first`.
 fn batch(first: u64, n: u64, ts: i64, producer: Option<ProducerBatchInfo>) -> Vec<u8> {
     let recs: Vec<(Vec<u8>, Vec<u8>)> = (first..first + n).map(record).collect();
-    let kv: Vec<brook_engine::batch::KeyValue<'_>> = recs
+    let kv: Vec<brook_engine::log::batch::KeyValue<'_>> = recs
         .iter()
         .map(|(k, v)| (Some(&k[..]), Some(&v[..])))
         .collect();
@@ -89,7 +89,7 @@ fn batches_in(bytes: &[u8]) -> Vec<(u64, u32)> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
-        let info = brook_engine::batch::validate(&bytes[pos..]).expect("valid stored batch");
+        let info = brook_engine::log::batch::validate(&bytes[pos..]).expect("valid stored batch");
         out.push((info.base_offset.0, info.record_count));
         pos += info.len as usize;
     }
@@ -291,7 +291,7 @@ fn torn_tail_is_truncated_and_appends_continue() {
         pos
     };
     let mut torn = batch(99, 5, 1, None);
-    brook_engine::batch::set_base_offset(&mut torn, Offset(10));
+    brook_engine::log::batch::set_base_offset(&mut torn, Offset(10));
     let mut bytes = std::fs::read(&log).unwrap();
     bytes.truncate(good_len);
     bytes.extend_from_slice(&torn[..torn.len() / 2]);
@@ -475,7 +475,7 @@ fn timestamps_find_the_first_batch_at_or_after() {
                 .unwrap();
             let mut found = None;
             for (file, from, to) in cands {
-                if let Some(hit) = brook_engine::segment::find_timestamp(
+                if let Some(hit) = brook_engine::log::segment::find_timestamp(
                     &file,
                     from,
                     to,
@@ -571,9 +571,13 @@ fn large_direct_reads_match_small_buffered_reads() {
         let mut bytes_large = Vec::new();
         let mut at = Offset(0);
         loop {
-            let d = read(&cell, at, brook_engine::segment::DIRECT_READ_MIN_BYTES * 4)
-                .await
-                .expect("large read");
+            let d = read(
+                &cell,
+                at,
+                brook_engine::log::segment::DIRECT_READ_MIN_BYTES * 4,
+            )
+            .await
+            .expect("large read");
             if d.records.is_empty() {
                 break;
             }

@@ -1,7 +1,7 @@
 //! The one place engine errors become Kafka error codes.
 
 use brook_engine::EngineError;
-use brook_engine::batch::BatchError;
+use brook_engine::log::batch::BatchError;
 use kafka_protocol::error::ResponseError as E;
 
 pub fn code(e: &EngineError) -> i16 {

@@ -7,7 +7,7 @@
 //! batchLength of a batch that runs past the end.
 #![no_main]
 
-use brook_engine::batch::{self, BATCH_HEADER_LEN, BatchError, BatchInfo, LOG_OVERHEAD, MAGIC_V2};
+use brook_engine::log::batch::{self, BATCH_HEADER_LEN, BatchError, BatchInfo, LOG_OVERHEAD, MAGIC_V2};
 use brook_engine::types::Offset;
 use fuzz_util::{CRC_FROM, be_i32, be_i64, fix_batches};
 use libfuzzer_sys::fuzz_target;

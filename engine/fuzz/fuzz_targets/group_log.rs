@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use brook_engine::group_log::{decode_offset_record, offset_key, offset_value, replay_partition};
+use brook_engine::coord::group_log::{decode_offset_record, offset_key, offset_value, replay_partition};
 use fuzz_util::fix_batches;
 use libfuzzer_sys::fuzz_target;
 

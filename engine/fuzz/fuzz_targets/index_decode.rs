@@ -7,8 +7,8 @@
 //! the restored builder's index interval.
 #![no_main]
 
-use brook_engine::batch::BatchInfo;
-use brook_engine::index::{IndexBuilder, OffsetIndex, TimeIndex};
+use brook_engine::log::batch::BatchInfo;
+use brook_engine::log::index::{IndexBuilder, OffsetIndex, TimeIndex};
 use brook_engine::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 use fuzz_util::mode_and_rest;
 use libfuzzer_sys::fuzz_target;

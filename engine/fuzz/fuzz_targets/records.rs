@@ -6,8 +6,8 @@
 //! fuzzed); bits 4-7: also decode a prefix cut at (mode >> 4)/16 of the batch.
 #![no_main]
 
-use brook_engine::batch::{self, BATCH_HEADER_LEN, BatchError};
-use brook_engine::records::{RecordView, uncompressed_records};
+use brook_engine::log::batch::{self, BATCH_HEADER_LEN, BatchError};
+use brook_engine::log::records::{RecordView, uncompressed_records};
 use brook_engine::types::Offset;
 use fuzz_util::{HEADER_LEN, fit_length, fix_crc, mode_and_rest};
 use libfuzzer_sys::fuzz_target;

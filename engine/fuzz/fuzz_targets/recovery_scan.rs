@@ -12,8 +12,8 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use brook_engine::batch::{self, BatchInfo};
-use brook_engine::recovery::{ScanOutcome, StopReason, scan_segment};
+use brook_engine::log::batch::{self, BatchInfo};
+use brook_engine::log::recovery::{ScanOutcome, StopReason, scan_segment};
 use brook_engine::types::{FilePos, Offset};
 use fuzz_util::{be_i64, fix_batches, mode_and_rest};
 use libfuzzer_sys::fuzz_target;

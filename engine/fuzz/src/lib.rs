@@ -6,7 +6,7 @@
 //! the checksum; the "fix" modes recompute CRCs (and, optionally, lengths) so
 //! the fuzzer also explores what lies behind the checksum.
 
-/// Byte positions of the RecordBatch v2 header (see `brook_engine::batch`).
+/// Byte positions of the RecordBatch v2 header (see `brook_engine::log::batch`).
 pub const LENGTH_AT: usize = 8;
 pub const MAGIC_AT: usize = 16;
 pub const CRC_AT: usize = 17;

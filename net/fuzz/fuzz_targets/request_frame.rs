@@ -141,7 +141,7 @@ fn split_produce_records(req: &ProduceRequest) {
     for t in &req.topic_data {
         for p in &t.partition_data {
             let Some(records) = &p.records else { continue };
-            if let Ok(batches) = brook_engine::batch::split_incoming(records, 1 << 20) {
+            if let Ok(batches) = brook_engine::log::batch::split_incoming(records, 1 << 20) {
                 let covered: usize = batches.iter().map(|(r, _)| r.len()).sum();
                 assert_eq!(covered, records.len());
             }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use brook_engine::EngineError;
-use brook_engine::quota::QuotaOp;
+use brook_engine::meta::quota::QuotaOp;
 use kafka_protocol::messages::alter_client_quotas_response::{
     EntityData as AlterEntity, EntryData as AlterEntry,
 };

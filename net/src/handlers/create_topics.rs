@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::errors;
 use crate::server::ShardServer;
 
-fn effective_configs(meta: &brook_engine::catalog::TopicMeta) -> Vec<CreatableTopicConfigs> {
+fn effective_configs(meta: &brook_engine::meta::catalog::TopicMeta) -> Vec<CreatableTopicConfigs> {
     meta.config
         .describe()
         .into_iter()
@@ -150,7 +150,7 @@ fn assigned_partitions(t: &CreatableTopic, node_id: i32) -> Result<u32, EngineEr
 
 fn answer(
     result: CreatableTopicResult,
-    outcome: Result<brook_engine::catalog::TopicMeta, EngineError>,
+    outcome: Result<brook_engine::meta::catalog::TopicMeta, EngineError>,
     version: i16,
 ) -> CreatableTopicResult {
     match outcome {

@@ -10,8 +10,8 @@
 use std::rc::Rc;
 
 use brook_engine::EngineError;
-use brook_engine::catalog::TopicMeta;
 use brook_engine::config::FlushPolicy;
+use brook_engine::meta::catalog::TopicMeta;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{

@@ -10,7 +10,7 @@
 
 use std::rc::Rc;
 
-use brook_engine::catalog::TopicMeta;
+use brook_engine::meta::catalog::TopicMeta;
 use brook_engine::shard::is_internal_topic;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_topic_partitions_response::{

@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use brook_engine::partition::FetchedData;
+use brook_engine::log::partition::FetchedData;
 use brook_engine::{EngineError, Offset, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;

@@ -4,7 +4,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use brook_engine::EngineError;
-use brook_engine::group::JoinRequest;
+use brook_engine::coord::group::JoinRequest;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;

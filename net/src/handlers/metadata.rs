@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use brook_engine::catalog::TopicMeta;
+use brook_engine::meta::catalog::TopicMeta;
 use brook_engine::{EngineError, NewTopic};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::rc::Rc;
 
-use brook_engine::batch::any_transactional;
+use brook_engine::log::batch::any_transactional;
 use brook_engine::{Acks, EngineError, TopicPartition};
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;

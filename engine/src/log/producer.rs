@@ -41,7 +41,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::batch::{BatchInfo, ProducerBatchInfo};
+use crate::log::batch::{BatchInfo, ProducerBatchInfo};
 use crate::types::Offset;
 
 /// Batches remembered per producer for duplicate detection (Kafka's

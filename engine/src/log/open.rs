@@ -24,14 +24,14 @@
 
 use std::path::Path;
 
-use crate::batch::{BATCH_HEADER_LEN, parse_header};
-use crate::checkpoint::Checkpoint;
 use crate::error::EngineError;
-use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
-use crate::index::{IndexBuilder, read_offset_index, read_time_index};
-use crate::producer::ProducerStateTable;
-use crate::recovery::{ScanOutcome, StopReason, scan_segment_from};
-use crate::segment::{Segment, index_path, log_path, time_index_path};
+use crate::log::batch::{BATCH_HEADER_LEN, parse_header};
+use crate::log::checkpoint::Checkpoint;
+use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
+use crate::log::index::{IndexBuilder, read_offset_index, read_time_index};
+use crate::log::producer::ProducerStateTable;
+use crate::log::recovery::{ScanOutcome, StopReason, scan_segment_from};
+use crate::log::segment::{Segment, index_path, log_path, time_index_path};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
 /// Base offsets of the `.log` files in `dir`, ascending. Removes leftover temp files.
@@ -230,7 +230,7 @@ pub fn recover_partition(
         None => {
             // A segment before the checkpoint was damaged: the log now ends
             // there, so the checkpoint describes a log that no longer exists.
-            let _ = std::fs::remove_file(crate::checkpoint::path(dir));
+            let _ = std::fs::remove_file(crate::log::checkpoint::path(dir));
             *producers = ProducerStateTable::new();
             let bases = segment_bases(dir)?;
             let segments = open_segments(dir, tp, &bases, None, producers, &mut read_bytes)?
@@ -311,11 +311,11 @@ fn open_segments(
                 s.max_timestamp,
             )?;
             seg.writer = None;
-            crate::index::write_file_atomically(
+            crate::log::index::write_file_atomically(
                 &index_path(dir, base),
                 &seg.index.offset_index().encode(),
             )?;
-            crate::index::write_file_atomically(
+            crate::log::index::write_file_atomically(
                 &time_index_path(dir, base),
                 &seg.index.time_index().encode(),
             )?;

@@ -41,8 +41,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::index::{IndexBuilder, OffsetIndex, ResumeState, TimeIndex, TimeIndexEntry};
-use crate::producer::{BatchMetadata, ProducerStateTable};
+use crate::log::index::{IndexBuilder, OffsetIndex, ResumeState, TimeIndex, TimeIndexEntry};
+use crate::log::producer::{BatchMetadata, ProducerStateTable};
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 
 /// The checkpoint's file name inside a partition directory.
@@ -217,7 +217,7 @@ impl Checkpoint {
 
     /// Writes the checkpoint durably and atomically (blocking: run it off the reactor).
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
-        crate::index::write_file_atomically(&path(dir), &self.encode())
+        crate::log::index::write_file_atomically(&path(dir), &self.encode())
     }
 }
 
@@ -254,7 +254,7 @@ impl<'a> Input<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{self, build_batch};
+    use crate::log::batch::{self, build_batch};
 
     fn sample() -> Checkpoint {
         let mut index = IndexBuilder::new(100);

@@ -6,7 +6,7 @@
 //! timestampDelta, offsetDelta, keyLength (-1 = null), key, valueLength, value,
 //! headerCount, headers.
 
-use crate::batch::{BATCH_HEADER_LEN, BatchError, BatchInfo};
+use crate::log::batch::{BATCH_HEADER_LEN, BatchError, BatchInfo};
 use crate::types::Offset;
 
 /// One record, borrowing from the batch.
@@ -94,7 +94,7 @@ pub fn uncompressed_records<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{build_batch, validate};
+    use crate::log::batch::{build_batch, validate};
 
     #[test]
     fn reads_back_what_build_batch_wrote() {

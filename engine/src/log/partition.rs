@@ -33,16 +33,16 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures::channel::oneshot;
 
-use crate::aligned::AlignedBuf;
-use crate::batch::{self, BatchError, BatchInfo};
-use crate::checkpoint::Checkpoint;
 use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::EngineError;
-use crate::index::DEFAULT_INDEX_INTERVAL_BYTES;
-use crate::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
-use crate::segment::{self, DiskRead, ReadAhead, SealJob, Segment};
+use crate::log::aligned::AlignedBuf;
+use crate::log::batch::{self, BatchError, BatchInfo};
+use crate::log::checkpoint::Checkpoint;
+use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
+use crate::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
+use crate::log::segment::{self, DiskRead, ReadAhead, SealJob, Segment};
+use crate::log::writer::{PendingWrite, give_back};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
-use crate::writer::{PendingWrite, give_back};
 
 /// Outcome of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,12 +253,12 @@ impl Partition {
         let dir = Self::dir_for(data_dir, &tp);
         std::fs::create_dir_all(&dir)?;
         let mut producers = ProducerStateTable::default();
-        let crate::log_open::Recovered {
+        let crate::log::open::Recovered {
             segments,
             reopened_clean,
             checkpointed_end,
             read_bytes,
-        } = crate::log_open::recover_partition(&dir, &tp, &mut producers)?;
+        } = crate::log::open::recover_partition(&dir, &tp, &mut producers)?;
         let log_start = segments.first().expect("recovery yields a segment").base;
         let log_end = segments
             .last()
@@ -930,7 +930,7 @@ async fn unmark_clean(cell: &PartitionRef, c: Checkpoint) -> Result<(), String> 
         let tp = cell.state.borrow().tp.clone();
         tracing::warn!(partition = %tp, error = %e, "cannot rewrite the recovery checkpoint; removing it");
         blocking(move || {
-            match std::fs::remove_file(crate::checkpoint::path(&dir)) {
+            match std::fs::remove_file(crate::log::checkpoint::path(&dir)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }

@@ -7,7 +7,7 @@
 //! the segment's base offset, zero-padded to 20 digits, as in Kafka.
 //!
 //! The active segment is pre-sized with `fallocate` in steps that double up to
-//! [`PREALLOC_BYTES`](crate::writer::PREALLOC_BYTES) (extending `i_size`), because ext4 hands O_DIRECT writes
+//! [`PREALLOC_BYTES`](crate::log::writer::PREALLOC_BYTES) (extending `i_size`), because ext4 hands O_DIRECT writes
 //! that extend a file to io-wq kernel workers off the shard's core. So the file is longer than its data:
 //! the logical end is tracked in memory and, after a crash, found again by scanning
 //! batch headers until the first zero, torn or corrupt batch (see `recovery`).
@@ -32,12 +32,12 @@ use bytes::Bytes;
 use compio::buf::IntoInner;
 use compio::io::{AsyncReadAt, AsyncReadAtExt};
 
-use crate::aligned::{BLOCK_BYTES, ReadBuf, round_down, round_up};
-use crate::batch::{self, BATCH_HEADER_LEN, BatchInfo};
 use crate::error::EngineError;
-use crate::index::IndexBuilder;
+use crate::log::aligned::{BLOCK_BYTES, ReadBuf, round_down, round_up};
+use crate::log::batch::{self, BATCH_HEADER_LEN, BatchInfo};
+use crate::log::index::IndexBuilder;
+use crate::log::writer::{Writer, to_compio};
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
-use crate::writer::{Writer, to_compio};
 
 /// Bytes a disk read fetches beyond the caller's `max_bytes`, so that the batch the
 /// sparse index points before (at most `index.interval.bytes` = 4 KiB earlier) and a
@@ -100,8 +100,8 @@ impl SealJob {
         let f = std::fs::OpenOptions::new().write(true).open(&self.log)?;
         f.set_len(self.size)?;
         f.sync_all()?;
-        crate::index::write_file_atomically(&self.index.0, &self.index.1)?;
-        crate::index::write_file_atomically(&self.time_index.0, &self.time_index.1)?;
+        crate::log::index::write_file_atomically(&self.index.0, &self.index.1)?;
+        crate::log::index::write_file_atomically(&self.time_index.0, &self.time_index.1)?;
         Ok(())
     }
 }

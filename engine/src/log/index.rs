@@ -61,7 +61,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::batch::BatchInfo;
+use crate::log::batch::BatchInfo;
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 
 /// Bytes per offset index entry.

@@ -34,7 +34,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use crate::batch::{self, BATCH_HEADER_LEN, BatchError, BatchInfo, CRC_COVERED_FROM, LOG_OVERHEAD};
+use crate::log::batch::{
+    self, BATCH_HEADER_LEN, BatchError, BatchInfo, CRC_COVERED_FROM, LOG_OVERHEAD,
+};
 use crate::types::{FilePos, Offset};
 
 /// Bytes read per system call: large enough that a 1 GiB segment is read in
@@ -271,7 +273,7 @@ fn check_crc(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::build_batch;
+    use crate::log::batch::build_batch;
     use proptest::prelude::*;
     use std::io::Write;
 

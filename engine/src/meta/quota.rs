@@ -69,7 +69,7 @@ struct Stored {
 
 impl Quotas {
     fn path(data_dir: &Path) -> PathBuf {
-        crate::data_dir::quotas_path(data_dir)
+        crate::meta::data_dir::quotas_path(data_dir)
     }
 
     /// The limits that apply to `client_id`: its own entry, else the default.
@@ -134,7 +134,7 @@ impl Quotas {
         };
         let text =
             serde_json::to_vec_pretty(&stored).map_err(|e| EngineError::Storage(e.to_string()))?;
-        crate::index::write_file_atomically(&path, &text)?;
+        crate::log::index::write_file_atomically(&path, &text)?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! The O_DIRECT write side of a segment that still takes appends.
 //!
-//! **Lives on:** the partition's shard, inside its active (or just-rolled) [`Segment`](crate::segment::Segment).
+//! **Lives on:** the partition's shard, inside its active (or just-rolled) [`Segment`](crate::log::segment::Segment).
 //!
 //! O_DIRECT wants the buffer address, the file position and the length of every
 //! write to be whole 4 KiB blocks. The [`Writer`] keeps the *open* bytes in
@@ -30,8 +30,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::aligned::{AlignedBuf, BLOCK_BYTES, PaddedBuf, round_down, round_up};
 use crate::error::EngineError;
+use crate::log::aligned::{AlignedBuf, BLOCK_BYTES, PaddedBuf, round_down, round_up};
 use crate::types::FilePos;
 
 /// Largest pre-allocation step for active segment files. 64 MiB keeps fallocate

@@ -89,7 +89,7 @@ impl Catalog {
     }
 
     pub fn path(data_dir: &Path) -> PathBuf {
-        crate::data_dir::catalog_path(data_dir)
+        crate::meta::data_dir::catalog_path(data_dir)
     }
 
     /// Loads the catalog, or an empty one when the broker has never stored one.
@@ -139,7 +139,7 @@ impl Catalog {
             .collect();
         let text =
             serde_json::to_vec_pretty(&stored).map_err(|e| EngineError::Storage(e.to_string()))?;
-        crate::index::write_file_atomically(&path, &text)?;
+        crate::log::index::write_file_atomically(&path, &text)?;
         Ok(())
     }
 

@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::batch::{self, BatchInfo};
-use crate::group::{CommittedOffset, Group};
-use crate::records::uncompressed_records;
+use crate::coord::group::{CommittedOffset, Group};
+use crate::log::batch::{self, BatchInfo};
+use crate::log::records::uncompressed_records;
 use crate::types::{Offset, TopicPartition};
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -264,10 +264,13 @@ mod tests {
     #[test]
     fn group_partition_matches_kafka() {
         // Java: "abc".hashCode() == 96354, 96354 % 50 == 4; "" hashes to 0.
-        assert_eq!(crate::group::offsets_partition_of("abc"), 4);
-        assert_eq!(crate::group::offsets_partition_of(""), 0);
+        assert_eq!(crate::coord::group::offsets_partition_of("abc"), 4);
+        assert_eq!(crate::coord::group::offsets_partition_of(""), 0);
         // Negative hash codes are made positive first: "polygenelubricants" hashes
         // to i32::MIN, which Kafka's Utils.abs maps to 0.
-        assert_eq!(crate::group::offsets_partition_of("polygenelubricants"), 0);
+        assert_eq!(
+            crate::coord::group::offsets_partition_of("polygenelubricants"),
+            0
+        );
     }
 }

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::error::EngineError;
-use crate::group::{
+use crate::coord::group::{
     CommittedOffset, Group, GroupState, JoinRequest, JoinResult, OFFSETS_TOPIC, Reply, SyncResult,
     offsets_partition_of,
 };
-use crate::group_log;
+use crate::coord::group_log;
+use crate::error::EngineError;
 use crate::shard::{Acks, Shard, shard_of};
 use crate::types::TopicPartition;
 

@@ -1,0 +1,5 @@
+//! The broker's own state in its data directory: where everything lives and the
+//! lock on it, the topic catalog and the client quotas (persisted by shard 0).
+pub mod catalog;
+pub mod data_dir;
+pub mod quota;

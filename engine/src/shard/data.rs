@@ -1,0 +1,329 @@
+//! The data path on a shard: Produce, Fetch (and its long poll), ListOffsets and
+//! producer ids, each run on the partition's owner wherever it is called.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::future::select_all;
+
+use super::{LocalFuture, Shard, is_internal_topic, shard_of};
+use crate::error::EngineError;
+use crate::log::partition::{Appended, FetchedData, PartitionRef, ReadPlan};
+use crate::log::segment;
+use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
+
+/// How many replicas must have a batch before the producer is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Acks {
+    None,
+    Leader,
+    All,
+}
+
+/// A successful produce to one partition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Produced {
+    pub base_offset: Offset,
+    pub log_start: Offset,
+}
+
+/// The offset a ListOffsets query asks for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    MaxTimestamp,
+    /// The first batch whose max timestamp is at least this.
+    Timestamp(TimestampMs),
+}
+
+/// Answer to an [`OffsetQuery`]; `offset` is `None` when no batch matches the
+/// timestamp. For timestamp queries `batch` holds the matching stored batch: the
+/// offset is its base offset, and the caller may refine it to the first record
+/// at or after the target by decoding the records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListedOffset {
+    pub offset: Option<Offset>,
+    pub timestamp: Option<TimestampMs>,
+    pub batch: Option<Bytes>,
+}
+
+/// A refused Produce partition entry. `log_start` is the partition's log start
+/// offset when the log itself refused the batches (producer state, timestamps):
+/// Kafka's answer carries it then (`ReplicaManager.appendToLocalLog`), and the
+/// Java producer reads it on OUT_OF_ORDER_SEQUENCE_NUMBER to tell a truncated
+/// log from a lost write.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProduceRefused {
+    pub error: EngineError,
+    pub log_start: Option<Offset>,
+}
+
+impl ProduceRefused {
+    fn without_log_start(error: EngineError) -> Self {
+        ProduceRefused {
+            error,
+            log_start: None,
+        }
+    }
+}
+
+/// Refusals for which Kafka reports the log start offset: every error of the
+/// log's own validation except the "known" ones its `appendToLocalLog` answers
+/// without it (unknown partition, too large, corrupt, storage).
+fn refusal_reports_log_start(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::OutOfOrderSequence { .. }
+            | EngineError::InvalidProducerEpoch
+            | EngineError::UnknownProducerId
+            | EngineError::InvalidTimestamp { .. }
+    )
+}
+
+impl Shard {
+    /// Appends to a partition wherever it lives. The append itself happens before
+    /// this returns (locally) or in ring order (remotely), so requests pipelined on
+    /// one connection keep their order; the future resolves when `acks` is met.
+    pub fn produce(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        records: Bytes,
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, ProduceRefused>> {
+        if is_internal_topic(&tp.topic) {
+            let e = EngineError::InvalidTopicName(format!(
+                "{} is written only by the broker",
+                tp.topic
+            ));
+            return Box::pin(async move { Err(ProduceRefused::without_log_start(e)) });
+        }
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return self.produce_answered(&tp, &records, acks);
+        }
+        let fut = self.invoke_on(owner, move |s| s.produce_answered(&tp, &records, acks));
+        Box::pin(async move { fut.await.map_err(ProduceRefused::without_log_start)? })
+    }
+
+    /// [`Self::produce_local`], with the log start offset a refusal reports.
+    fn produce_answered(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, ProduceRefused>> {
+        let log_start = self.partition(tp).ok().map(|c| c.state.borrow().log_start);
+        let fut = self.produce_local(tp, records, acks);
+        Box::pin(async move {
+            fut.await.map_err(|error| ProduceRefused {
+                log_start: log_start.filter(|_| refusal_reports_log_start(&error)),
+                error,
+            })
+        })
+    }
+
+    pub(crate) fn produce_local(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: Acks,
+    ) -> LocalFuture<Result<Produced, EngineError>> {
+        let cell = match self.partition(tp) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let appended = cell.state.borrow_mut().append(records, TimestampMs::now());
+        let (base_offset, end) = match appended {
+            Ok(Appended::New {
+                base_offset,
+                end_offset,
+            }) => (base_offset, end_offset),
+            Ok(Appended::Duplicate { base_offset }) => (base_offset, base_offset.next(1)),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        cell.flush_event.notify();
+        let log_start = cell.state.borrow().log_start;
+        let done = Produced {
+            base_offset,
+            log_start,
+        };
+        if acks == Acks::None {
+            return Box::pin(async move { Ok(done) });
+        }
+        let rx = cell.state.borrow_mut().wait_durable(end);
+        Box::pin(async move {
+            rx.await.map_err(|_| EngineError::ShuttingDown)??;
+            Ok(done)
+        })
+    }
+
+    /// Reads batches from `offset`, at most `max_bytes` (but at least one batch).
+    pub fn fetch(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> LocalFuture<Result<FetchedData, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return Box::pin(Self::fetch_local(self.partition(&tp), offset, max_bytes));
+        }
+        let fut = self.invoke_on(owner, move |s| {
+            Self::fetch_local(s.partition(&tp), offset, max_bytes)
+        });
+        Box::pin(async move { fut.await? })
+    }
+
+    async fn fetch_local(
+        cell: Result<PartitionRef, EngineError>,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<FetchedData, EngineError> {
+        let plan = cell?.state.borrow().read(offset, max_bytes)?;
+        match plan {
+            ReadPlan::Ready(d) => Ok(d),
+            ReadPlan::Disk {
+                read,
+                high_watermark,
+                log_start,
+            } => {
+                let records = segment::read_batches(read).await?;
+                Ok(FetchedData {
+                    records,
+                    high_watermark,
+                    log_start,
+                })
+            }
+        }
+    }
+
+    /// Waits until the high watermark of any of these partitions passes the given
+    /// offset, or until `deadline`. Used by long-polling fetches.
+    pub async fn wait_for_data(
+        self: &Rc<Self>,
+        watch: Vec<(TopicPartition, Offset)>,
+        deadline: Instant,
+    ) {
+        let mut by_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
+        for (tp, o) in watch {
+            by_shard
+                .entry(shard_of(&tp, self.shards()))
+                .or_default()
+                .push((tp, o));
+        }
+        let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
+        for (owner, list) in by_shard {
+            if owner == self.id {
+                waits.push(Box::pin(self.wait_local(list, deadline)));
+            } else {
+                let fut =
+                    self.invoke_on(
+                        owner,
+                        move |s| async move { s.wait_local(list, deadline).await },
+                    );
+                waits.push(Box::pin(async move {
+                    let _ = fut.await;
+                }));
+            }
+        }
+        if waits.is_empty() {
+            return;
+        }
+        let _ = compio::time::timeout_at(deadline, select_all(waits)).await;
+    }
+
+    async fn wait_local(&self, list: Vec<(TopicPartition, Offset)>, deadline: Instant) {
+        let mut rxs = Vec::new();
+        for (tp, offset) in list {
+            let Ok(cell) = self.partition(&tp) else {
+                return;
+            };
+            let mut p = cell.state.borrow_mut();
+            if p.high_watermark > offset {
+                return;
+            }
+            rxs.push(p.watch_data());
+        }
+        if rxs.is_empty() {
+            return;
+        }
+        let _ = compio::time::timeout_at(deadline, select_all(rxs)).await;
+    }
+
+    /// Answers a ListOffsets query for one partition.
+    pub fn list_offset(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        q: OffsetQuery,
+    ) -> LocalFuture<Result<ListedOffset, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner == self.id {
+            return Box::pin(Self::list_offset_local(self.partition(&tp), q));
+        }
+        let fut = self.invoke_on(owner, move |s| Self::list_offset_local(s.partition(&tp), q));
+        Box::pin(async move { fut.await? })
+    }
+
+    async fn list_offset_local(
+        cell: Result<PartitionRef, EngineError>,
+        q: OffsetQuery,
+    ) -> Result<ListedOffset, EngineError> {
+        let cell = cell?;
+        let none = ListedOffset {
+            offset: None,
+            timestamp: None,
+            batch: None,
+        };
+        let (hw, start, target, candidates) = {
+            let p = cell.state.borrow();
+            let target = match q {
+                OffsetQuery::Earliest => {
+                    return Ok(ListedOffset {
+                        offset: Some(p.log_start),
+                        ..none
+                    });
+                }
+                OffsetQuery::Latest => {
+                    return Ok(ListedOffset {
+                        offset: Some(p.high_watermark),
+                        ..none
+                    });
+                }
+                OffsetQuery::MaxTimestamp => match p.max_timestamp() {
+                    Some(t) => t,
+                    None => return Ok(none),
+                },
+                OffsetQuery::Timestamp(t) => t,
+            };
+            (
+                p.high_watermark,
+                p.log_start,
+                target,
+                p.timestamp_candidates(target)?,
+            )
+        };
+        for (file, from, to) in candidates {
+            if let Some(hit) = segment::find_timestamp(&file, from, to, target).await? {
+                if hit.base_offset >= hw {
+                    break;
+                }
+                return Ok(ListedOffset {
+                    offset: Some(hit.base_offset.max(start)),
+                    timestamp: Some(hit.max_timestamp),
+                    batch: Some(hit.batch),
+                });
+            }
+        }
+        Ok(none)
+    }
+
+    /// A fresh producer id for InitProducerId, with epoch 0.
+    pub fn init_producer_id(&self) -> Result<(u64, u16), EngineError> {
+        Ok((self.shared.producer_ids.allocate()?, 0))
+    }
+}

@@ -1,0 +1,444 @@
+//! Shards: one per core, each owning its partitions, talking only through rings.
+//!
+//! **Lives on:** a [`Shard`] is created on its own thread (pinned to core `id`) and
+//! never leaves it (`Rc`). [`EngineShared`] is the only thing all shards see: the
+//! immutable config, the inbound [`Mailbox`] of every shard, and the producer id
+//! allocator (a mutex touched only by InitProducerId, never by produce or fetch).
+//!
+//! Every public operation takes a partition and runs on the shard that owns it
+//! ([`shard_of`]): directly when that is the calling shard, otherwise as a job on
+//! the owner's ring whose answer comes back on a oneshot channel. The caller never
+//! needs to know which.
+//!
+//! Topic changes are serialised on shard 0, which persists the catalog, opens or
+//! removes partitions on their owners, then sends every shard the new catalog
+//! before answering, so a client that sees its CreateTopics answered finds the
+//! topic on whichever core its next request lands.
+
+mod data;
+mod producer_ids;
+mod quotas;
+pub mod ring;
+mod topics;
+
+pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
+pub use producer_ids::ProducerIdAllocator;
+pub use topics::{MAX_PARTITIONS_PER_TOPIC, NewTopic};
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use futures::channel::oneshot;
+use futures::future::join_all;
+
+use crate::config::EngineConfig;
+use crate::coord::group::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
+use crate::coord::group_log;
+use crate::error::EngineError;
+use crate::log::partition::{Partition, PartitionCell, PartitionRef, run_flusher};
+use crate::meta::catalog::{Catalog, TopicMeta};
+use crate::meta::quota::Quotas;
+use crate::shard::ring::Mailbox;
+use crate::types::{ShardId, TopicPartition};
+
+/// Work sent to another shard: runs on that shard's thread with its state.
+pub type Job = Box<dyn FnOnce(&Rc<Shard>) + Send>;
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+/// How often group sessions and rebalance deadlines are checked.
+const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// The stall detector's timer period, and how late it must fire to be logged.
+const STALL_PROBE: std::time::Duration = std::time::Duration::from_millis(10);
+const STALL_REPORT: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Which shard owns a partition: FNV-1a of the topic name plus the partition
+/// number, so a topic's partitions spread round-robin over the shards.
+pub fn shard_of(tp: &TopicPartition, shards: usize) -> ShardId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tp.topic.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    ShardId((h.wrapping_add(tp.partition as u64) % shards as u64) as usize)
+}
+
+/// What every shard can see: immutable after start, plus the rings.
+pub struct EngineShared {
+    pub config: EngineConfig,
+    pub mailboxes: Vec<Mailbox<Job>>,
+    pub producer_ids: ProducerIdAllocator,
+    initial_catalog: Arc<Catalog>,
+    initial_quotas: Arc<Quotas>,
+    /// Partitions that could not be opened at start-up, with why: reported
+    /// offline, refused with KAFKA_STORAGE_ERROR, while the rest serve.
+    offline: Mutex<BTreeMap<TopicPartition, String>>,
+}
+
+impl EngineShared {
+    /// Loads the catalog and prepares the rings; shards are started by the caller.
+    pub fn new(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
+        std::fs::create_dir_all(crate::meta::data_dir::meta_dir(&config.data_dir))?;
+        let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+        ensure_offsets_topic(&mut catalog, &config)?;
+        let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
+        let initial_quotas = Arc::new(Quotas::load(&config.data_dir)?);
+        let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
+        Ok(Arc::new(EngineShared {
+            config,
+            mailboxes,
+            producer_ids,
+            initial_catalog: Arc::new(catalog),
+            initial_quotas,
+            offline: Mutex::default(),
+        }))
+    }
+
+    /// The partitions of `topic` that are offline (could not be opened).
+    pub fn offline_partitions(&self, topic: &str) -> std::collections::BTreeSet<u32> {
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        offline
+            .keys()
+            .filter(|tp| tp.topic == topic)
+            .map(|tp| tp.partition)
+            .collect()
+    }
+
+    fn offline_reason(&self, tp: &TopicPartition) -> Option<String> {
+        let offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        offline.get(tp).cloned()
+    }
+
+    fn set_offline(&self, tp: TopicPartition, why: Option<String>) {
+        let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
+        match why {
+            Some(why) => offline.insert(tp, why),
+            None => offline.remove(&tp),
+        };
+    }
+}
+
+/// Creates `__consumer_offsets` (50 partitions, 100 MiB segments, kept forever)
+/// the first time a data directory is used, as Kafka does on first group use.
+fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<(), EngineError> {
+    if catalog.topics.contains_key(OFFSETS_TOPIC) {
+        return Ok(());
+    }
+    let overrides = BTreeMap::from([
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+    ]);
+    let meta = TopicMeta {
+        name: OFFSETS_TOPIC.to_string(),
+        id: crate::ids::random_uuid(),
+        partitions: OFFSETS_PARTITIONS,
+        config: config.topic_defaults.with_overrides(&overrides)?,
+        overrides,
+    };
+    catalog.topics.insert(meta.name.clone(), meta);
+    catalog.store(&config.data_dir)
+}
+
+/// Topics the broker owns; clients may read them but not delete them.
+pub fn is_internal_topic(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
+struct LocalPartition {
+    cell: PartitionRef,
+    flusher: compio::runtime::JoinHandle<()>,
+}
+
+/// One core's share of the broker.
+pub struct Shard {
+    pub id: ShardId,
+    pub shared: Arc<EngineShared>,
+    partitions: RefCell<HashMap<TopicPartition, LocalPartition>>,
+    catalog: RefCell<Arc<Catalog>>,
+    /// Serialises catalog changes (used on shard 0 only).
+    topic_lock: futures::lock::Mutex<()>,
+    /// Consumer groups coordinated here (their offsets partition is on this shard).
+    pub(crate) groups: RefCell<HashMap<String, crate::coord::group::Group>>,
+    /// This shard's copy of the client quotas (replaced by shard 0's broadcasts).
+    quotas: RefCell<Arc<Quotas>>,
+}
+
+impl Shard {
+    /// Opens (recovering) this shard's partitions. Runs on the shard's thread.
+    pub fn open(id: ShardId, shared: Arc<EngineShared>) -> Result<Rc<Shard>, EngineError> {
+        crate::log::writer::set_pool_limit(shared.config.write_pool_bytes);
+        let catalog = shared.initial_catalog.clone();
+        let quotas = shared.initial_quotas.clone();
+        let shard = Rc::new(Shard {
+            id,
+            shared,
+            partitions: RefCell::new(HashMap::new()),
+            catalog: RefCell::new(catalog.clone()),
+            topic_lock: futures::lock::Mutex::new(()),
+            groups: RefCell::new(HashMap::new()),
+            quotas: RefCell::new(quotas),
+        });
+        let started = Instant::now();
+        for t in catalog.topics.values() {
+            for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p)) {
+                if let Err(e) = shard.open_partition(t, p) {
+                    let tp = TopicPartition {
+                        topic: t.name.clone(),
+                        partition: p,
+                    };
+                    tracing::error!(partition = %tp, error = %e, "cannot open partition; it stays offline, the others serve");
+                    shard.shared.set_offline(tp, Some(e.to_string()));
+                }
+            }
+        }
+        let read_bytes: u64 = (shard.partitions.borrow().values())
+            .map(|lp| lp.cell.state.borrow().recovery_read_bytes)
+            .sum();
+        tracing::info!(
+            shard = id.0,
+            partitions = shard.partitions.borrow().len(),
+            read_bytes,
+            took = ?started.elapsed(),
+            "opened partitions"
+        );
+        shard.replay_group_offsets()?;
+        Ok(shard)
+    }
+
+    /// Rebuilds committed offsets from this shard's `__consumer_offsets` partitions.
+    fn replay_group_offsets(&self) -> Result<(), EngineError> {
+        let mut groups = self.groups.borrow_mut();
+        let mut records = 0;
+        for p in (0..OFFSETS_PARTITIONS).filter(|&p| self.owns(OFFSETS_TOPIC, p)) {
+            let tp = TopicPartition {
+                topic: OFFSETS_TOPIC.to_string(),
+                partition: p,
+            };
+            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
+            records += group_log::replay_partition(&dir, &mut groups)?;
+        }
+        if records > 0 {
+            tracing::info!(
+                shard = self.id.0,
+                groups = groups.len(),
+                records,
+                "rebuilt committed offsets"
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves this shard's ring and retention timer until the runtime stops.
+    pub fn start_background(self: &Rc<Self>) {
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            let mut jobs = Vec::new();
+            loop {
+                me.shared.mailboxes[me.id.0].recv_batch(&mut jobs).await;
+                for job in jobs.drain(..) {
+                    job(&me);
+                }
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(me.shared.config.retention_check_interval).await;
+                me.apply_retention();
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(me.shared.config.checkpoint_interval).await;
+                me.ask_for_checkpoints();
+            }
+        })
+        .detach();
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            loop {
+                compio::time::sleep(GROUP_TICK).await;
+                me.tick_groups();
+            }
+        })
+        .detach();
+        let id = self.id;
+        compio::runtime::spawn(async move {
+            // Stall detector: a timer that fires late means the shard's thread did
+            // not get back to its event loop (a blocking syscall, long CPU work, or
+            // no CPU at all); slow flushes without late timers are the disk's.
+            loop {
+                let asked = Instant::now();
+                compio::time::sleep(STALL_PROBE).await;
+                let late = asked.elapsed().saturating_sub(STALL_PROBE);
+                if late >= STALL_REPORT {
+                    tracing::debug!(shard = id.0, ?late, "shard stalled");
+                }
+            }
+        })
+        .detach();
+    }
+
+    pub fn shards(&self) -> usize {
+        self.shared.config.shards
+    }
+
+    fn owns(&self, topic: &str, partition: u32) -> bool {
+        let tp = TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        shard_of(&tp, self.shards()) == self.id
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// Runs `f` on shard `target` and returns its output here.
+    pub fn invoke_on<R, F, Fut>(
+        &self,
+        target: ShardId,
+        f: F,
+    ) -> impl Future<Output = Result<R, EngineError>> + use<R, F, Fut>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |shard: &Rc<Shard>| {
+            // `f` runs now, in ring order: its synchronous part (e.g. an append)
+            // keeps the order in which the sender queued it.
+            let fut = f(shard.clone());
+            compio::runtime::spawn(async move {
+                let _ = tx.send(fut.await);
+            })
+            .detach();
+        });
+        self.shared.mailboxes[target.0].push(job);
+        async move { rx.await.map_err(|_| EngineError::ShuttingDown) }
+    }
+
+    /// Runs `f` on every shard (this one included, through its own ring, so all
+    /// see the same order) and waits for all; the results in shard order.
+    pub async fn invoke_on_all<R, F, Fut>(&self, f: F) -> Vec<Result<R, EngineError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = R> + 'static,
+    {
+        join_all((0..self.shards()).map(|s| self.invoke_on(ShardId(s), f.clone()))).await
+    }
+
+    fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
+        if let Some(lp) = self.partitions.borrow().get(tp) {
+            return Ok(lp.cell.clone());
+        }
+        Err(match self.shared.offline_reason(tp) {
+            Some(why) => EngineError::Storage(format!("partition {tp} is offline: {why}")),
+            None => EngineError::UnknownTopicOrPartition,
+        })
+    }
+
+    /// Opens (recovering) or creates one partition of `topic` on this shard.
+    fn open_partition(&self, topic: &TopicMeta, p: u32) -> Result<(), EngineError> {
+        let cfg = &self.shared.config;
+        let tp = TopicPartition {
+            topic: topic.name.clone(),
+            partition: p,
+        };
+        if self.partitions.borrow().contains_key(&tp) {
+            return Ok(());
+        }
+        let part = Partition::open(
+            &cfg.data_dir,
+            tp.clone(),
+            topic.config.clone(),
+            cfg.cache_bytes_per_partition,
+        )?;
+        let cell = PartitionCell::new(part);
+        let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
+        self.partitions
+            .borrow_mut()
+            .insert(tp, LocalPartition { cell, flusher });
+        Ok(())
+    }
+
+    /// Closes partitions `range` of `topic` on this shard (those it owns and
+    /// has open) and removes their directories.
+    async fn discard_partitions(&self, topic: &str, range: std::ops::Range<u32>) {
+        for p in range.filter(|&p| self.owns(topic, p)) {
+            let tp = TopicPartition {
+                topic: topic.to_string(),
+                partition: p,
+            };
+            self.close_partition(&tp).await;
+            self.shared.set_offline(tp.clone(), None);
+            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+            }
+        }
+    }
+
+    async fn close_partition(&self, tp: &TopicPartition) -> Option<PartitionRef> {
+        let lp = self.partitions.borrow_mut().remove(tp)?;
+        lp.cell.state.borrow_mut().begin_close();
+        lp.cell.flush_event.notify();
+        let _ = lp.flusher.await;
+        Some(lp.cell)
+    }
+
+    /// Stops taking appends, flushes everything appended, and closes every
+    /// partition, all at once: each one's last flush and clean-stop checkpoint
+    /// overlap with the others' (the file system commits their fsyncs together).
+    pub async fn close_all(&self) {
+        let tps: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
+        join_all(tps.iter().map(|tp| self.close_partition(tp))).await;
+    }
+
+    /// Has every partition that moved since its last recovery checkpoint take
+    /// a new one (with its next flush that syncs, or at once if idle).
+    fn ask_for_checkpoints(&self) {
+        for lp in self.partitions.borrow().values() {
+            if lp.cell.state.borrow_mut().want_checkpoint() {
+                lp.cell.flush_event.notify();
+            }
+        }
+    }
+
+    fn apply_retention(&self) {
+        let now = SystemTime::now();
+        for lp in self.partitions.borrow().values() {
+            lp.cell.state.borrow_mut().apply_retention(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_spread_over_shards() {
+        let mut counts = [0usize; 4];
+        for p in 0..400 {
+            let tp = TopicPartition {
+                topic: "events".into(),
+                partition: p,
+            };
+            counts[shard_of(&tp, 4).0] += 1;
+        }
+        assert_eq!(counts, [100; 4], "consecutive partitions go round-robin");
+    }
+}

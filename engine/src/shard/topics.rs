@@ -1,0 +1,234 @@
+//! Topic administration: CreateTopics, CreatePartitions and DeleteTopics,
+//! serialised on shard 0, which opens or removes partitions on their owners and
+//! sends every shard the new catalog before answering.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::{Shard, is_internal_topic};
+use crate::error::EngineError;
+use crate::meta::catalog::{Catalog, TopicMeta, validate_topic_name};
+use crate::types::ShardId;
+
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// A CreateTopics entry, engine-side.
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<i16>,
+    pub configs: BTreeMap<String, String>,
+    pub validate_only: bool,
+}
+
+impl Shard {
+    /// Creates a topic (on shard 0, wherever it is called).
+    pub async fn create_topic(self: &Rc<Self>, t: NewTopic) -> Result<TopicMeta, EngineError> {
+        if self.id.0 == 0 {
+            return self.create_topic_on_zero(t).await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.create_topic_on_zero(t).await
+        })
+        .await?
+    }
+
+    async fn create_topic_on_zero(self: &Rc<Self>, t: NewTopic) -> Result<TopicMeta, EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let meta = self.validate_new_topic(&t)?;
+        if t.validate_only {
+            return Ok(meta);
+        }
+        let mut next = (*self.catalog()).clone();
+        next.topics.insert(meta.name.clone(), meta.clone());
+        self.open_then_store(&meta, 0, next).await?;
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic");
+        Ok(meta)
+    }
+
+    /// Grows a topic to `count` partitions (Kafka's CreatePartitions), on shard 0
+    /// wherever it is called. As with a new topic, the catalog is persisted
+    /// before the new partitions are opened on their owners, and every shard has
+    /// the new catalog before this returns. Existing partitions are untouched;
+    /// note that a keyed producer's partition for a key changes with the count.
+    pub async fn create_partitions(
+        self: &Rc<Self>,
+        name: String,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, EngineError> {
+        if self.id.0 == 0 {
+            return self
+                .create_partitions_on_zero(name, count, validate_only)
+                .await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.create_partitions_on_zero(name, count, validate_only)
+                .await
+        })
+        .await?
+    }
+
+    async fn create_partitions_on_zero(
+        self: &Rc<Self>,
+        name: String,
+        count: u32,
+        validate_only: bool,
+    ) -> Result<TopicMeta, EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let Some(current) = self.catalog().topics.get(&name).cloned() else {
+            return Err(EngineError::UnknownTopicOrPartition);
+        };
+        if is_internal_topic(&name) {
+            return Err(EngineError::InvalidRequest(format!(
+                "the partition count of {name} is fixed"
+            )));
+        }
+        if count <= current.partitions {
+            return Err(EngineError::PartitionsNotIncreased {
+                topic: name,
+                current: current.partitions,
+                requested: count,
+            });
+        }
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(EngineError::InvalidPartitions(format!(
+                "{count} (must be at most {MAX_PARTITIONS_PER_TOPIC})"
+            )));
+        }
+        let meta = TopicMeta {
+            partitions: count,
+            ..current
+        };
+        if validate_only {
+            return Ok(meta);
+        }
+        let mut next = (*self.catalog()).clone();
+        next.topics.insert(name.clone(), meta.clone());
+        self.open_then_store(&meta, current.partitions, next)
+            .await?;
+        tracing::info!(topic = %name, partitions = count, "added partitions");
+        Ok(meta)
+    }
+
+    /// Adds partitions `first..meta.partitions` of `meta`, all or nothing:
+    /// each is created and opened on its owner, then the catalog `next` is
+    /// persisted and sent to every shard. If any partition cannot be opened
+    /// (no space, no file descriptors, …) or the catalog cannot be stored,
+    /// every new partition is closed and its directory removed, the catalog
+    /// is unchanged, and the error is returned.
+    async fn open_then_store(
+        self: &Rc<Self>,
+        meta: &TopicMeta,
+        first: u32,
+        next: Catalog,
+    ) -> Result<(), EngineError> {
+        let m = meta.clone();
+        let opened = self
+            .invoke_on_all(move |shard| async move {
+                for p in (first..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
+                    shard.open_partition(&m, p)?;
+                }
+                Ok::<(), EngineError>(())
+            })
+            .await;
+        let failed = opened.into_iter().find_map(|r| r.and_then(|r| r).err());
+        let res = match failed {
+            Some(e) => Err(e),
+            None => next.store(&self.shared.config.data_dir),
+        };
+        if let Err(e) = res {
+            tracing::warn!(topic = %meta.name, error = %e, "cannot add partitions; undoing");
+            let (name, end) = (meta.name.clone(), meta.partitions);
+            self.invoke_on_all(move |shard| async move {
+                shard.discard_partitions(&name, first..end).await
+            })
+            .await;
+            return Err(e);
+        }
+        self.broadcast_catalog(Arc::new(next)).await;
+        Ok(())
+    }
+
+    fn validate_new_topic(&self, t: &NewTopic) -> Result<TopicMeta, EngineError> {
+        validate_topic_name(&t.name)?;
+        if self.catalog().topics.contains_key(&t.name) {
+            return Err(EngineError::TopicAlreadyExists);
+        }
+        if let Some(other) = self.catalog().colliding_topic(&t.name) {
+            return Err(EngineError::InvalidTopicName(format!(
+                "{:?} collides with existing topic {other:?} ('.' and '_' share metric names)",
+                t.name
+            )));
+        }
+        let partitions = t
+            .partitions
+            .unwrap_or(self.shared.config.default_partitions);
+        if partitions == 0 || partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(EngineError::InvalidPartitions(format!(
+                "{partitions} (must be 1 to {MAX_PARTITIONS_PER_TOPIC})"
+            )));
+        }
+        if let Some(rf) = t.replication_factor
+            && rf != 1
+        {
+            return Err(EngineError::InvalidReplicationFactor(rf));
+        }
+        let config = self
+            .shared
+            .config
+            .topic_defaults
+            .with_overrides(&t.configs)?;
+        Ok(TopicMeta {
+            name: t.name.clone(),
+            id: crate::ids::random_uuid(),
+            partitions,
+            overrides: t.configs.clone(),
+            config,
+        })
+    }
+
+    async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
+        self.invoke_on_all(move |shard| async move {
+            *shard.catalog.borrow_mut() = catalog;
+        })
+        .await;
+    }
+
+    /// Deletes a topic and its data (on shard 0, wherever it is called).
+    pub async fn delete_topic(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
+        if self.id.0 == 0 {
+            return self.delete_topic_on_zero(name).await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            s.delete_topic_on_zero(name).await
+        })
+        .await?
+    }
+
+    async fn delete_topic_on_zero(self: &Rc<Self>, name: String) -> Result<(), EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        if is_internal_topic(&name) {
+            return Err(EngineError::InvalidTopicName(format!(
+                "{name} is an internal topic"
+            )));
+        }
+        let Some(meta) = self.catalog().topics.get(&name).cloned() else {
+            return Err(EngineError::UnknownTopicOrPartition);
+        };
+        let (topic, end) = (meta.name.clone(), meta.partitions);
+        self.invoke_on_all(
+            move |shard| async move { shard.discard_partitions(&topic, 0..end).await },
+        )
+        .await;
+        let mut next = (*self.catalog()).clone();
+        next.topics.remove(&name);
+        next.store(&self.shared.config.data_dir)?;
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %name, "deleted topic");
+        Ok(())
+    }
+}
