@@ -15,7 +15,8 @@
 //! A partition that is not being written holds no write buffer: after a flush is
 //! taken, the open bytes shrink to the partial block (at most 4 KiB, none when
 //! the log ends on a block boundary). The first append after that borrows a
-//! [`WRITE_BUF_BYTES`] buffer from the shard's pool, and the flush hands it back
+//! buffer (1 MiB or a larger power of two) from the shard's pool, and the flush
+//! hands it back
 //! when its write completes ([`give_back`]). The pool keeps at most its limit of
 //! idle buffers ([`set_pool_limit`], Brook's `brook.write.buffer.pool.bytes`) and
 //! frees the rest, so memory follows the number of partitions being written at
@@ -42,21 +43,26 @@ pub const PREALLOC_BYTES: u64 = 64 << 20;
 /// partitions hold 1 GiB, not 64.
 pub const PREALLOC_MIN_BYTES: u64 = 1 << 20;
 
-/// Size of the write buffers a shard's pool lends to partitions being written.
+/// Smallest write buffer a shard's pool lends; larger ones are powers of two,
+/// sized by what a partition appends between two flushes (a 1 MiB producer
+/// batch plus the open block needs 2 MiB), and are pooled like the rest.
 pub const WRITE_BUF_BYTES: usize = 1 << 20;
 
 /// Default for the idle buffers a shard's pool keeps (`brook.write.buffer.pool.bytes`).
 pub const DEFAULT_POOL_BYTES: usize = 64 << 20;
 
 struct Pool {
+    /// Idle buffers, each a power of two of at least [`WRITE_BUF_BYTES`].
     free: Vec<AlignedBuf>,
+    /// Their total capacity.
+    bytes: usize,
     limit_bytes: usize,
 }
 
 thread_local! {
-    /// This shard's idle write buffers (all [`WRITE_BUF_BYTES`] long).
+    /// This shard's idle write buffers.
     static POOL: RefCell<Pool> = const {
-        RefCell::new(Pool { free: Vec::new(), limit_bytes: DEFAULT_POOL_BYTES })
+        RefCell::new(Pool { free: Vec::new(), bytes: 0, limit_bytes: DEFAULT_POOL_BYTES })
     };
 }
 
@@ -64,35 +70,46 @@ thread_local! {
 pub fn set_pool_limit(bytes: usize) {
     POOL.with_borrow_mut(|p| {
         p.limit_bytes = bytes;
-        let keep = bytes / WRITE_BUF_BYTES;
-        p.free.truncate(keep);
+        while p.bytes > bytes {
+            let b = p.free.pop().expect("bytes counts the free buffers");
+            p.bytes -= b.capacity();
+        }
     });
 }
 
 /// Idle bytes held by this thread's pool.
 pub fn pooled_bytes() -> usize {
-    POOL.with_borrow(|p| p.free.len() * WRITE_BUF_BYTES)
+    POOL.with_borrow(|p| p.bytes)
 }
 
-/// An empty buffer of at least `min` bytes: a pooled one when it fits.
+/// An empty buffer of at least `min` bytes: the largest pooled one when one is
+/// large enough, else a new one of the next power of two (at least [`WRITE_BUF_BYTES`]).
 fn borrow(min: usize) -> AlignedBuf {
-    if min <= WRITE_BUF_BYTES {
-        POOL.with_borrow_mut(|p| p.free.pop())
-            .unwrap_or_else(|| AlignedBuf::with_capacity(WRITE_BUF_BYTES))
-    } else {
-        AlignedBuf::with_capacity(min)
-    }
+    let pooled = POOL.with_borrow_mut(|p| {
+        // The largest: a partition that appended much since its last flush
+        // will likely do so again, and a buffer too small means a copy.
+        let (i, _) = (p.free.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= min)
+            .max_by_key(|(_, b)| b.capacity())?;
+        let b = p.free.swap_remove(i);
+        p.bytes -= b.capacity();
+        Some(b)
+    });
+    pooled
+        .unwrap_or_else(|| AlignedBuf::with_capacity(min.max(WRITE_BUF_BYTES).next_power_of_two()))
 }
 
-/// Returns a buffer that a flush has written: pooled when it is a pool-sized
-/// buffer and the pool has room, freed otherwise.
+/// Returns a buffer that a flush has written: pooled when it is one of the
+/// pool's sizes and the pool has room, freed otherwise.
 pub fn give_back(mut buf: AlignedBuf) {
-    if buf.capacity() != WRITE_BUF_BYTES {
+    let cap = buf.capacity();
+    if cap < WRITE_BUF_BYTES || !cap.is_power_of_two() {
         return;
     }
     buf.clear();
     POOL.with_borrow_mut(|p| {
-        if (p.free.len() + 1) * WRITE_BUF_BYTES <= p.limit_bytes {
+        if p.bytes + cap <= p.limit_bytes {
+            p.bytes += cap;
             p.free.push(buf);
         }
     });
@@ -360,10 +377,19 @@ mod tests {
         let b = borrow(10);
         assert_eq!(b.capacity(), WRITE_BUF_BYTES);
         assert_eq!(pooled_bytes(), WRITE_BUF_BYTES);
+        assert_eq!(borrow(WRITE_BUF_BYTES + 1).capacity(), 2 * WRITE_BUF_BYTES);
+        give_back(AlignedBuf::with_capacity(2 * WRITE_BUF_BYTES));
+        assert_eq!(pooled_bytes(), WRITE_BUF_BYTES, "no room for 2 MiB more");
+        give_back(b);
+        set_pool_limit(4 * WRITE_BUF_BYTES);
+        give_back(AlignedBuf::with_capacity(2 * WRITE_BUF_BYTES));
+        assert_eq!(pooled_bytes(), 4 * WRITE_BUF_BYTES);
         assert_eq!(
             borrow(WRITE_BUF_BYTES + 1).capacity(),
-            WRITE_BUF_BYTES + 4096
+            2 * WRITE_BUF_BYTES,
+            "the pooled 2 MiB one"
         );
+        assert_eq!(pooled_bytes(), 2 * WRITE_BUF_BYTES);
         set_pool_limit(0);
         assert_eq!(pooled_bytes(), 0);
         set_pool_limit(DEFAULT_POOL_BYTES);
