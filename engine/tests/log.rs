@@ -7,9 +7,8 @@ use std::time::SystemTime;
 
 use brook_engine::log::batch::{ProducerBatchInfo, build_batch, parse_header};
 use brook_engine::log::partition::{
-    Appended, FetchedData, Partition, PartitionCell, PartitionRef, ReadPlan, run_flusher,
+    Appended, FetchedData, Partition, PartitionCell, PartitionRef, run_flusher,
 };
-use brook_engine::log::segment::read_batches;
 use brook_engine::{EngineError, Offset, TopicConfig, TopicPartition};
 
 fn tp() -> TopicPartition {
@@ -69,19 +68,7 @@ async fn read(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
-    let plan = cell.state.borrow().read(offset, max_bytes)?;
-    match plan {
-        ReadPlan::Ready(d) => Ok(d),
-        ReadPlan::Disk {
-            read,
-            high_watermark,
-            log_start,
-        } => Ok(FetchedData {
-            records: read_batches(read).await?,
-            high_watermark,
-            log_start,
-        }),
-    }
+    brook_engine::log::partition::fetch(cell, offset, max_bytes).await
 }
 
 /// Base offsets and record counts of the batches in `bytes`, checking each one's CRC.

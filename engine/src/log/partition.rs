@@ -966,6 +966,29 @@ async fn write_clean_checkpoint(cell: &PartitionRef) {
     }
 }
 
+/// Reads batches from `offset`, at most `max_bytes` (but at least one batch):
+/// from the batch cache, or from the segment without holding the partition
+/// across the disk read.
+pub async fn fetch(
+    cell: &PartitionRef,
+    offset: Offset,
+    max_bytes: usize,
+) -> Result<FetchedData, EngineError> {
+    let plan = cell.state.borrow().read(offset, max_bytes)?;
+    match plan {
+        ReadPlan::Ready(d) => Ok(d),
+        ReadPlan::Disk {
+            read,
+            high_watermark,
+            log_start,
+        } => Ok(FetchedData {
+            records: segment::read_batches(read).await?,
+            high_watermark,
+            log_start,
+        }),
+    }
+}
+
 impl PartitionCell {
     pub fn new(p: Partition) -> PartitionRef {
         Rc::new(PartitionCell {

@@ -12,7 +12,7 @@ use futures::future::select_all;
 
 use super::{LocalFuture, Shard, is_internal_topic, shard_of};
 use crate::error::EngineError;
-use crate::log::partition::{Appended, FetchedData, PartitionRef, ReadPlan};
+use crate::log::partition::{self, Appended, FetchedData, PartitionRef};
 use crate::log::segment;
 use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
 
@@ -184,22 +184,7 @@ impl Shard {
         offset: Offset,
         max_bytes: usize,
     ) -> Result<FetchedData, EngineError> {
-        let plan = cell?.state.borrow().read(offset, max_bytes)?;
-        match plan {
-            ReadPlan::Ready(d) => Ok(d),
-            ReadPlan::Disk {
-                read,
-                high_watermark,
-                log_start,
-            } => {
-                let records = segment::read_batches(read).await?;
-                Ok(FetchedData {
-                    records,
-                    high_watermark,
-                    log_start,
-                })
-            }
-        }
+        partition::fetch(&cell?, offset, max_bytes).await
     }
 
     /// Waits until the high watermark of any of these partitions passes the given
