@@ -155,6 +155,36 @@ impl TopicConfig {
     }
 }
 
+/// Group coordinator settings (Kafka's names).
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    /// `group.initial.rebalance.delay.ms`: how long an empty group waits for more
+    /// members before its first rebalance completes.
+    pub initial_rebalance_delay: Duration,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit
+    /// may carry (Kafka's default 4096), so a client cannot grow the offsets log
+    /// and every consumer's OffsetFetch answer without bound.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout: Duration::from_millis(6000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
+/// Default for the idle write buffers each shard keeps
+/// (`brook.write.buffer.pool.bytes`; see `log::writer`).
+pub const DEFAULT_WRITE_POOL_BYTES: usize = 64 << 20;
+
 /// Settings of the whole engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -177,7 +207,7 @@ pub struct EngineConfig {
     /// Idle write buffers each shard keeps for partitions being written
     /// (`brook.write.buffer.pool.bytes`; see `writer`).
     pub write_pool_bytes: usize,
-    pub group: crate::coord::group::GroupConfig,
+    pub group: GroupConfig,
 }
 
 impl EngineConfig {
@@ -192,8 +222,8 @@ impl EngineConfig {
             cache_bytes_per_partition: 8 << 20,
             retention_check_interval: Duration::from_secs(300),
             checkpoint_interval: Duration::from_secs(10),
-            write_pool_bytes: crate::log::writer::DEFAULT_POOL_BYTES,
-            group: crate::coord::group::GroupConfig::default(),
+            write_pool_bytes: DEFAULT_WRITE_POOL_BYTES,
+            group: GroupConfig::default(),
         }
     }
 }

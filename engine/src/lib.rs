@@ -23,13 +23,13 @@
 //! - [`meta`]: the broker's own state in its data directory: [`meta::data_dir`]
 //!   (the layout and the lock), [`meta::catalog`] (topics), [`meta::quota`]
 //!   (client quotas).
+//! - [`coord`]: the coordinators' state — [`coord::group`] (Kafka's
+//!   consumer-group state machine and committed offsets) and [`coord::group_log`]
+//!   (`__consumer_offsets` records and replay).
 //! - [`shard`]: one core's partitions and the routing of every operation to
 //!   the shard that owns it: [`shard::ring`] (the cross-shard mailboxes), the
-//!   data path (`data`), topic administration (`topics`), quotas, producer ids.
-//! - [`coord`]: the coordinators — [`coord::group`] (Kafka's consumer-group state
-//!   machine and committed offsets), [`coord::group_log`] (`__consumer_offsets`
-//!   records and replay), [`coord::coordinator`] (group operations routed to the
-//!   group's shard).
+//!   data path (`data`), topic administration (`topics`), [`shard::groups`]
+//!   (group operations, on the group's shard), quotas, producer ids.
 pub mod config;
 pub mod coord;
 pub mod error;

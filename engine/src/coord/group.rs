@@ -41,31 +41,7 @@ pub fn offsets_partition_of(group: &str) -> u32 {
     abs as u32 % OFFSETS_PARTITIONS
 }
 
-/// Group coordinator settings (Kafka's names).
-#[derive(Clone, Debug)]
-pub struct GroupConfig {
-    /// `group.initial.rebalance.delay.ms`: how long an empty group waits for more
-    /// members before its first rebalance completes.
-    pub initial_rebalance_delay: Duration,
-    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
-    pub min_session_timeout: Duration,
-    pub max_session_timeout: Duration,
-    /// `offset.metadata.max.bytes`: the longest metadata string an offset commit
-    /// may carry (Kafka's default 4096), so a client cannot grow the offsets log
-    /// and every consumer's OffsetFetch answer without bound.
-    pub offset_metadata_max_bytes: usize,
-}
-
-impl Default for GroupConfig {
-    fn default() -> Self {
-        GroupConfig {
-            initial_rebalance_delay: Duration::from_millis(3000),
-            min_session_timeout: Duration::from_millis(6000),
-            max_session_timeout: Duration::from_millis(1_800_000),
-            offset_metadata_max_bytes: 4096,
-        }
-    }
-}
+pub use crate::config::GroupConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupState {

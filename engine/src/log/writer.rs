@@ -1,6 +1,6 @@
 //! The O_DIRECT write side of a segment that still takes appends.
 //!
-//! **Lives on:** the partition's shard, inside its active (or just-rolled) [`Segment`](crate::log::segment::Segment).
+//! **Lives on:** the partition's shard, inside its active (or just-rolled) segment.
 //!
 //! O_DIRECT wants the buffer address, the file position and the length of every
 //! write to be whole 4 KiB blocks. The [`Writer`] keeps the *open* bytes in
@@ -49,7 +49,7 @@ pub const PREALLOC_MIN_BYTES: u64 = 1 << 20;
 pub const WRITE_BUF_BYTES: usize = 1 << 20;
 
 /// Default for the idle buffers a shard's pool keeps (`brook.write.buffer.pool.bytes`).
-pub const DEFAULT_POOL_BYTES: usize = 64 << 20;
+pub use crate::config::DEFAULT_WRITE_POOL_BYTES as DEFAULT_POOL_BYTES;
 
 struct Pool {
     /// Idle buffers, each a power of two of at least [`WRITE_BUF_BYTES`].

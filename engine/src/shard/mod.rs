@@ -16,6 +16,7 @@
 //! topic on whichever core its next request lands.
 
 mod data;
+pub mod groups;
 mod producer_ids;
 mod quotas;
 pub mod ring;

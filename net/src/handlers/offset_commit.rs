@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use brook_engine::coord::coordinator::CommitRequest;
 use brook_engine::coord::group::CommittedOffset;
 use brook_engine::meta::catalog::Catalog;
+use brook_engine::shard::groups::CommitRequest;
 use brook_engine::{EngineError, Offset, TimestampMs, TopicPartition};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
