@@ -462,7 +462,7 @@ fn timestamps_find_the_first_batch_at_or_after() {
                 .unwrap();
             let mut found = None;
             for (file, from, to) in cands {
-                if let Some(hit) = brook_engine::log::segment::find_timestamp(
+                if let Some(hit) = brook_engine::log::read::find_timestamp(
                     &file,
                     from,
                     to,
@@ -561,7 +561,7 @@ fn large_direct_reads_match_small_buffered_reads() {
             let d = read(
                 &cell,
                 at,
-                brook_engine::log::segment::DIRECT_READ_MIN_BYTES * 4,
+                brook_engine::log::read::DIRECT_READ_MIN_BYTES * 4,
             )
             .await
             .expect("large read");

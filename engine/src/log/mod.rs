@@ -7,6 +7,7 @@ pub mod index;
 pub mod open;
 pub mod partition;
 pub mod producer;
+pub mod read;
 pub mod records;
 pub mod recovery;
 pub mod segment;

@@ -40,7 +40,8 @@ use crate::log::batch::{self, BatchError, BatchInfo};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
-use crate::log::segment::{self, DiskRead, ReadAhead, SealJob, Segment};
+use crate::log::read::{self, DiskRead, ReadAhead};
+use crate::log::segment::{SealJob, Segment};
 use crate::log::writer::{PendingWrite, give_back};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
@@ -194,7 +195,7 @@ pub struct Partition {
     pub log_end: Offset,
     pub high_watermark: Offset,
     cache: BatchCache,
-    /// The next disk range for a catch-up consumer (see `segment::ReadAhead`).
+    /// The next disk range for a catch-up consumer (see `read::ReadAhead`).
     read_ahead: Rc<ReadAhead>,
     producers: ProducerStateTable,
     /// Producers waiting for the high watermark to pass an offset, in offset order.
@@ -451,7 +452,7 @@ impl Partition {
         let start = seg.position_for(offset);
         // The O_DIRECT handle (a second descriptor) only for reads that can be large.
         let large = max_bytes.min((seg.written.saturating_sub(start.0)) as usize)
-            >= segment::DIRECT_READ_MIN_BYTES;
+            >= read::DIRECT_READ_MIN_BYTES;
         let read = DiskRead {
             file: seg.reader()?,
             direct: large.then(|| seg.direct_reader()).flatten(),
@@ -982,7 +983,7 @@ pub async fn fetch(
             high_watermark,
             log_start,
         } => Ok(FetchedData {
-            records: segment::read_batches(read).await?,
+            records: read::read_batches(read).await?,
             high_watermark,
             log_start,
         }),

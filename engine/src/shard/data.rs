@@ -13,7 +13,7 @@ use futures::future::select_all;
 use super::{LocalFuture, Shard, is_internal_topic, shard_of};
 use crate::error::EngineError;
 use crate::log::partition::{self, Appended, FetchedData, PartitionRef};
-use crate::log::segment;
+use crate::log::read;
 use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
 
 /// How many replicas must have a batch before the producer is answered.
@@ -293,7 +293,7 @@ impl Shard {
             )
         };
         for (file, from, to) in candidates {
-            if let Some(hit) = segment::find_timestamp(&file, from, to, target).await? {
+            if let Some(hit) = read::find_timestamp(&file, from, to, target).await? {
                 if hit.base_offset >= hw {
                     break;
                 }
