@@ -28,9 +28,11 @@ pub struct Cli {
     /// TOML file of Kafka-named settings.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Where partitions and metadata live (Kafka's log.dirs).
+    /// Where partitions and metadata live (Kafka's log.dirs); repeat it for
+    /// several disks (JBOD): partitions spread over them, the first also holds
+    /// the broker's metadata.
     #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: Vec<PathBuf>,
     /// Address to listen on, HOST:PORT.
     #[arg(long)]
     pub listen: Option<String>,
@@ -119,11 +121,30 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .or(num("brook.shards")?.map(|n| n as usize))
         .unwrap_or(cores)
         .max(1);
-    let data_dir = cli
-        .data_dir
-        .clone()
-        .or(get("log.dirs").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("./data"));
+    // `log.dirs`: a list, or Kafka's comma-separated string.
+    let file_dirs: Vec<PathBuf> = match file.get("log.dirs") {
+        Some(toml::Value::Array(a)) => a.iter().map(|v| PathBuf::from(as_string(v))).collect(),
+        Some(v) => as_string(v)
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut log_dirs = if cli.data_dir.is_empty() {
+        file_dirs
+    } else {
+        cli.data_dir.clone()
+    };
+    if log_dirs.is_empty() {
+        log_dirs.push(PathBuf::from("./data"));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = log_dirs.iter().find(|d| !seen.insert(d.to_path_buf())) {
+        return Err(format!("log.dirs: {} given twice", dup.display()));
+    }
+    let data_dir = log_dirs[0].clone();
     let listen_s = cli
         .listen
         .clone()
@@ -170,6 +191,7 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .map_err(|e| e.to_string())?;
 
     let mut engine = EngineConfig::new(data_dir, shards);
+    engine.log_dirs = log_dirs;
     engine.pin_cores = !cli.no_pin;
     engine.topic_defaults = topic;
     engine.default_partitions = cli

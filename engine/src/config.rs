@@ -188,7 +188,10 @@ pub const DEFAULT_WRITE_POOL_BYTES: usize = 64 << 20;
 /// Settings of the whole engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The first log directory: it also holds the broker's metadata (`__brook/`).
     pub data_dir: PathBuf,
+    /// Every log directory (Kafka's `log.dirs`), `data_dir` first.
+    pub log_dirs: Vec<PathBuf>,
     pub shards: usize,
     /// Pin shard i to core i (off in tests that run many brokers on two cores).
     pub pin_cores: bool,
@@ -213,6 +216,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     pub fn new(data_dir: PathBuf, shards: usize) -> Self {
         EngineConfig {
+            log_dirs: vec![data_dir.clone()],
             data_dir,
             shards,
             pin_cores: true,

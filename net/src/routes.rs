@@ -168,6 +168,7 @@ apis! {
     AlterClientQuotas 0..=1 => |s, r, f| Ok(r.respond(handlers::client_quotas::alter(s.clone(), r.decode(f)?))),
     DescribeConfigs 1..=4 => |s, r, f| Ok(r.respond(handlers::describe_configs::handle(s.clone(), r.decode(f)?, r.version))),
     DescribeCluster 0..=2 => |s, r, f| Ok(r.respond(handlers::describe_cluster::handle(s.clone(), r.decode(f)?))),
+    DescribeLogDirs 1..=4 => |s, r, f| Ok(r.respond(handlers::describe_log_dirs::handle(s.clone(), r.decode(f)?))),
     CreatePartitions 0..=3 => |s, r, f| Ok(r.respond(handlers::create_partitions::handle(s.clone(), r.decode(f)?))),
     DescribeTopicPartitions 0..=0 => |s, r, f| Ok(r.respond(handlers::describe_topic_partitions::handle(s.clone(), r.decode(f)?))),
 }
@@ -220,6 +221,7 @@ mod tests {
             ApiKey::AlterClientQuotas => AlterClientQuotasRequest::VERSIONS,
             ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
             ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+            ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),

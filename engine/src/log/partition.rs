@@ -240,18 +240,19 @@ pub struct PartitionCell {
 pub type PartitionRef = Rc<PartitionCell>;
 
 impl Partition {
-    pub fn dir_for(data_dir: &std::path::Path, tp: &TopicPartition) -> PathBuf {
-        data_dir.join(format!("{}-{}", tp.topic, tp.partition))
+    pub fn dir_for(log_dir: &std::path::Path, tp: &TopicPartition) -> PathBuf {
+        log_dir.join(format!("{}-{}", tp.topic, tp.partition))
     }
 
-    /// Opens (recovering) or creates the partition's directory.
+    /// Opens (recovering) or creates the partition's directory in log
+    /// directory `log_dir`.
     pub fn open(
-        data_dir: &std::path::Path,
+        log_dir: &std::path::Path,
         tp: TopicPartition,
         config: TopicConfig,
         cache_bytes: usize,
     ) -> Result<Partition, EngineError> {
-        let dir = Self::dir_for(data_dir, &tp);
+        let dir = Self::dir_for(log_dir, &tp);
         std::fs::create_dir_all(&dir)?;
         let mut producers = ProducerStateTable::default();
         let crate::log::open::Recovered {
@@ -488,6 +489,11 @@ impl Partition {
             .collect()
     }
 
+    /// Bytes of the log's segments (DescribeLogDirs' partition size).
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
     /// The offset and timestamp of the batch with the largest timestamp, if any.
     pub fn max_timestamp(&self) -> Option<TimestampMs> {
         self.segments.iter().filter_map(|s| s.max_timestamp).max()
@@ -534,6 +540,14 @@ impl Partition {
             let _ = w.send(Err(EngineError::Storage(why.clone())));
         }
         self.poisoned = Some(why);
+    }
+
+    /// Takes the partition offline (its log directory failed): nothing more
+    /// is acknowledged, waiting producers get the error.
+    pub fn take_offline(&mut self, why: String) {
+        if self.poisoned.is_none() {
+            self.poison(why);
+        }
     }
 
     pub fn begin_close(&mut self) {
@@ -794,6 +808,7 @@ pub async fn run_flusher(cell: PartitionRef) {
                     writing,
                 } = run_job(job).await;
                 let took = started.elapsed();
+                let mut disk_failed = None;
                 let checkpoint = {
                     let mut p = cell.state.borrow_mut();
                     if took >= SLOW_FLUSH {
@@ -806,12 +821,18 @@ pub async fn run_flusher(cell: PartitionRef) {
                             p.checkpoint_ready.take()
                         }
                         Err(e) => {
+                            if crate::meta::log_dirs::is_disk_failure(&e) {
+                                disk_failed = Some((p.dir.clone(), e.to_string()));
+                            }
                             p.poison(e.to_string());
                             p.checkpoint_ready = None;
                             None
                         }
                     }
                 };
+                if let Some((dir, why)) = disk_failed {
+                    report_disk_failure(&dir, &why);
+                }
                 if let Some(c) = checkpoint {
                     start_checkpoint_write(&cell, c);
                 }
@@ -852,6 +873,26 @@ pub async fn run_flusher(cell: PartitionRef) {
             }
             None => cell.flush_event.wait().await,
         }
+    }
+}
+
+/// A reaction to a disk failure under a partition directory, with the error.
+pub type DiskFailureHook = Rc<dyn Fn(&std::path::Path, &str)>;
+
+thread_local! {
+    /// What this shard does when a write or sync reports a failing disk
+    /// (set by the shard: fail the log directory, take its partitions offline).
+    static ON_DISK_FAILURE: RefCell<Option<DiskFailureHook>> = const { RefCell::new(None) };
+}
+
+/// Sets this thread's reaction to a disk failure under a partition.
+pub fn on_disk_failure(f: DiskFailureHook) {
+    ON_DISK_FAILURE.with_borrow_mut(|h| *h = Some(f));
+}
+
+fn report_disk_failure(dir: &std::path::Path, why: &str) {
+    if let Some(f) = ON_DISK_FAILURE.with_borrow(|h| h.clone()) {
+        f(dir, why);
     }
 }
 

@@ -1,5 +1,7 @@
 //! The broker's own state in its data directory: where everything lives and the
-//! lock on it, the topic catalog and the client quotas (persisted by shard 0).
+//! lock on it, the log directories (JBOD) and where each partition lives, the
+//! topic catalog and the client quotas (persisted by shard 0).
 pub mod catalog;
 pub mod data_dir;
+pub mod log_dirs;
 pub mod quota;

@@ -24,7 +24,7 @@ mod topics;
 
 pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
 pub use producer_ids::ProducerIdAllocator;
-pub use topics::{MAX_PARTITIONS_PER_TOPIC, NewTopic};
+pub use topics::{MAX_PARTITIONS_PER_TOPIC, NewTopic, PartitionOnDisk};
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +43,7 @@ use crate::coord::group_log;
 use crate::error::EngineError;
 use crate::log::partition::{Partition, PartitionCell, PartitionRef, run_flusher};
 use crate::meta::catalog::{Catalog, TopicMeta};
+use crate::meta::log_dirs::LogDirs;
 use crate::meta::quota::Quotas;
 use crate::shard::ring::Mailbox;
 use crate::types::{ShardId, TopicPartition};
@@ -56,7 +57,9 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 /// The stall detector's timer period, and how late it must fire to be logged.
 const STALL_PROBE: std::time::Duration = std::time::Duration::from_millis(10);
-const STALL_REPORT: std::time::Duration = std::time::Duration::from_millis(20);
+/// Logged at debug level (`RUST_LOG=brook_engine::shard=debug`), so that a run
+/// can count delays down to the 2 ms bar without a special build.
+const STALL_REPORT: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Which shard owns a partition: FNV-1a of the topic name plus the partition
 /// number, so a topic's partitions spread round-robin over the shards.
@@ -78,6 +81,8 @@ pub struct EngineShared {
     /// Partitions that could not be opened at start-up, with why: reported
     /// offline, refused with KAFKA_STORAGE_ERROR, while the rest serve.
     offline: Mutex<BTreeMap<TopicPartition, String>>,
+    /// The log directories and where each partition lives.
+    pub log_dirs: LogDirs,
 }
 
 impl EngineShared {
@@ -89,6 +94,7 @@ impl EngineShared {
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
         let initial_quotas = Arc::new(Quotas::load(&config.data_dir)?);
         let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
+        let log_dirs = LogDirs::open(&config.log_dirs)?;
         Ok(Arc::new(EngineShared {
             config,
             mailboxes,
@@ -96,6 +102,7 @@ impl EngineShared {
             initial_catalog: Arc::new(catalog),
             initial_quotas,
             offline: Mutex::default(),
+            log_dirs,
         }))
     }
 
@@ -144,6 +151,31 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
     catalog.store(&config.data_dir)
 }
 
+/// A disk error under `dir`: its log directory fails, and every partition in
+/// it is taken offline on its owner (poisoned, then closed), so that Metadata
+/// reports it offline and its requests get KAFKA_STORAGE_ERROR while the
+/// other directories keep serving.
+fn fail_log_dir(shared: &Arc<EngineShared>, dir: &std::path::Path, why: &str) {
+    let Some(lost) = shared.log_dirs.fail(dir, why) else {
+        return;
+    };
+    for tp in lost {
+        let why = format!("log directory failed: {why}");
+        shared.set_offline(tp.clone(), Some(why.clone()));
+        let owner = shard_of(&tp, shared.config.shards);
+        shared.mailboxes[owner.0].push(Box::new(move |s: &Rc<Shard>| {
+            if let Some(cell) = s.partition_open(&tp) {
+                cell.state.borrow_mut().take_offline(why);
+            }
+            let s = s.clone();
+            compio::runtime::spawn(async move {
+                s.close_partition(&tp).await;
+            })
+            .detach();
+        }));
+    }
+}
+
 /// Topics the broker owns; clients may read them but not delete them.
 pub fn is_internal_topic(name: &str) -> bool {
     name == OFFSETS_TOPIC
@@ -186,7 +218,7 @@ impl Shard {
         let started = Instant::now();
         for t in catalog.topics.values() {
             for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p)) {
-                if let Err(e) = shard.open_partition(t, p) {
+                if let Err(e) = shard.open_partition(t, p, false) {
                     let tp = TopicPartition {
                         topic: t.name.clone(),
                         partition: p,
@@ -207,6 +239,10 @@ impl Shard {
             "opened partitions"
         );
         shard.replay_group_offsets()?;
+        let shared = shard.shared.clone();
+        crate::log::partition::on_disk_failure(Rc::new(move |dir, why| {
+            fail_log_dir(&shared, dir, why)
+        }));
         Ok(shard)
     }
 
@@ -219,8 +255,11 @@ impl Shard {
                 topic: OFFSETS_TOPIC.to_string(),
                 partition: p,
             };
-            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
-            records += group_log::replay_partition(&dir, &mut groups)?;
+            if !self.partitions.borrow().contains_key(&tp) {
+                continue; // offline: its groups are unavailable until it is back
+            }
+            let root = self.shared.log_dirs.locate(&tp, false)?;
+            records += group_log::replay_partition(&Partition::dir_for(&root, &tp), &mut groups)?;
         }
         if records > 0 {
             tracing::info!(
@@ -339,6 +378,11 @@ impl Shard {
         join_all((0..self.shards()).map(|s| self.invoke_on(ShardId(s), f.clone()))).await
     }
 
+    /// The partition if it is open on this shard.
+    fn partition_open(&self, tp: &TopicPartition) -> Option<PartitionRef> {
+        self.partitions.borrow().get(tp).map(|lp| lp.cell.clone())
+    }
+
     fn partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
         if let Some(lp) = self.partitions.borrow().get(tp) {
             return Ok(lp.cell.clone());
@@ -350,7 +394,9 @@ impl Shard {
     }
 
     /// Opens (recovering) or creates one partition of `topic` on this shard.
-    fn open_partition(&self, topic: &TopicMeta, p: u32) -> Result<(), EngineError> {
+    /// `create`: a new partition (CreateTopics), placed on a log directory;
+    /// otherwise one of the catalog's, opened where it is found.
+    fn open_partition(&self, topic: &TopicMeta, p: u32, create: bool) -> Result<(), EngineError> {
         let cfg = &self.shared.config;
         let tp = TopicPartition {
             topic: topic.name.clone(),
@@ -359,8 +405,9 @@ impl Shard {
         if self.partitions.borrow().contains_key(&tp) {
             return Ok(());
         }
+        let root = self.shared.log_dirs.locate(&tp, create)?;
         let part = Partition::open(
-            &cfg.data_dir,
+            &root,
             tp.clone(),
             topic.config.clone(),
             cfg.cache_bytes_per_partition,
@@ -383,12 +430,15 @@ impl Shard {
             };
             self.close_partition(&tp).await;
             self.shared.set_offline(tp.clone(), None);
-            let dir = Partition::dir_for(&self.shared.config.data_dir, &tp);
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+            if let Ok(root) = self.shared.log_dirs.locate(&tp, false) {
+                let dir = Partition::dir_for(&root, &tp);
+                if let Err(e) = std::fs::remove_dir_all(&dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory");
+                }
             }
+            self.shared.log_dirs.forget(&tp);
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{Shard, is_internal_topic};
 use crate::error::EngineError;
 use crate::meta::catalog::{Catalog, TopicMeta, validate_topic_name};
-use crate::types::ShardId;
+use crate::types::{ShardId, TopicPartition};
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
@@ -130,7 +130,7 @@ impl Shard {
         let opened = self
             .invoke_on_all(move |shard| async move {
                 for p in (first..m.partitions).filter(|&p| shard.owns(&m.name, p)) {
-                    shard.open_partition(&m, p)?;
+                    shard.open_partition(&m, p, true)?;
                 }
                 Ok::<(), EngineError>(())
             })
@@ -230,5 +230,38 @@ impl Shard {
         self.broadcast_catalog(Arc::new(next)).await;
         tracing::info!(topic = %name, "deleted topic");
         Ok(())
+    }
+}
+
+/// One partition as DescribeLogDirs reports it.
+#[derive(Clone, Debug)]
+pub struct PartitionOnDisk {
+    pub tp: TopicPartition,
+    /// Bytes of its segments.
+    pub size: u64,
+    /// Offsets appended but not yet below the high watermark.
+    pub lag: u64,
+}
+
+impl Shard {
+    /// Every open partition of every shard with its size, for DescribeLogDirs.
+    pub async fn partitions_on_disk(self: &Rc<Self>) -> Vec<PartitionOnDisk> {
+        let all = self
+            .invoke_on_all(|shard| async move {
+                (shard.partitions.borrow().iter())
+                    .map(|(tp, lp)| {
+                        let p = lp.cell.state.borrow();
+                        PartitionOnDisk {
+                            tp: tp.clone(),
+                            size: p.size_bytes(),
+                            lag: p.log_end.0 - p.high_watermark.0,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        all.into_iter()
+            .flat_map(|r| r.unwrap_or_default())
+            .collect()
     }
 }
