@@ -1,0 +1,220 @@
+"""Several log directories (JBOD): partitions spread over them, kafka-log-dirs
+describes them, and a failed disk takes only its own partitions offline.
+
+The failing disk is a loop-mounted ext4 file system that the test makes and
+removes itself; it fails with EXT4_IOC_SHUTDOWN (every later I/O on it gets
+EIO, as from a dead disk) while a producer keeps writing to the partitions on
+the healthy directory. Records are checked one by one."""
+
+import fcntl
+import json
+import os
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import kproto as kp
+from conftest import Broker, running
+from util import admin, create_topic, unique_topic
+
+KAFKA_STORAGE_ERROR = 56
+LEADER_NOT_AVAILABLE = 5
+ROOT = Path(__file__).resolve().parents[2]
+# EXT4_IOC_SHUTDOWN = _IOR('X', 125, __u32); flag 2: EXT4_GOING_FLAGS_NOLOGFLUSH
+EXT4_IOC_SHUTDOWN = (2 << 30) | (4 << 16) | (ord("X") << 8) | 125
+
+
+def placement(dirs, topic, partitions):
+    """Which of `dirs` holds each partition's directory."""
+    out = {}
+    for p in range(partitions):
+        found = [i for i, d in enumerate(dirs) if (d / ("%s-%d" % (topic, p))).is_dir()]
+        assert len(found) == 1, "partition %d in directories %r" % (p, found)
+        out[p] = found[0]
+    return out
+
+
+def produce_one(c, topic, p, i):
+    return c.produce(topic, p, kp.encode_batch([(b"k%d" % i, b"v%d" % i)]))
+
+
+def read_partition(bootstrap, topic, p):
+    got = []
+    with kp.Conn(bootstrap) as c:
+        while True:
+            f = c.fetch(topic, p, len(got), max_wait_ms=10, max_bytes=4 << 20)
+            assert f["error"] == 0, (p, f["error"])
+            recs = [(o, k) for b in kp.decode_batches(f["records"]) for (o, _ts, k, _v) in b["records"]]
+            if not recs:
+                return got
+            got += recs
+
+
+def jbod_broker(request, tmp_path_factory, dirs):
+    b = Broker(tmp_path_factory.mktemp("brook-jbod"))
+    b.extra_args = [a for d in dirs[1:] for a in ("--data-dir", str(d))]
+    b.data_dir = dirs[0]
+    b.data_dir.mkdir(parents=True, exist_ok=True)
+    return running(request, b, request.node)
+
+
+def test_partitions_spread_over_directories_and_are_described(request, tmp_path_factory, tmp_path):
+    dirs = [tmp_path / ("disk%d" % i) for i in range(3)]
+    gen = jbod_broker(request, tmp_path_factory, dirs)
+    broker = next(gen)
+    try:
+        topic = unique_topic("jbod")
+        create_topic(broker.bootstrap, topic, 6)
+        where = placement(dirs, topic, 6)
+        assert sorted(where.values()) == [0, 0, 1, 1, 2, 2], where
+        with kp.Conn(broker.bootstrap) as c:
+            for i in range(60):
+                assert produce_one(c, topic, i % 6, i)[0] == 0
+        out = subprocess.run([str(ROOT / "ci" / "kafka-tool"), "kafka-log-dirs", "--bootstrap-server",
+                              broker.bootstrap, "--describe", "--topic-list", topic],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        doc = json.loads(out.stdout.strip().splitlines()[-1])
+        described = {}
+        for d in doc["brokers"][0]["logDirs"]:
+            assert d["error"] is None, d
+            for p in d["partitions"]:
+                described[p["partition"]] = (os.path.realpath(d["logDir"]), p["size"])
+        for p, i in where.items():
+            path, size = described["%s-%d" % (topic, p)]
+            assert path == os.path.realpath(dirs[i]), (p, path)
+            assert size > 0
+        broker.restart()
+        for p in range(6):
+            assert read_partition(broker.bootstrap, topic, p) == [
+                (n, b"k%d" % i) for n, i in enumerate(range(p, 60, 6))]
+    finally:
+        for _ in gen:
+            pass
+
+
+class LoopDisk:
+    """An ext4 file system in a file, loop-mounted at `mount`."""
+
+    def __init__(self, image, mount):
+        self.image, self.mount = Path(image), Path(mount)
+        subprocess.run(["truncate", "-s", "512M", str(self.image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True, capture_output=True)
+        self.mount.mkdir(parents=True, exist_ok=True)
+        self.mounted = False
+
+    def attach(self):
+        r = subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip("cannot loop-mount a file system here: %s" % r.stderr.strip())
+        self.mounted = True
+
+    def shut_down(self):
+        fd = os.open(str(self.mount), os.O_RDONLY)
+        try:
+            fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", 2))
+        finally:
+            os.close(fd)
+
+    def detach(self):
+        if self.mounted:
+            subprocess.run(["umount", str(self.mount)], check=True, timeout=60)
+            self.mounted = False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
+def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_factory, tmp_path):
+    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
+    disk.attach()
+    dirs = [tmp_path / "disk0", disk.mount / "brook"]
+    gen = jbod_broker(request, tmp_path_factory, dirs)
+    broker = next(gen)
+    try:
+        topic = unique_topic("jbodfail")
+        create_topic(broker.bootstrap, topic, 4)
+        where = placement(dirs, topic, 4)
+        healthy = [p for p, i in where.items() if i == 0]
+        failing = [p for p, i in where.items() if i == 1]
+        assert healthy and failing, where
+        acked = {p: [] for p in range(4)}
+        with kp.Conn(broker.bootstrap) as c:
+            for i in range(200):
+                p = i % 4
+                err, off = produce_one(c, topic, p, i)
+                assert err == 0
+                acked[p].append((off, b"k%d" % i))
+
+        # a producer keeps writing to the healthy directory's partitions
+        stop = threading.Event()
+        errors = []
+
+        def keep_writing():
+            i = 1000
+            with kp.Conn(broker.bootstrap) as c:
+                while not stop.is_set():
+                    p = healthy[i % len(healthy)]
+                    err, off = produce_one(c, topic, p, i)
+                    if err:
+                        errors.append((p, err))
+                    else:
+                        acked[p].append((off, b"k%d" % i))
+                    i += 1
+
+        t = threading.Thread(target=keep_writing)
+        t.start()
+        time.sleep(0.5)
+        before = sum(len(acked[p]) for p in healthy)
+        disk.shut_down()
+        # the failing directory's partitions refuse writes with a storage error
+        with kp.Conn(broker.bootstrap) as c:
+            for p in failing:
+                errs = {produce_one(c, topic, p, 9000 + p)[0] for _ in range(3)}
+                assert errs == {KAFKA_STORAGE_ERROR}, (p, errs)
+        deadline = time.monotonic() + 20
+        while True:
+            md = admin(broker.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+            if all(md[p].leader == -1 for p in failing) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for p in failing:
+            assert md[p].leader == -1 and md[p].error is not None and md[p].error.code() == LEADER_NOT_AVAILABLE, md[p]
+        for p in healthy:
+            assert md[p].leader >= 0 and md[p].error is None
+        time.sleep(1)
+        stop.set()
+        t.join(30)
+        assert not errors, "the healthy directory's partitions refused writes: %r" % errors[:5]
+        assert sum(len(acked[p]) for p in healthy) > before, "writes to the healthy directory stopped"
+        assert "log directory failed" in broker.log_text()
+
+        # restart with the disk absent (an empty mount point): its partitions stay offline
+        assert broker.terminate() == 0
+        disk.detach()
+        broker.start()
+        assert "log directory skipped" in broker.log_text()
+        md = admin(broker.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+        for p in failing:
+            assert md[p].leader == -1, md[p]
+        for p in healthy:
+            assert read_partition(broker.bootstrap, topic, p) == acked[p]
+        assert not (disk.mount / "brook" / ("%s-%d" % (topic, failing[0]))).exists(), "recreated on the empty mount point"
+
+        # the disk comes back: nothing acknowledged on it before the failure is lost
+        assert broker.terminate() == 0
+        disk.attach()
+        broker.start()
+        for p in range(4):
+            assert read_partition(broker.bootstrap, topic, p) == acked[p], "partition %d" % p
+        with kp.Conn(broker.bootstrap) as c:
+            for p in failing:
+                assert produce_one(c, topic, p, 7000 + p)[0] == 0
+    finally:
+        try:
+            for _ in gen:
+                pass
+        finally:
+            disk.detach()
