@@ -21,6 +21,14 @@ if ! command -v kcat >/dev/null 2>&1; then
     $SUDO apt-get install -y -q kcat
 fi
 
+# test_jbod.py makes ext4 file systems in files and loop-mounts them.
+if ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v losetup >/dev/null 2>&1; then
+    echo "setup: installing e2fsprogs, mount"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q e2fsprogs mount
+fi
+
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     echo "setup: creating venv $VENV"
