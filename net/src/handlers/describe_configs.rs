@@ -96,7 +96,14 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
     vec![
         e("node.id", net.node_id.to_string(), Int),
         e("broker.id", net.node_id.to_string(), Int),
-        e("log.dirs", engine.data_dir.display().to_string(), Str),
+        e(
+            "log.dirs",
+            (engine.log_dirs.iter())
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            Str,
+        ),
         e("listeners", format!("PLAINTEXT://{}", net.listen), List),
         e(
             "advertised.listeners",
