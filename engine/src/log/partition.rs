@@ -82,7 +82,8 @@ pub enum ReadPlan {
 /// A slice keeps its whole allocation alive: the connection's read buffer
 /// (at least 256 KiB, shared by every frame read into it) or a large frame's
 /// own buffer. Counting only the slice's length let a quiet partition's
-/// 2,000 cached 170-byte batches hold 391 MiB against an 8 MiB budget. A
+/// 2,000 cached one-record batches, each from a short connection, hold 501 MiB
+/// against an 8 MiB budget (`perf-scripts/cache_memory.py`). A
 /// copy of a small batch costs little next to handling its request, and a
 /// batch of at least this size pins at most a few times its length.
 const CACHE_COPY_BELOW: usize = 64 << 10;
