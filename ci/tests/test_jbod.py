@@ -97,6 +97,80 @@ def test_partitions_spread_over_directories_and_are_described(request, tmp_path_
             pass
 
 
+def alter_replica_log_dirs(bootstrap, moves):
+    """AlterReplicaLogDirs v1 (raw): moves = {path: {topic: [partitions]}};
+    returns {(topic, partition): error code}."""
+    body = kp.array([kp.string(str(path)) + kp.array([kp.string(t) + kp.array([kp.i32(p) for p in ps])
+                                                      for t, ps in topics.items()])
+                     for path, topics in moves.items()])
+    with kp.Conn(bootstrap) as c:
+        r = c.request(34, 1, body)
+    r.i32()  # throttle
+    out = {}
+    for topic, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.i32(), r.i16())))):
+        for p, err in parts:
+            out[(topic, p)] = err
+    return out
+
+
+def test_a_partition_moves_to_another_directory_while_written(request, tmp_path_factory, tmp_path):
+    dirs = [tmp_path / "disk0", tmp_path / "disk1"]
+    gen = jbod_broker(request, tmp_path_factory, dirs)
+    broker = next(gen)
+    try:
+        topic = unique_topic("jbodmove")
+        # small segments, so the move has sealed ones to copy while serving
+        from confluent_kafka.admin import NewTopic
+        a = admin(broker.bootstrap)
+        a.create_topics([NewTopic(topic, 2, 1, config={"segment.bytes": "65536"})])[topic].result(30)
+        where = placement(dirs, topic, 2)
+        p = 0
+        src, dst = where[p], 1 - where[p]
+        acked = []
+        stop = threading.Event()
+        errors = []
+
+        def keep_writing():
+            i = 0
+            with kp.Conn(broker.bootstrap) as c:
+                while not stop.is_set() and i < 20000:
+                    err, off = c.produce(topic, p, kp.encode_batch([(b"k%d" % i, b"v%d" % i + b"x" * 200)]))
+                    if err == 0:
+                        acked.append((off, b"k%d" % i))
+                    else:
+                        errors.append(err)
+                        time.sleep(0.01)
+                    i += 1
+
+        t = threading.Thread(target=keep_writing)
+        t.start()
+        time.sleep(1.0)
+        assert len(list((dirs[src] / ("%s-%d" % (topic, p))).glob("*.index"))) > 0, "no sealed segment yet"
+        bad = alter_replica_log_dirs(broker.bootstrap, {dirs[dst]: {topic: [p]}})
+        assert bad == {(topic, p): 0}, bad
+        deadline = time.monotonic() + 30
+        while (dirs[src] / ("%s-%d" % (topic, p))).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        t.join(30)
+        print("moved while writing: %d records acknowledged, %d retriable refusals during the pause" % (len(acked), len(errors)))
+        assert placement(dirs, topic, 2)[p] == dst, "not moved"
+        assert "moved partition" in broker.log_text()
+        # requests during the short pause are retriable refusals, nothing else
+        assert set(errors) <= {kp.UNKNOWN_TOPIC_OR_PARTITION, 6}, set(errors)
+        got = read_partition(broker.bootstrap, topic, p)
+        assert got == acked, (len(got), len(acked))
+        # unknown directory, unknown partition
+        bad = alter_replica_log_dirs(broker.bootstrap, {tmp_path / "nowhere": {topic: [1]}, dirs[0]: {topic: [7]}})
+        assert bad == {(topic, 1): 57, (topic, 7): kp.UNKNOWN_TOPIC_OR_PARTITION}, bad
+        broker.restart()
+        assert read_partition(broker.bootstrap, topic, p) == acked
+    finally:
+        for _ in gen:
+            pass
+
+
 class LoopDisk:
     """An ext4 file system in a file, loop-mounted at `mount`."""
 

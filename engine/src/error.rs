@@ -49,6 +49,9 @@ pub enum EngineError {
     UnknownProducerId,
     #[error("storage error: {0}")]
     Storage(String),
+    /// AlterReplicaLogDirs named a path that is not one of `log.dirs`.
+    #[error("{0} is not one of this broker's log directories")]
+    LogDirNotFound(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
     #[error("not supported: {0}")]

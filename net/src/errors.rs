@@ -24,6 +24,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         EngineError::UnknownProducerId => E::UnknownProducerId,
         EngineError::Storage(_) => E::KafkaStorageError,
+        EngineError::LogDirNotFound(_) => E::LogDirNotFound,
         // Retriable: the client refreshes metadata and tries again.
         EngineError::ShuttingDown => E::NotLeaderOrFollower,
         EngineError::Unsupported(_) => E::UnsupportedVersion,

@@ -41,7 +41,7 @@ use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::log::read::{self, DiskRead, ReadAhead};
-use crate::log::segment::{SealJob, Segment};
+use crate::log::segment::{self, SealJob, Segment};
 use crate::log::writer::{PendingWrite, give_back};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
 
@@ -486,6 +486,21 @@ impl Partition {
                 let rel = s.index.time_index().lookup(target);
                 let start = rel.map_or(FilePos(0), |r| s.index.offset_index().lookup(r));
                 Ok((s.reader()?, start, FilePos(s.written)))
+            })
+            .collect()
+    }
+
+    /// The files of the sealed segments (immutable until retention deletes
+    /// them), which a partition move copies while the partition serves.
+    pub fn sealed_files(&self) -> Vec<PathBuf> {
+        (self.segments.iter())
+            .filter(|s| s.sealed)
+            .flat_map(|s| {
+                [
+                    segment::log_path(&self.dir, s.base),
+                    segment::index_path(&self.dir, s.base),
+                    segment::time_index_path(&self.dir, s.base),
+                ]
             })
             .collect()
     }

@@ -57,6 +57,9 @@ pub struct LogDirs {
     state: Mutex<State>,
 }
 
+/// Suffix of a partition's copy being moved into a directory (AlterReplicaLogDirs).
+pub const FUTURE_SUFFIX: &str = ".future";
+
 fn known_path(meta: &Path) -> PathBuf {
     meta_dir(meta).join("log_dirs.json")
 }
@@ -180,6 +183,13 @@ impl LogDirs {
             };
             for entry in entries.flatten() {
                 let name = entry.file_name();
+                if name.to_string_lossy().ends_with(FUTURE_SUFFIX) {
+                    // An AlterReplicaLogDirs copy that a stop interrupted: the
+                    // partition is still whole where it came from.
+                    tracing::info!(dir = %entry.path().display(), "removing an unfinished partition move");
+                    let _ = std::fs::remove_dir_all(entry.path());
+                    continue;
+                }
                 let Some(tp) = parse_partition_dir(&name.to_string_lossy()) else {
                     continue;
                 };
@@ -231,6 +241,31 @@ impl LogDirs {
             .ok_or_else(|| EngineError::Storage("every log directory has failed".into()))?;
         st.placement.insert(tp.clone(), best);
         Ok(st.dirs[best].path.clone())
+    }
+
+    /// The configured, healthy log directory that `path` names (compared
+    /// after resolving symlinks and `..`, as DescribeLogDirs reports them).
+    pub fn healthy_root(&self, path: &Path) -> Result<PathBuf, EngineError> {
+        let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let st = self.lock();
+        let d = (st.dirs.iter())
+            .find(|d| std::fs::canonicalize(&d.path).unwrap_or_else(|_| d.path.clone()) == want)
+            .ok_or_else(|| EngineError::LogDirNotFound(path.display().to_string()))?;
+        match &d.failed {
+            None => Ok(d.path.clone()),
+            Some(why) => Err(EngineError::Storage(format!(
+                "log directory {} has failed: {why}",
+                d.path.display()
+            ))),
+        }
+    }
+
+    /// Records that partition `tp` now lives in log directory `root`.
+    pub fn moved(&self, tp: &TopicPartition, root: &Path) {
+        let mut st = self.lock();
+        if let Some(i) = st.dirs.iter().position(|d| d.path == root) {
+            st.placement.insert(tp.clone(), i);
+        }
     }
 
     /// Forgets a deleted partition.

@@ -17,6 +17,7 @@
 
 mod data;
 pub mod groups;
+mod moves;
 mod producer_ids;
 mod quotas;
 pub mod ring;
@@ -196,6 +197,8 @@ pub struct Shard {
     topic_lock: futures::lock::Mutex<()>,
     /// Consumer groups coordinated here (their offsets partition is on this shard).
     pub(crate) groups: RefCell<HashMap<String, crate::coord::group::Group>>,
+    /// Partitions of this shard on their way to another log directory.
+    moving: RefCell<std::collections::HashSet<TopicPartition>>,
     /// This shard's copy of the client quotas (replaced by shard 0's broadcasts).
     quotas: RefCell<Arc<Quotas>>,
 }
@@ -214,6 +217,7 @@ impl Shard {
             topic_lock: futures::lock::Mutex::new(()),
             groups: RefCell::new(HashMap::new()),
             quotas: RefCell::new(quotas),
+            moving: RefCell::default(),
         });
         let started = Instant::now();
         for t in catalog.topics.values() {
