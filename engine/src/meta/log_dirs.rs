@@ -60,6 +60,15 @@ pub struct LogDirs {
 /// Suffix of a partition's copy being moved into a directory (AlterReplicaLogDirs).
 pub const FUTURE_SUFFIX: &str = ".future";
 
+/// How a directory is named in `log_dirs.json`: its path with symlinks and
+/// `..` resolved when it exists, so `./data` and `/abs/data` are one directory.
+fn dir_key(path: &Path) -> String {
+    std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 fn known_path(meta: &Path) -> PathBuf {
     meta_dir(meta).join("log_dirs.json")
 }
@@ -81,6 +90,7 @@ fn dir_id(path: &Path, fresh: bool) -> Result<Option<String>, EngineError> {
     match std::fs::read_to_string(&p) {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && fresh => {
+            std::fs::create_dir_all(meta_dir(path))?;
             let id: String = crate::ids::random_uuid()
                 .iter()
                 .map(|b| format!("{b:02x}"))
@@ -110,7 +120,10 @@ impl LogDirs {
         let mut dirs = Vec::new();
         let mut now_known = known.clone();
         for (i, path) in configured.iter().enumerate() {
-            let key = path.display().to_string();
+            // Made if missing, as Kafka makes its log dirs (an absent disk
+            // still leaves its mount point, and is told apart by its identity).
+            let _ = std::fs::create_dir_all(path);
+            let key = dir_key(path);
             let expected = known.get(&key);
             let opened = (|| -> Result<(Option<DataDir>, String), EngineError> {
                 // The metadata directory is locked by the caller.
@@ -155,7 +168,7 @@ impl LogDirs {
             }
         }
         for (path, _) in known.iter() {
-            if !configured.iter().any(|c| c.display().to_string() == *path) {
+            if !configured.iter().any(|c| dir_key(c) == *path) {
                 tracing::error!(dir = %path, "a log directory this broker used is no longer configured: partitions found nowhere else stay offline");
                 dirs.push(LogDir {
                     path: PathBuf::from(path),
