@@ -1,8 +1,8 @@
 """Several log directories (JBOD): partitions spread over them, kafka-log-dirs
 describes them, and a failed disk takes only its own partitions offline.
 
-The failing disk is a loop-mounted ext4 file system that the test makes and
-removes itself; it fails with EXT4_IOC_SHUTDOWN (every later I/O on it gets
+The disks are loop-mounted ext4 file systems that the test makes and removes
+itself; one fails with EXT4_IOC_SHUTDOWN (every later I/O on it gets
 EIO, as from a dead disk) while a producer keeps writing to the partitions on
 the healthy directory. Records are checked one by one."""
 
@@ -202,9 +202,12 @@ class LoopDisk:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
 def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_factory, tmp_path):
+    # two disks, each its own loop-mounted ext4
+    disk0 = LoopDisk(tmp_path / "disk0.img", tmp_path / "disk0")
+    disk0.attach()
     disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
     disk.attach()
-    dirs = [tmp_path / "disk0", disk.mount / "brook"]
+    dirs = [disk0.mount / "brook", disk.mount / "brook"]
     gen = jbod_broker(request, tmp_path_factory, dirs)
     broker = next(gen)
     try:
@@ -292,3 +295,4 @@ def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_f
                 pass
         finally:
             disk.detach()
+            disk0.detach()
