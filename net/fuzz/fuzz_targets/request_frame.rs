@@ -128,6 +128,10 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         ApiKey::AlterClientQuotas => drop(round_trip::<AlterClientQuotasRequest>(buf, v, flexible)),
         ApiKey::DescribeConfigs => drop(round_trip::<DescribeConfigsRequest>(buf, v, flexible)),
         ApiKey::DescribeCluster => drop(round_trip::<DescribeClusterRequest>(buf, v, flexible)),
+        ApiKey::DescribeLogDirs => drop(round_trip::<DescribeLogDirsRequest>(buf, v, flexible)),
+        ApiKey::AlterReplicaLogDirs => {
+            drop(round_trip::<AlterReplicaLogDirsRequest>(buf, v, flexible))
+        }
         ApiKey::CreatePartitions => drop(round_trip::<CreatePartitionsRequest>(buf, v, flexible)),
         ApiKey::DescribeTopicPartitions => {
             drop(round_trip::<DescribeTopicPartitionsRequest>(buf, v, flexible))
