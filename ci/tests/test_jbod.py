@@ -296,3 +296,52 @@ def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_f
         finally:
             disk.detach()
             disk0.detach()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
+def test_a_read_error_fails_the_directory_too(request, tmp_path_factory, tmp_path):
+    """A disk that fails while its partitions are only read: the first read
+    that reaches it (past the batch cache) gets EIO, and that takes the whole
+    directory offline as a write error would."""
+    disk0 = LoopDisk(tmp_path / "disk0.img", tmp_path / "disk0")
+    disk0.attach()
+    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
+    disk.attach()
+    dirs = [disk0.mount / "brook", disk.mount / "brook"]
+    gen = jbod_broker(request, tmp_path_factory, dirs)
+    broker = next(gen)
+    try:
+        topic = unique_topic("jbodread")
+        create_topic(broker.bootstrap, topic, 2)
+        where = placement(dirs, topic, 2)
+        failing = [p for p, i in where.items() if i == 1][0]
+        healthy = [p for p, i in where.items() if i == 0][0]
+        # more than the 8 MiB batch cache, so offset 0 must come from the disk
+        value = b"x" * 1000
+        with kp.Conn(broker.bootstrap) as c:
+            for b in range(120):
+                recs = [(b"k%d" % (b * 100 + i), value) for i in range(100)]
+                assert c.produce(topic, failing, kp.encode_batch(recs))[0] == 0
+        disk.shut_down()
+        with kp.Conn(broker.bootstrap) as c:
+            f = c.fetch(topic, failing, 0, max_wait_ms=10, max_bytes=64 << 10)
+            assert f["error"] == KAFKA_STORAGE_ERROR, f["error"]
+        deadline = time.monotonic() + 20
+        while True:
+            md = admin(broker.bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+            if md[failing].leader == -1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert md[failing].leader == -1, md[failing]
+        assert md[healthy].leader >= 0
+        with kp.Conn(broker.bootstrap) as c:
+            assert produce_one(c, topic, healthy, 1)[0] == 0
+        assert "log directory failed" in broker.log_text()
+    finally:
+        try:
+            for _ in gen:
+                pass
+        finally:
+            disk.detach()
+            disk0.detach()
+

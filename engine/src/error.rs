@@ -49,6 +49,10 @@ pub enum EngineError {
     UnknownProducerId,
     #[error("storage error: {0}")]
     Storage(String),
+    /// The disk under a log directory is failing (EIO, EROFS, ENODEV, ENXIO):
+    /// the whole directory is taken offline (`shard::fail_log_dir`).
+    #[error("disk failure: {0}")]
+    DiskFailure(String),
     /// AlterReplicaLogDirs named a path that is not one of `log.dirs`.
     #[error("{0} is not one of this broker's log directories")]
     LogDirNotFound(String),
@@ -88,6 +92,10 @@ pub enum EngineError {
 
 impl From<std::io::Error> for EngineError {
     fn from(e: std::io::Error) -> Self {
-        EngineError::Storage(e.to_string())
+        if crate::meta::log_dirs::is_disk_failure(&e) {
+            EngineError::DiskFailure(e.to_string())
+        } else {
+            EngineError::Storage(e.to_string())
+        }
     }
 }

@@ -23,7 +23,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::OutOfOrderSequence { .. } => E::OutOfOrderSequenceNumber,
         EngineError::InvalidProducerEpoch => E::InvalidProducerEpoch,
         EngineError::UnknownProducerId => E::UnknownProducerId,
-        EngineError::Storage(_) => E::KafkaStorageError,
+        EngineError::Storage(_) | EngineError::DiskFailure(_) => E::KafkaStorageError,
         EngineError::LogDirNotFound(_) => E::LogDirNotFound,
         // Retriable: the client refreshes metadata and tries again.
         EngineError::ShuttingDown => E::NotLeaderOrFollower,

@@ -1032,6 +1032,21 @@ pub async fn fetch(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
+    let res = fetch_inner(cell, offset, max_bytes).await;
+    if let Err(EngineError::DiskFailure(why)) = &res {
+        // A read (or the open of a segment for reading) on a failing disk
+        // fails its directory, as a write or fsync error does.
+        let dir = cell.state.borrow().dir.clone();
+        report_disk_failure(&dir, why);
+    }
+    res
+}
+
+async fn fetch_inner(
+    cell: &PartitionRef,
+    offset: Offset,
+    max_bytes: usize,
+) -> Result<FetchedData, EngineError> {
     let plan = cell.state.borrow().read(offset, max_bytes)?;
     match plan {
         ReadPlan::Ready(d) => Ok(d),
