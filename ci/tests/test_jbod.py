@@ -6,6 +6,7 @@ itself; one fails with EXT4_IOC_SHUTDOWN (every later I/O on it gets
 EIO, as from a dead disk) while a producer keeps writing to the partitions on
 the healthy directory. Records are checked one by one."""
 
+import contextlib
 import fcntl
 import json
 import os
@@ -54,19 +55,26 @@ def read_partition(bootstrap, topic, p):
             got += recs
 
 
-def jbod_broker(request, tmp_path_factory, dirs):
+@contextlib.contextmanager
+def broker_on(request, tmp_path_factory, dirs):
+    """A broker on log directories `dirs` (the first holds the metadata),
+    stopped (and checked to stop cleanly) on leaving."""
     b = Broker(tmp_path_factory.mktemp("brook-jbod"))
     b.extra_args = [a for d in dirs[1:] for a in ("--data-dir", str(d))]
     b.data_dir = dirs[0]
     b.data_dir.mkdir(parents=True, exist_ok=True)
-    return running(request, b, request.node)
+    gen = running(request, b, request.node)
+    broker = next(gen)
+    try:
+        yield broker
+    finally:
+        for _ in gen:
+            pass
 
 
 def test_partitions_spread_over_directories_and_are_described(request, tmp_path_factory, tmp_path):
     dirs = [tmp_path / ("disk%d" % i) for i in range(3)]
-    gen = jbod_broker(request, tmp_path_factory, dirs)
-    broker = next(gen)
-    try:
+    with broker_on(request, tmp_path_factory, dirs) as broker:
         topic = unique_topic("jbod")
         create_topic(broker.bootstrap, topic, 6)
         where = placement(dirs, topic, 6)
@@ -92,9 +100,6 @@ def test_partitions_spread_over_directories_and_are_described(request, tmp_path_
         for p in range(6):
             assert read_partition(broker.bootstrap, topic, p) == [
                 (n, b"k%d" % i) for n, i in enumerate(range(p, 60, 6))]
-    finally:
-        for _ in gen:
-            pass
 
 
 def alter_replica_log_dirs(bootstrap, moves):
@@ -115,9 +120,7 @@ def alter_replica_log_dirs(bootstrap, moves):
 
 def test_a_partition_moves_to_another_directory_while_written(request, tmp_path_factory, tmp_path):
     dirs = [tmp_path / "disk0", tmp_path / "disk1"]
-    gen = jbod_broker(request, tmp_path_factory, dirs)
-    broker = next(gen)
-    try:
+    with broker_on(request, tmp_path_factory, dirs) as broker:
         topic = unique_topic("jbodmove")
         # small segments, so the move has sealed ones to copy while serving
         from confluent_kafka.admin import NewTopic
@@ -166,9 +169,21 @@ def test_a_partition_moves_to_another_directory_while_written(request, tmp_path_
         assert bad == {(topic, 1): 57, (topic, 7): kp.UNKNOWN_TOPIC_OR_PARTITION}, bad
         broker.restart()
         assert read_partition(broker.bootstrap, topic, p) == acked
+
+
+@contextlib.contextmanager
+def two_loop_disks(tmp_path):
+    """Two loop-mounted ext4 disks; yields the second (the one tests fail) and
+    the log directories on both. Both are unmounted on leaving."""
+    disk0 = LoopDisk(tmp_path / "disk0.img", tmp_path / "disk0")
+    disk0.attach()
+    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
+    try:
+        disk.attach()
+        yield disk, [disk0.mount / "brook", disk.mount / "brook"]
     finally:
-        for _ in gen:
-            pass
+        disk.detach()
+        disk0.detach()
 
 
 class LoopDisk:
@@ -202,15 +217,7 @@ class LoopDisk:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
 def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_factory, tmp_path):
-    # two disks, each its own loop-mounted ext4
-    disk0 = LoopDisk(tmp_path / "disk0.img", tmp_path / "disk0")
-    disk0.attach()
-    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
-    disk.attach()
-    dirs = [disk0.mount / "brook", disk.mount / "brook"]
-    gen = jbod_broker(request, tmp_path_factory, dirs)
-    broker = next(gen)
-    try:
+    with two_loop_disks(tmp_path) as (disk, dirs), broker_on(request, tmp_path_factory, dirs) as broker:
         topic = unique_topic("jbodfail")
         create_topic(broker.bootstrap, topic, 4)
         where = placement(dirs, topic, 4)
@@ -289,13 +296,6 @@ def test_a_failed_disk_takes_only_its_own_partitions_offline(request, tmp_path_f
         with kp.Conn(broker.bootstrap) as c:
             for p in failing:
                 assert produce_one(c, topic, p, 7000 + p)[0] == 0
-    finally:
-        try:
-            for _ in gen:
-                pass
-        finally:
-            disk.detach()
-            disk0.detach()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a file system needs root")
@@ -303,14 +303,7 @@ def test_a_read_error_fails_the_directory_too(request, tmp_path_factory, tmp_pat
     """A disk that fails while its partitions are only read: the first read
     that reaches it (past the batch cache) gets EIO, and that takes the whole
     directory offline as a write error would."""
-    disk0 = LoopDisk(tmp_path / "disk0.img", tmp_path / "disk0")
-    disk0.attach()
-    disk = LoopDisk(tmp_path / "disk1.img", tmp_path / "disk1")
-    disk.attach()
-    dirs = [disk0.mount / "brook", disk.mount / "brook"]
-    gen = jbod_broker(request, tmp_path_factory, dirs)
-    broker = next(gen)
-    try:
+    with two_loop_disks(tmp_path) as (disk, dirs), broker_on(request, tmp_path_factory, dirs) as broker:
         topic = unique_topic("jbodread")
         create_topic(broker.bootstrap, topic, 2)
         where = placement(dirs, topic, 2)
@@ -337,11 +330,4 @@ def test_a_read_error_fails_the_directory_too(request, tmp_path_factory, tmp_pat
         with kp.Conn(broker.bootstrap) as c:
             assert produce_one(c, topic, healthy, 1)[0] == 0
         assert "log directory failed" in broker.log_text()
-    finally:
-        try:
-            for _ in gen:
-                pass
-        finally:
-            disk.detach()
-            disk0.detach()
 

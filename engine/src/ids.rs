@@ -4,6 +4,12 @@
 
 use std::hash::{BuildHasher, Hasher};
 
+/// A random version-4 UUID as 32 lowercase hex digits (the cluster id, a log
+/// directory's identity).
+pub fn random_hex_id() -> String {
+    random_uuid().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A random version-4 UUID, as 16 bytes.
 pub fn random_uuid() -> [u8; 16] {
     let mut id = [0u8; 16];

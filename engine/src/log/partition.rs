@@ -935,7 +935,8 @@ async fn write_checkpoint(dir: PathBuf, c: Checkpoint) -> Result<(), String> {
         CHECKPOINT_WRITERS.set(CHECKPOINT_WRITERS.get() + 1);
         compio::runtime::spawn(async {
             while let Some((dir, c, tx)) = CHECKPOINT_QUEUE.with_borrow_mut(|q| q.pop_front()) {
-                let _ = tx.send(blocking(move || c.write(&dir)).await);
+                let res = blocking(move || c.write(&dir)).await;
+                let _ = tx.send(res.map_err(|e| e.to_string()));
             }
             CHECKPOINT_WRITERS.set(CHECKPOINT_WRITERS.get() - 1);
         })
@@ -969,13 +970,14 @@ fn start_checkpoint_write(cell: &PartitionRef, c: Checkpoint) {
     .detach();
 }
 
-/// Runs a blocking filesystem step on a blocking thread.
-async fn blocking<T: Send + 'static>(
+/// Runs a blocking filesystem step on one of the runtime's blocking threads,
+/// off the reactor.
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, EngineError> {
     match compio::runtime::spawn_blocking(f).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err("blocking task panicked".into()),
+        Ok(r) => r.map_err(EngineError::from),
+        Err(_) => Err(EngineError::Storage("blocking task panicked".into())),
     }
 }
 

@@ -84,10 +84,7 @@ impl DataDir {
         if let Ok(id) = std::fs::read_to_string(&path) {
             return Ok(id.trim().to_string());
         }
-        let id: String = crate::ids::random_uuid()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = crate::ids::random_hex_id();
         let mut f = std::fs::File::create(&path)?;
         writeln!(f, "{id}")?;
         f.sync_all()?;

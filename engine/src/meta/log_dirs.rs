@@ -91,10 +91,7 @@ fn dir_id(path: &Path, fresh: bool) -> Result<Option<String>, EngineError> {
         Ok(s) => Ok(Some(s.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && fresh => {
             std::fs::create_dir_all(meta_dir(path))?;
-            let id: String = crate::ids::random_uuid()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let id = crate::ids::random_hex_id();
             crate::log::index::write_file_atomically(&p, format!("{id}\n").as_bytes())?;
             Ok(Some(id))
         }

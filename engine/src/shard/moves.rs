@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use super::{Shard, shard_of};
 use crate::error::EngineError;
-use crate::log::partition::Partition;
+use crate::log::partition::{Partition, blocking};
 use crate::meta::log_dirs::FUTURE_SUFFIX;
 use crate::types::TopicPartition;
 
@@ -53,15 +53,6 @@ fn names_in(dir: &Path) -> std::io::Result<Vec<String>> {
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, EngineError> {
-    match compio::runtime::spawn_blocking(f).await {
-        Ok(r) => r.map_err(EngineError::from),
-        Err(_) => Err(EngineError::Storage("move task panicked".into())),
-    }
 }
 
 impl Shard {
