@@ -25,8 +25,8 @@ pub enum EngineError {
         current: u32,
         requested: u32,
     },
-    #[error("invalid replication factor {0}: this broker is a single node")]
-    InvalidReplicationFactor(i16),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
     #[error("invalid config: {0}")]
     InvalidConfig(String),
     #[error("corrupt record batch: {0}")]
@@ -88,6 +88,19 @@ pub enum EngineError {
     UnknownTopicId,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The partition exists in the cluster but this broker does not lead it.
+    #[error("this broker is not the leader of the partition")]
+    NotLeaderOrFollower,
+    /// The group's `__consumer_offsets` partition is led by another broker.
+    #[error("this broker is not the group's coordinator")]
+    NotCoordinator,
+    /// The group's coordinator partition has no leader right now.
+    #[error("the group coordinator is not available")]
+    CoordinatorNotAvailable,
+    /// A metadata change could not be committed: the quorum has no leader, or
+    /// lost it before the change was committed. Retriable.
+    #[error("the metadata quorum did not commit the change: {0}")]
+    NoQuorum(String),
 }
 
 impl From<std::io::Error> for EngineError {

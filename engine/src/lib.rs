@@ -26,10 +26,13 @@
 //! - [`coord`]: the coordinators' state — [`coord::group`] (Kafka's
 //!   consumer-group state machine and committed offsets) and [`coord::group_log`]
 //!   (`__consumer_offsets` records and replay).
+//! - [`cluster`]: the metadata quorum (raft-rs on shard 0) and the cluster
+//!   image every broker keeps: brokers, topics, replicas, leaders, ISR.
 //! - [`shard`]: one core's partitions and the routing of every operation to
 //!   the shard that owns it: [`shard::ring`] (the cross-shard mailboxes), the
 //!   data path (`data`), topic administration (`topics`), [`shard::groups`]
 //!   (group operations, on the group's shard), quotas, producer ids.
+pub mod cluster;
 pub mod config;
 pub mod coord;
 pub mod error;

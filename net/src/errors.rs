@@ -41,6 +41,10 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::InvalidRequest(_) => E::InvalidRequest,
         EngineError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
         EngineError::UnknownTopicId => E::UnknownTopicId,
+        EngineError::NotLeaderOrFollower => E::NotLeaderOrFollower,
+        EngineError::NotCoordinator => E::NotCoordinator,
+        EngineError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        EngineError::NoQuorum(_) => E::RequestTimedOut,
         _ => E::UnknownServerError,
     };
     kafka.code()

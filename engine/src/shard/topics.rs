@@ -175,7 +175,9 @@ impl Shard {
         if let Some(rf) = t.replication_factor
             && rf != 1
         {
-            return Err(EngineError::InvalidReplicationFactor(rf));
+            return Err(EngineError::InvalidReplicationFactor(format!(
+                "{rf}: this broker is a single node"
+            )));
         }
         let config = self
             .shared

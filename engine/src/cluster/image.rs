@@ -1,0 +1,475 @@
+//! The cluster's metadata as a state machine: records, and the image they build.
+//!
+//! Every change to cluster metadata is a [`Proposal`] (one Raft entry) of one or
+//! more [`MetaRecord`]s, applied all or nothing. [`ClusterImage::apply`] is a pure
+//! function of the image and the proposal: every broker applies the same entries
+//! in the same order and reaches the same image, and the decisions that follow
+//! from an event (which replica leads once a broker is fenced, the new leader
+//! epoch) are made here, inside the apply, not by whoever proposed it. So the
+//! same code runs under the engine and under a simulator.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::TopicConfig;
+use crate::error::EngineError;
+use crate::meta::catalog::{Catalog, TopicMeta};
+
+/// A broker's node id (Kafka's `node.id`).
+pub type NodeId = i32;
+
+/// No leader: the partition is offline.
+pub const NO_LEADER: NodeId = -1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaRecord {
+    /// A broker (re)joined: its address, and a fresh incarnation per start.
+    /// Unfences it and gives it back the leadership of every partition that
+    /// had no leader and still counts it in the ISR.
+    RegisterBroker {
+        node: NodeId,
+        host: String,
+        port: i32,
+        rack: Option<String>,
+        incarnation: u64,
+    },
+    /// The broker stopped heartbeating (or is shutting down): its leaderships
+    /// move to another ISR member and it leaves every ISR it was in.
+    FenceBroker { node: NodeId },
+    CreateTopic {
+        name: String,
+        id: [u8; 16],
+        configs: BTreeMap<String, String>,
+        /// Replicas of each partition, preferred leader first.
+        replicas: Vec<Vec<NodeId>>,
+    },
+    AddPartitions {
+        name: String,
+        replicas: Vec<Vec<NodeId>>,
+    },
+    DeleteTopic { name: String },
+    /// A block of producer ids for `node`: the next `count` unallocated ids.
+    AllocateProducerIds { node: NodeId, count: i64 },
+}
+
+/// One Raft entry: records applied together, and who proposed them so that the
+/// proposer can be told the outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub origin: NodeId,
+    /// The proposer's start: a restarted broker never takes an old outcome
+    /// for one of its new proposals.
+    pub incarnation: u64,
+    pub seq: u64,
+    pub records: Vec<MetaRecord>,
+}
+
+/// What applying a proposal produced, for its proposer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    /// The first id of an allocated producer-id block.
+    ProducerIds(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub node: NodeId,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub incarnation: u64,
+    pub fenced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    pub leader: NodeId,
+    pub leader_epoch: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicInfo {
+    pub name: String,
+    pub id: [u8; 16],
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Everything the quorum has committed, as of Raft index `applied`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterImage {
+    pub applied: u64,
+    pub brokers: BTreeMap<NodeId, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+    pub next_producer_id: i64,
+}
+
+impl ClusterImage {
+    /// Applies one committed entry at Raft index `index`. A proposal that is
+    /// refused (its topic exists already, say) changes nothing but `applied`.
+    pub fn apply(&mut self, index: u64, p: &Proposal) -> Result<Applied, EngineError> {
+        let mut next = self.clone();
+        next.applied = index;
+        let mut outcome = Applied::Done;
+        for r in &p.records {
+            if let Some(o) = next.apply_record(r).inspect_err(|_| self.applied = index)? {
+                outcome = o;
+            }
+        }
+        *self = next;
+        Ok(outcome)
+    }
+
+    fn apply_record(&mut self, r: &MetaRecord) -> Result<Option<Applied>, EngineError> {
+        match r {
+            MetaRecord::RegisterBroker {
+                node,
+                host,
+                port,
+                rack,
+                incarnation,
+            } => {
+                self.brokers.insert(
+                    *node,
+                    BrokerInfo {
+                        node: *node,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        incarnation: *incarnation,
+                        fenced: false,
+                    },
+                );
+                self.lead_orphans(*node);
+            }
+            MetaRecord::FenceBroker { node } => {
+                let Some(b) = self.brokers.get_mut(node) else {
+                    return Ok(None);
+                };
+                b.fenced = true;
+                self.move_leaders_from(*node);
+            }
+            MetaRecord::CreateTopic {
+                name,
+                id,
+                configs,
+                replicas,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(EngineError::TopicAlreadyExists);
+                }
+                let partitions = replicas.iter().map(|r| self.new_partition(r)).collect();
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        name: name.clone(),
+                        id: *id,
+                        configs: configs.clone(),
+                        partitions,
+                    },
+                );
+            }
+            MetaRecord::AddPartitions { name, replicas } => {
+                let new: Vec<PartitionInfo> =
+                    replicas.iter().map(|r| self.new_partition(r)).collect();
+                let t = (self.topics.get_mut(name)).ok_or(EngineError::UnknownTopicOrPartition)?;
+                t.partitions.extend(new);
+            }
+            MetaRecord::DeleteTopic { name } => {
+                self.topics
+                    .remove(name)
+                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+            }
+            MetaRecord::AllocateProducerIds { count, .. } => {
+                let first = self.next_producer_id;
+                self.next_producer_id = first.saturating_add(*count);
+                return Ok(Some(Applied::ProducerIds(first)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn is_live(&self, node: NodeId) -> bool {
+        self.brokers.get(&node).is_some_and(|b| !b.fenced)
+    }
+
+    /// A new partition's state: the live replicas are the ISR, the first of
+    /// them leads. With none live it starts offline, every replica in its ISR
+    /// (none has data the others lack).
+    fn new_partition(&self, replicas: &[NodeId]) -> PartitionInfo {
+        let live: Vec<NodeId> = replicas
+            .iter()
+            .copied()
+            .filter(|&n| self.is_live(n))
+            .collect();
+        let isr = if live.is_empty() {
+            replicas.to_vec()
+        } else {
+            live
+        };
+        let leader = isr
+            .iter()
+            .copied()
+            .find(|&n| self.is_live(n))
+            .unwrap_or(NO_LEADER);
+        PartitionInfo {
+            replicas: replicas.to_vec(),
+            isr,
+            leader,
+            leader_epoch: 0,
+        }
+    }
+
+    /// `node` is fenced: it leaves every ISR (except as the last member, which
+    /// Kafka keeps so that the partition can come back without an unclean
+    /// election), and its leaderships pass to a live ISR member, or to none.
+    fn move_leaders_from(&mut self, node: NodeId) {
+        let live: Vec<NodeId> = (self.brokers.values())
+            .filter(|b| !b.fenced)
+            .map(|b| b.node)
+            .collect();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.isr.len() > 1 {
+                    p.isr.retain(|&n| n != node);
+                }
+                if p.leader == node {
+                    p.leader = (p.isr.iter().copied())
+                        .find(|n| live.contains(n))
+                        .unwrap_or(NO_LEADER);
+                    p.leader_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// `node` is back: partitions without a leader whose ISR holds it are led
+    /// by it again.
+    fn lead_orphans(&mut self, node: NodeId) {
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader == NO_LEADER && p.isr.contains(&node) {
+                    p.leader = node;
+                    p.leader_epoch += 1;
+                }
+            }
+        }
+    }
+
+    pub fn live_brokers(&self) -> Vec<NodeId> {
+        (self.brokers.values())
+            .filter(|b| !b.fenced)
+            .map(|b| b.node)
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, p: u32) -> Option<&PartitionInfo> {
+        self.topics.get(topic)?.partitions.get(p as usize)
+    }
+
+    /// The topics as the shards know them (configs resolved against `defaults`).
+    pub fn catalog(&self, defaults: &TopicConfig) -> Catalog {
+        let mut topics = HashMap::new();
+        for t in self.topics.values() {
+            let config = match defaults.with_overrides(&t.configs) {
+                Ok(c) => c,
+                Err(e) => {
+                    // Validated before it was proposed; a default changed since.
+                    tracing::warn!(topic = %t.name, error = %e, "topic config no longer valid; using defaults");
+                    defaults.clone()
+                }
+            };
+            topics.insert(
+                t.name.clone(),
+                TopicMeta {
+                    name: t.name.clone(),
+                    id: t.id,
+                    partitions: t.partitions.len() as u32,
+                    overrides: t.configs.clone(),
+                    config,
+                },
+            );
+        }
+        Catalog { topics }
+    }
+}
+
+/// Replicas for `count` new partitions numbered from `first` on the live
+/// brokers `live` (sorted): partition p's replicas are `rf` consecutive
+/// brokers starting at a per-topic offset plus p, so leaders spread evenly
+/// and each broker's followers are spread over the others.
+pub fn place_replicas(
+    live: &[NodeId],
+    topic: &str,
+    first: u32,
+    count: u32,
+    rf: usize,
+) -> Result<Vec<Vec<NodeId>>, EngineError> {
+    if rf == 0 || rf > live.len() {
+        return Err(EngineError::InvalidReplicationFactor(format!(
+            "replication factor {rf} with {} live brokers",
+            live.len()
+        )));
+    }
+    let start = topic
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    Ok((first..first + count)
+        .map(|p| {
+            (0..rf)
+                .map(|i| live[(start + p as usize + i) % live.len()])
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(node: NodeId) -> MetaRecord {
+        MetaRecord::RegisterBroker {
+            node,
+            host: "127.0.0.1".into(),
+            port: 9000 + node,
+            rack: None,
+            incarnation: 1,
+        }
+    }
+
+    fn apply(img: &mut ClusterImage, records: Vec<MetaRecord>) -> Result<Applied, EngineError> {
+        let index = img.applied + 1;
+        img.apply(
+            index,
+            &Proposal {
+                origin: 1,
+                incarnation: 1,
+                seq: index,
+                records,
+            },
+        )
+    }
+
+    fn three_brokers_one_topic() -> ClusterImage {
+        let mut img = ClusterImage::default();
+        apply(&mut img, vec![register(1), register(2), register(3)]).unwrap();
+        let replicas = place_replicas(&img.live_brokers(), "t", 0, 6, 3).unwrap();
+        apply(
+            &mut img,
+            vec![MetaRecord::CreateTopic {
+                name: "t".into(),
+                id: [7; 16],
+                configs: BTreeMap::new(),
+                replicas,
+            }],
+        )
+        .unwrap();
+        img
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_replicas() {
+        let r = place_replicas(&[1, 2, 3], "t", 0, 6, 2).unwrap();
+        let mut leaders = BTreeMap::new();
+        for rs in &r {
+            assert_eq!(rs.len(), 2);
+            assert_ne!(rs[0], rs[1]);
+            *leaders.entry(rs[0]).or_insert(0) += 1;
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+        assert!(place_replicas(&[1, 2], "t", 0, 1, 3).is_err());
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_and_back() {
+        let mut img = three_brokers_one_topic();
+        let before = img.partition("t", 0).unwrap().clone();
+        assert_eq!(before.isr.len(), 3);
+        let old = before.leader;
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: old }]).unwrap();
+        let p = img.partition("t", 0).unwrap();
+        assert_ne!(p.leader, old);
+        assert_ne!(p.leader, NO_LEADER);
+        assert!(!p.isr.contains(&old));
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        // Every partition: the leader is live and in the ISR.
+        for t in img.topics.values() {
+            for p in &t.partitions {
+                assert!(p.isr.contains(&p.leader) && p.leader != old);
+            }
+        }
+    }
+
+    #[test]
+    fn last_isr_member_is_kept_and_leads_again_on_return() {
+        let mut img = ClusterImage::default();
+        apply(&mut img, vec![register(1), register(2)]).unwrap();
+        apply(
+            &mut img,
+            vec![MetaRecord::CreateTopic {
+                name: "one".into(),
+                id: [1; 16],
+                configs: BTreeMap::new(),
+                replicas: vec![vec![2]],
+            }],
+        )
+        .unwrap();
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: 2 }]).unwrap();
+        let p = img.partition("one", 0).unwrap();
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (NO_LEADER, vec![2], 1));
+        apply(&mut img, vec![register(2)]).unwrap();
+        let p = img.partition("one", 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch), (2, 2));
+    }
+
+    #[test]
+    fn a_refused_proposal_changes_nothing_but_the_index() {
+        let mut img = three_brokers_one_topic();
+        let before = img.clone();
+        let again = MetaRecord::CreateTopic {
+            name: "t".into(),
+            id: [9; 16],
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1]],
+        };
+        // The first record would apply; the second is refused: neither stays.
+        let other = MetaRecord::CreateTopic {
+            name: "u".into(),
+            id: [8; 16],
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1]],
+        };
+        assert_eq!(
+            apply(&mut img, vec![other, again]),
+            Err(EngineError::TopicAlreadyExists)
+        );
+        assert_eq!(img.applied, before.applied + 1);
+        assert_eq!(img.topics, before.topics);
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap() {
+        let mut img = ClusterImage::default();
+        let a = apply(
+            &mut img,
+            vec![MetaRecord::AllocateProducerIds { node: 1, count: 1000 }],
+        );
+        let b = apply(
+            &mut img,
+            vec![MetaRecord::AllocateProducerIds { node: 2, count: 1000 }],
+        );
+        assert_eq!(a, Ok(Applied::ProducerIds(0)));
+        assert_eq!(b, Ok(Applied::ProducerIds(1000)));
+    }
+
+    #[test]
+    fn image_round_trips_through_json() {
+        let img = three_brokers_one_topic();
+        let json = serde_json::to_vec(&img).unwrap();
+        assert_eq!(serde_json::from_slice::<ClusterImage>(&json).unwrap(), img);
+    }
+}

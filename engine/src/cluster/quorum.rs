@@ -1,0 +1,531 @@
+//! The metadata quorum member: raft-rs's `RawNode` driven on shard 0.
+//!
+//! **Lives on:** shard 0's thread, as one task ([`Quorum::run`]) that alone
+//! touches the Raft state. Peers' messages arrive through [`Quorum::deliver`]
+//! (called by `net`'s controller listener) and leave through per-peer outboxes
+//! that `net`'s peer connections drain; proposals from any shard come over the
+//! ring to [`Quorum::propose`]. Every committed entry is applied to the
+//! [`ClusterImage`] and the new image is handed to the shard layer, which sends
+//! each shard its copy.
+//!
+//! Order of a Ready, as raft-rs requires: messages of a leader go out at once;
+//! entries, hard state and snapshot are staged and written with one fdatasync
+//! off the reactor; only then do votes and follower acknowledgements
+//! (`persisted_messages`) go out and is the Ready advanced, so nothing is
+//! promised before it is on disk.
+//!
+//! The active controller (the Raft leader) also watches liveness: a broker it
+//! has not heard from for `broker.session.timeout.ms` is fenced, which moves
+//! its leaderships within the ISR (in [`ClusterImage::apply`]). A broker that
+//! is serving and finds itself fenced or unknown registers again.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+use raft::eraftpb::{Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+
+use super::image::{Applied, BrokerInfo, ClusterImage, MetaRecord, NodeId, Proposal};
+use super::store::{QuorumStore, write_durably};
+use crate::error::EngineError;
+use crate::log::partition::{LocalEvent, blocking};
+
+/// raft-rs reserves id 0; Kafka node ids start at 0.
+pub fn raft_id(node: NodeId) -> u64 {
+    node as u64 + 1
+}
+
+pub fn node_of(raft_id: u64) -> NodeId {
+    raft_id as NodeId - 1
+}
+
+/// Timing of the quorum and of broker liveness.
+#[derive(Clone, Debug)]
+pub struct QuorumConfig {
+    pub node: NodeId,
+    pub voters: Vec<NodeId>,
+    /// One Raft tick. Elections take 10–20 ticks of silence, heartbeats go
+    /// every 2.
+    pub tick: Duration,
+    /// Kafka's `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout: Duration,
+    /// A proposal not committed within this is answered with an error.
+    pub propose_timeout: Duration,
+    /// Entries after which the log is compacted into a snapshot of the image.
+    pub snapshot_every: u64,
+}
+
+impl QuorumConfig {
+    pub fn new(node: NodeId, voters: Vec<NodeId>) -> Self {
+        QuorumConfig {
+            node,
+            voters,
+            tick: Duration::from_millis(100),
+            session_timeout: Duration::from_secs(9),
+            propose_timeout: Duration::from_secs(10),
+            snapshot_every: 1000,
+        }
+    }
+}
+
+/// Called with each new image, in order, on shard 0.
+pub type ImageSink = Box<dyn Fn(Arc<ClusterImage>)>;
+
+type Waiter = oneshot::Sender<Result<Applied, EngineError>>;
+
+struct Outbox {
+    queue: VecDeque<Message>,
+    event: Rc<LocalEvent>,
+}
+
+/// Messages kept for a peer that is not connected; older ones are dropped
+/// (Raft resends what matters).
+const OUTBOX_LIMIT: usize = 4096;
+
+pub struct Quorum {
+    cfg: QuorumConfig,
+    incarnation: u64,
+    raw: RefCell<Option<RawNode<QuorumStore>>>,
+    image: RefCell<Arc<ClusterImage>>,
+    sink: RefCell<Option<ImageSink>>,
+    wake: LocalEvent,
+    inbox: RefCell<Vec<Message>>,
+    unreachable: RefCell<Vec<u64>>,
+    pending: RefCell<Vec<(u64, Vec<u8>)>>,
+    waiters: RefCell<HashMap<u64, Waiter>>,
+    next_seq: Cell<u64>,
+    outboxes: RefCell<HashMap<NodeId, Outbox>>,
+    last_heard: RefCell<HashMap<NodeId, Instant>>,
+    leader: Cell<Option<NodeId>>,
+    is_leader: Cell<bool>,
+    /// What this broker registers as, once it serves; `None` before and
+    /// while it shuts down.
+    registration: RefCell<Option<BrokerInfo>>,
+    last_register: Cell<Option<Instant>>,
+    fencing: RefCell<HashSet<NodeId>>,
+}
+
+impl Quorum {
+    /// A member over `store`, whose image has been rebuilt up to `image`.
+    pub fn new(
+        cfg: QuorumConfig,
+        store: QuorumStore,
+        image: Arc<ClusterImage>,
+    ) -> Result<Rc<Self>, EngineError> {
+        let raft_cfg = raft::Config {
+            id: raft_id(cfg.node),
+            election_tick: 10,
+            heartbeat_tick: 2,
+            applied: image.applied,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_cfg, store, &logger)
+            .map_err(|e| EngineError::Storage(format!("metadata quorum: {e}")))?;
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        let outboxes = (cfg.voters.iter())
+            .filter(|&&v| v != cfg.node)
+            .map(|&v| {
+                let o = Outbox {
+                    queue: VecDeque::new(),
+                    event: Rc::new(LocalEvent::default()),
+                };
+                (v, o)
+            })
+            .collect();
+        Ok(Rc::new(Quorum {
+            cfg,
+            incarnation,
+            raw: RefCell::new(Some(raw)),
+            image: RefCell::new(image),
+            sink: RefCell::new(None),
+            wake: LocalEvent::default(),
+            inbox: RefCell::default(),
+            unreachable: RefCell::default(),
+            pending: RefCell::default(),
+            waiters: RefCell::default(),
+            next_seq: Cell::new(1),
+            outboxes: RefCell::new(outboxes),
+            last_heard: RefCell::default(),
+            leader: Cell::new(None),
+            is_leader: Cell::new(false),
+            registration: RefCell::new(None),
+            last_register: Cell::new(None),
+            fencing: RefCell::default(),
+        }))
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.image.borrow().clone()
+    }
+
+    /// The active controller (the quorum's leader), if one is known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader.get()
+    }
+
+    pub fn set_sink(&self, sink: ImageSink) {
+        *self.sink.borrow_mut() = Some(sink);
+    }
+
+    /// A message from a peer.
+    pub fn deliver(&self, m: Message) {
+        if m.to != raft_id(self.cfg.node) {
+            return;
+        }
+        self.last_heard
+            .borrow_mut()
+            .insert(node_of(m.from), Instant::now());
+        self.inbox.borrow_mut().push(m);
+        self.wake.notify();
+    }
+
+    /// The peer's connection failed: Raft slows down sending to it.
+    pub fn report_unreachable(&self, peer: NodeId) {
+        self.unreachable.borrow_mut().push(raft_id(peer));
+        self.wake.notify();
+    }
+
+    /// The peers this member sends to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.outboxes.borrow().keys().copied().collect()
+    }
+
+    /// Waits until there is something for `peer`, then takes it all.
+    pub async fn outgoing(&self, peer: NodeId) -> Vec<Message> {
+        let Some(event) = (self.outboxes.borrow().get(&peer)).map(|o| o.event.clone()) else {
+            return Vec::new();
+        };
+        loop {
+            let taken: Vec<Message> = match self.outboxes.borrow_mut().get_mut(&peer) {
+                Some(o) => o.queue.drain(..).collect(),
+                None => Vec::new(),
+            };
+            if !taken.is_empty() {
+                return taken;
+            }
+            event.wait().await;
+        }
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        let mut outboxes = self.outboxes.borrow_mut();
+        for m in msgs {
+            let Some(o) = outboxes.get_mut(&node_of(m.to)) else {
+                continue;
+            };
+            if o.queue.len() >= OUTBOX_LIMIT {
+                o.queue.pop_front();
+            }
+            o.queue.push_back(m);
+            o.event.notify();
+        }
+    }
+
+    /// Proposes `records` as one entry and waits until it is applied here,
+    /// with its outcome. Fails with `NoQuorum` when there is no leader to take
+    /// it or it is not committed in time (it may still commit later).
+    pub async fn propose(&self, records: Vec<MetaRecord>) -> Result<Applied, EngineError> {
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let p = Proposal {
+            origin: self.cfg.node,
+            incarnation: self.incarnation,
+            seq,
+            records,
+        };
+        let data = serde_json::to_vec(&p).map_err(|e| EngineError::Storage(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(seq, tx);
+        self.pending.borrow_mut().push((seq, data));
+        self.wake.notify();
+        let timeout = compio::time::timeout(self.cfg.propose_timeout, rx).await;
+        self.waiters.borrow_mut().remove(&seq);
+        match timeout {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
+            Err(_) => Err(EngineError::NoQuorum(format!(
+                "not committed within {:?}",
+                self.cfg.propose_timeout
+            ))),
+        }
+    }
+
+    /// This broker serves clients now: keep it registered.
+    pub fn serve_as(&self, info: BrokerInfo) {
+        *self.registration.borrow_mut() = Some(info);
+        self.wake.notify();
+    }
+
+    /// Controlled shutdown: stop registering and fence this broker, which moves
+    /// its leaderships to other ISR members, before the broker stops serving.
+    pub async fn leave(&self) -> Result<(), EngineError> {
+        self.registration.borrow_mut().take();
+        self.propose(vec![MetaRecord::FenceBroker {
+            node: self.cfg.node,
+        }])
+        .await
+        .map(|_| ())
+    }
+
+    /// The driver: ticks, steps, proposes, persists and applies until the
+    /// runtime stops.
+    pub async fn run(self: Rc<Self>) {
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + self.cfg.tick;
+                self.with_raw(|raw| {
+                    raw.tick();
+                });
+                self.controller_duties(now);
+            }
+            self.step_inputs();
+            if let Err(e) = self.handle_ready().await {
+                // The quorum log cannot be written: this member must not vote
+                // or acknowledge anything more. Stop driving it.
+                tracing::error!(error = %e, "metadata quorum log write failed; this member stops taking part in the quorum");
+                self.fail_waiters(&e);
+                return;
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let woke = std::pin::pin!(self.wake.wait());
+            let slept = std::pin::pin!(compio::time::sleep(wait));
+            futures::future::select(woke, slept).await;
+        }
+    }
+
+    fn with_raw<R>(&self, f: impl FnOnce(&mut RawNode<QuorumStore>) -> R) -> R {
+        let mut raw = self.raw.borrow_mut();
+        f(raw.as_mut().expect("the quorum driver holds the node"))
+    }
+
+    fn fail_waiters(&self, e: &EngineError) {
+        for (_, w) in self.waiters.borrow_mut().drain() {
+            let _ = w.send(Err(e.clone()));
+        }
+    }
+
+    fn step_inputs(&self) {
+        let msgs: Vec<Message> = self.inbox.borrow_mut().drain(..).collect();
+        let unreachable: Vec<u64> = self.unreachable.borrow_mut().drain(..).collect();
+        let pending: Vec<(u64, Vec<u8>)> = self.pending.borrow_mut().drain(..).collect();
+        let mut dropped = Vec::new();
+        self.with_raw(|raw| {
+            for m in msgs {
+                // Stale or unexpected messages are Raft's to ignore.
+                let _ = raw.step(m);
+            }
+            for id in unreachable {
+                raw.report_unreachable(id);
+            }
+            for (seq, data) in pending {
+                if let Err(e) = raw.propose(Vec::new(), data) {
+                    dropped.push((seq, e.to_string()));
+                }
+            }
+            let leader = raw.raft.leader_id;
+            self.leader
+                .set((leader != raft::INVALID_ID).then(|| node_of(leader)));
+            let now_leader = raw.raft.state == StateRole::Leader;
+            if now_leader && !self.is_leader.get() {
+                // A new controller gives every broker a full session to be heard.
+                let now = Instant::now();
+                let mut heard = self.last_heard.borrow_mut();
+                for &v in &self.cfg.voters {
+                    heard.insert(v, now);
+                }
+                self.fencing.borrow_mut().clear();
+                tracing::info!(node = self.cfg.node, term = raw.raft.term, "became the active controller");
+            }
+            self.is_leader.set(now_leader);
+        });
+        for (seq, why) in dropped {
+            if let Some(w) = self.waiters.borrow_mut().remove(&seq) {
+                let _ = w.send(Err(EngineError::NoQuorum(format!(
+                    "no quorum leader to take the change ({why})"
+                ))));
+            }
+        }
+    }
+
+    async fn handle_ready(&self) -> Result<(), EngineError> {
+        let staged = self.with_raw(|raw| -> Result<_, EngineError> {
+            if !raw.has_ready() {
+                return Ok(None);
+            }
+            let mut rd = raw.ready();
+            self.send(rd.take_messages());
+            let snap = (!rd.snapshot().is_empty()).then(|| rd.snapshot().clone());
+            if let Some(s) = &snap {
+                let img: ClusterImage = serde_json::from_slice(s.get_data())
+                    .map_err(|e| EngineError::Storage(format!("metadata snapshot: {e}")))?;
+                tracing::info!(index = img.applied, "installed a metadata snapshot from the leader");
+                self.publish(img);
+            }
+            let bytes = (raw.mut_store()).stage(snap, rd.entries(), rd.hs())?;
+            let file = raw.store().writer()?;
+            Ok(Some((rd, bytes, file)))
+        })?;
+        let Some((mut rd, bytes, file)) = staged else {
+            return Ok(());
+        };
+        blocking(move || write_durably(file, &bytes)).await?;
+        self.send(rd.take_persisted_messages());
+        let committed = rd.take_committed_entries();
+        self.apply(committed);
+        let (msgs, committed) = self.with_raw(|raw| -> Result<_, EngineError> {
+            let mut light = raw.advance(rd);
+            if let Some(commit) = light.commit_index() {
+                let mut hs = raw.store().hard_state();
+                hs.commit = commit;
+                // Memory only: a stale commit on disk only means a restart
+                // learns the rest from the leader.
+                let _ = raw.mut_store().stage(None, &[], Some(&hs))?;
+            }
+            Ok((light.take_messages(), light.take_committed_entries()))
+        })?;
+        self.send(msgs);
+        self.apply(committed);
+        self.with_raw(|raw| raw.advance_apply());
+        self.maybe_compact();
+        Ok(())
+    }
+
+    fn apply(&self, entries: Vec<Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut img = (**self.image.borrow()).clone();
+        for e in entries {
+            if e.entry_type != EntryType::EntryNormal || e.data.is_empty() {
+                img.applied = img.applied.max(e.index);
+                continue;
+            }
+            let p: Proposal = match serde_json::from_slice(&e.data) {
+                Ok(p) => p,
+                Err(err) => {
+                    tracing::error!(index = e.index, error = %err, "undecodable metadata entry skipped");
+                    img.applied = e.index;
+                    continue;
+                }
+            };
+            let outcome = img.apply(e.index, &p);
+            if let Err(err) = &outcome {
+                tracing::debug!(index = e.index, error = %err, "metadata change refused");
+            }
+            if p.origin == self.cfg.node
+                && p.incarnation == self.incarnation
+                && let Some(w) = self.waiters.borrow_mut().remove(&p.seq)
+            {
+                let _ = w.send(outcome);
+            }
+        }
+        self.publish(img);
+    }
+
+    fn publish(&self, img: ClusterImage) {
+        let img = Arc::new(img);
+        *self.image.borrow_mut() = img.clone();
+        if let Some(sink) = self.sink.borrow().as_ref() {
+            sink(img);
+        }
+    }
+
+    fn maybe_compact(&self) {
+        let applied = self.image.borrow().applied;
+        let first = self.with_raw(|raw| raw.store().first_index());
+        if applied < first + self.cfg.snapshot_every {
+            return;
+        }
+        let data = match serde_json::to_vec(&**self.image.borrow()) {
+            Ok(d) => bytes::Bytes::from(d),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the metadata image");
+                return;
+            }
+        };
+        let result = self.with_raw(|raw| raw.mut_store().compact(applied, data));
+        match result {
+            Ok(()) => tracing::info!(index = applied, "compacted the metadata log into a snapshot"),
+            Err(e) => tracing::warn!(error = %e, "cannot compact the metadata log"),
+        }
+    }
+
+    /// Once per tick: register this broker if it is serving and the image
+    /// does not show it live; as the active controller, fence silent brokers.
+    fn controller_duties(&self, now: Instant) {
+        let image = self.image();
+        if let Some(info) = self.registration.borrow().clone() {
+            let current = image.brokers.get(&self.cfg.node);
+            let registered = current
+                .is_some_and(|b| !b.fenced && b.incarnation == info.incarnation && *b == info);
+            let recently = (self.last_register.get())
+                .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1));
+            if !registered && !recently && self.leader.get().is_some() {
+                self.last_register.set(Some(now));
+                self.spawn_proposal(vec![MetaRecord::RegisterBroker {
+                    node: info.node,
+                    host: info.host.clone(),
+                    port: info.port,
+                    rack: info.rack.clone(),
+                    incarnation: info.incarnation,
+                }]);
+            }
+        }
+        if !self.is_leader.get() {
+            return;
+        }
+        let heard = self.last_heard.borrow().clone();
+        let mut fencing = self.fencing.borrow_mut();
+        fencing.retain(|n| image.brokers.get(n).is_some_and(|b| !b.fenced));
+        for b in image.brokers.values().filter(|b| !b.fenced) {
+            if b.node == self.cfg.node || fencing.contains(&b.node) {
+                continue;
+            }
+            let silent = heard
+                .get(&b.node)
+                .is_none_or(|t| now.duration_since(*t) > self.cfg.session_timeout);
+            if silent {
+                tracing::warn!(node = b.node, timeout = ?self.cfg.session_timeout, "broker missed its session; fencing it");
+                fencing.insert(b.node);
+                self.spawn_proposal(vec![MetaRecord::FenceBroker { node: b.node }]);
+            }
+        }
+    }
+
+    fn spawn_proposal(&self, records: Vec<MetaRecord>) {
+        // Queued now; the outcome is seen in the image, so nobody waits.
+        let seq = self.next_seq.get();
+        self.next_seq.set(seq + 1);
+        let p = Proposal {
+            origin: self.cfg.node,
+            incarnation: self.incarnation,
+            seq,
+            records,
+        };
+        if let Ok(data) = serde_json::to_vec(&p) {
+            self.pending.borrow_mut().push((seq, data));
+            self.wake.notify();
+        }
+    }
+}
