@@ -55,6 +55,13 @@ pub struct Cli {
     /// each to the shard on the CPU that received it.
     #[arg(long)]
     pub no_steer: bool,
+    /// The metadata quorum's voters, ID@HOST:PORT,... (Kafka's
+    /// controller.quorum.voters): makes this broker one node of a cluster.
+    #[arg(long)]
+    pub voters: Option<String>,
+    /// Where this node's quorum member listens, HOST:PORT (the CONTROLLER listener).
+    #[arg(long)]
+    pub controller_listen: Option<String>,
 }
 
 pub struct Settings {
@@ -65,6 +72,47 @@ pub struct Settings {
 fn strip_scheme(s: &str) -> &str {
     let first = s.split(',').next().unwrap_or(s).trim();
     first.split_once("://").map_or(first, |(_, rest)| rest)
+}
+
+/// Kafka's `listeners`: the client listener (the first not named CONTROLLER)
+/// and the CONTROLLER listener, if any.
+fn split_listeners(s: &str) -> (Option<String>, Option<String>) {
+    let mut client = None;
+    let mut controller = None;
+    for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        match l.split_once("://") {
+            Some((name, addr)) if name.eq_ignore_ascii_case("CONTROLLER") => {
+                controller.get_or_insert_with(|| addr.to_string());
+            }
+            _ => {
+                client.get_or_insert_with(|| l.to_string());
+            }
+        }
+    }
+    (client, controller)
+}
+
+/// `controller.quorum.voters`: `ID@HOST:PORT,...`.
+fn parse_voters(s: &str) -> Result<Vec<(i32, SocketAddr)>, String> {
+    let mut voters = Vec::new();
+    for v in s.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+        let (id, addr) = v
+            .split_once('@')
+            .ok_or_else(|| format!("voter {v:?}: expected ID@HOST:PORT"))?;
+        let id = id
+            .parse::<i32>()
+            .ok()
+            .filter(|&i| i >= 0)
+            .ok_or_else(|| format!("voter {v:?}: bad node id"))?;
+        if voters.iter().any(|(n, _)| *n == id) {
+            return Err(format!("voter id {id} given twice"));
+        }
+        voters.push((id, resolve(addr)?));
+    }
+    if voters.is_empty() {
+        return Err("controller.quorum.voters: no voters".into());
+    }
+    Ok(voters)
 }
 
 fn resolve(s: &str) -> Result<SocketAddr, String> {
@@ -145,10 +193,13 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         return Err(format!("log.dirs: {} given twice", dup.display()));
     }
     let data_dir = log_dirs[0].clone();
+    let (file_listen, file_controller) = get("listeners")
+        .map(|l| split_listeners(&l))
+        .unwrap_or_default();
     let listen_s = cli
         .listen
         .clone()
-        .or(get("listeners"))
+        .or(file_listen)
         .unwrap_or_else(|| "127.0.0.1:9092".into());
     let listen = resolve(&listen_s)?;
     let advertise_s = cli
@@ -237,6 +288,38 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .node_id
         .or(num("node.id")?.map(|n| n as i32))
         .unwrap_or(1);
+    let voters = cli.voters.clone().or(get("controller.quorum.voters"));
+    if let Some(voters) = voters {
+        let voters = parse_voters(&voters)?;
+        let controller = cli.controller_listen.clone().or(file_controller).ok_or(
+            "a node without a controller listener (broker only) is not supported yet: give \
+             every node --controller-listen and list it in --voters",
+        )?;
+        let controller_listen = resolve(&controller)?;
+        match voters.iter().find(|(n, _)| *n == node_id) {
+            Some((_, addr)) if addr.port() == controller_listen.port() => {}
+            Some((_, addr)) => {
+                return Err(format!(
+                    "node {node_id}: --voters gives it {addr} but its controller listens on {controller_listen}"
+                ));
+            }
+            None => return Err(format!("node {node_id} is not one of the voters")),
+        }
+        if controller_listen.port() == listen.port() && controller_listen.ip() == listen.ip() {
+            return Err("the controller listener must differ from the client listener".into());
+        }
+        let session_ms = num("broker.session.timeout.ms")?.unwrap_or(9000).max(100);
+        engine.cluster = Some(brook_engine::cluster::ClusterConfig {
+            node_id,
+            voters,
+            controller_listen,
+            session_timeout: Duration::from_millis(session_ms as u64),
+            rack: get("broker.rack"),
+            default_replication_factor: num("default.replication.factor")?.map(|n| n as i16),
+        });
+    } else if cli.controller_listen.is_some() {
+        return Err("--controller-listen needs --voters".into());
+    }
     let mut net = NetConfig::new(listen, advertise_host, advertise_port, node_id);
     net.steer_connections = !cli.no_steer;
     let positive =
@@ -295,5 +378,38 @@ mod tests {
         assert_eq!(s.engine.group.initial_rebalance_delay, Duration::ZERO);
         assert_eq!(s.engine.topic_defaults.timestamp_after_max_ms, 60_000);
         assert_eq!(s.engine.group.offset_metadata_max_bytes, 100);
+    }
+
+    #[test]
+    fn cluster_flags_and_kafka_names() {
+        let cli = Cli {
+            node_id: Some(2),
+            listen: Some("127.0.0.1:9192".into()),
+            controller_listen: Some("127.0.0.1:9193".into()),
+            voters: Some("1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293".into()),
+            ..Cli::default()
+        };
+        let c = settings(cli).unwrap().engine.cluster.unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.voters.len(), 3);
+        assert_eq!(c.controller_listen.port(), 9193);
+        let (client, controller) =
+            split_listeners("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093");
+        assert_eq!(client.as_deref(), Some("PLAINTEXT://127.0.0.1:9092"));
+        assert_eq!(controller.as_deref(), Some("127.0.0.1:9093"));
+        // Not a voter, no controller listener, a duplicate id: refused at once.
+        for (node, ctl, voters) in [
+            (4, Some("127.0.0.1:9493"), "1@127.0.0.1:9093"),
+            (1, None, "1@127.0.0.1:9093"),
+            (1, Some("127.0.0.1:9093"), "1@127.0.0.1:9093,1@127.0.0.1:9193"),
+        ] {
+            let cli = Cli {
+                node_id: Some(node),
+                controller_listen: ctl.map(String::from),
+                voters: Some(voters.into()),
+                ..Cli::default()
+            };
+            assert!(settings(cli).is_err());
+        }
     }
 }

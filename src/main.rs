@@ -63,8 +63,17 @@ fn run_shard(
                 return;
             }
         };
-        shard.start_background();
-        let server = ShardServer::new(shard.clone(), net, connections);
+        if let Err(e) = shard.start_background() {
+            let _ = ready.send(Err(format!("shard {id}: {e}")));
+            return;
+        }
+        if let (Some(q), Some(c)) = (shard.quorum(), shard.shared.config.cluster.as_ref())
+            && let Err(e) = brook_net::peer::start(q, c.controller_listen, &c.voters)
+        {
+            let _ = ready.send(Err(format!("controller listener {}: {e}", c.controller_listen)));
+            return;
+        }
+        let server = ShardServer::new(shard.clone(), net.clone(), connections);
         let _ = ready.send(Ok(()));
         let Ok(listener) = stop.listen.await else {
             return; // start-up failed elsewhere
@@ -73,6 +82,8 @@ fn run_shard(
             let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
             return;
         }
+        // Serving: the quorum member keeps this broker registered.
+        shard.serve_in_cluster(net.advertise_host.clone(), net.advertise_port);
         let _ = ready.send(Ok(()));
         let _ = stop.drain.await;
         server.shutdown(SHUTDOWN_GRACE).await;
@@ -118,7 +129,11 @@ fn run(settings: config::Settings) -> Result<(), String> {
     let held = DataDir::lock(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
     brook_net::listener::ensure_port_free(net.listen)?;
-    net.cluster_id = held.cluster_id().map_err(|e| format!("cluster id: {e}"))?;
+    net.cluster_id = match &engine.cluster {
+        // Every node of a cluster reports the same id: one derived from its voters.
+        Some(c) => cluster_id_of(&c.voters),
+        None => held.cluster_id().map_err(|e| format!("cluster id: {e}"))?,
+    };
     let shards = engine.shards;
     let data_dir = engine.data_dir.clone();
     let shared =
@@ -188,6 +203,9 @@ fn run(settings: config::Settings) -> Result<(), String> {
             "stopping: no new connections, finishing in-flight requests, flushing"
         );
     }
+    if shared.cluster.is_some() {
+        controlled_shutdown(&shared);
+    }
     for d in drains {
         let _ = d.send(());
     }
@@ -203,6 +221,42 @@ fn run(settings: config::Settings) -> Result<(), String> {
     }
     tracing::info!("brook stopped cleanly");
     Ok(())
+}
+
+/// How long a stopping cluster member waits for its leaderships to move.
+const CONTROLLED_SHUTDOWN: Duration = Duration::from_secs(15);
+
+/// Asks shard 0 to move this broker's leaderships away through the quorum
+/// (Kafka's controlled shutdown) while every shard still serves, and waits
+/// for that, or at most `CONTROLLED_SHUTDOWN`.
+fn controlled_shutdown(shared: &Arc<EngineShared>) {
+    let (tx, rx) = mpsc::channel();
+    shared.mailboxes[0].push(Box::new(move |shard: &std::rc::Rc<Shard>| {
+        let shard = shard.clone();
+        compio::runtime::spawn(async move {
+            shard.leave_cluster().await;
+            let _ = tx.send(());
+        })
+        .detach();
+    }));
+    if rx.recv_timeout(CONTROLLED_SHUTDOWN).is_err() {
+        tracing::warn!("controlled shutdown did not finish in time; stopping anyway");
+    }
+}
+
+/// The cluster id every node of a cluster reports: a hash of its voters.
+fn cluster_id_of(voters: &[(i32, std::net::SocketAddr)]) -> String {
+    let mut sorted: Vec<String> = voters.iter().map(|(n, a)| format!("{n}@{a}")).collect();
+    sorted.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut out = String::new();
+    for round in 0..2u8 {
+        for b in sorted.join(",").bytes().chain([round]) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        out.push_str(&format!("{h:016x}"));
+    }
+    out
 }
 
 /// Segments and connections are file descriptors: lift the soft limit to the

@@ -211,6 +211,8 @@ pub struct EngineConfig {
     /// (`brook.write.buffer.pool.bytes`; see `writer`).
     pub write_pool_bytes: usize,
     pub group: GroupConfig,
+    /// Set when this broker is one node of a cluster.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl EngineConfig {
@@ -228,6 +230,7 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_secs(10),
             write_pool_bytes: DEFAULT_WRITE_POOL_BYTES,
             group: GroupConfig::default(),
+            cluster: None,
         }
     }
 }

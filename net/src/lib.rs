@@ -10,6 +10,8 @@
 //!   rows) and its handler, in one list.
 //! - [`handlers`]: one file per Kafka API.
 //! - [`errors`]: engine errors → Kafka error codes, in one place.
+//! - [`peer`]: the metadata quorum's transport between brokers (CONTROLLER
+//!   listener and peer connections, on shard 0).
 //!
 //! **Lives on:** every type here is per shard (`Rc`), except [`NetConfig`].
 pub mod conn;
@@ -18,6 +20,7 @@ pub mod errors;
 pub mod handlers;
 pub mod listener;
 pub mod memory;
+pub mod peer;
 pub mod quota;
 pub mod routes;
 pub mod server;

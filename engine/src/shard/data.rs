@@ -133,7 +133,7 @@ impl Shard {
         records: &Bytes,
         acks: Acks,
     ) -> LocalFuture<Result<Produced, EngineError>> {
-        let cell = match self.partition(tp) {
+        let cell = match self.led_partition(tp) {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
@@ -171,10 +171,10 @@ impl Shard {
     ) -> LocalFuture<Result<FetchedData, EngineError>> {
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
-            return Box::pin(Self::fetch_local(self.partition(&tp), offset, max_bytes));
+            return Box::pin(Self::fetch_local(self.led_partition(&tp), offset, max_bytes));
         }
         let fut = self.invoke_on(owner, move |s| {
-            Self::fetch_local(s.partition(&tp), offset, max_bytes)
+            Self::fetch_local(s.led_partition(&tp), offset, max_bytes)
         });
         Box::pin(async move { fut.await? })
     }
@@ -248,9 +248,9 @@ impl Shard {
     ) -> LocalFuture<Result<ListedOffset, EngineError>> {
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
-            return Box::pin(Self::list_offset_local(self.partition(&tp), q));
+            return Box::pin(Self::list_offset_local(self.led_partition(&tp), q));
         }
-        let fut = self.invoke_on(owner, move |s| Self::list_offset_local(s.partition(&tp), q));
+        let fut = self.invoke_on(owner, move |s| Self::list_offset_local(s.led_partition(&tp), q));
         Box::pin(async move { fut.await? })
     }
 
@@ -307,8 +307,13 @@ impl Shard {
         Ok(none)
     }
 
-    /// A fresh producer id for InitProducerId, with epoch 0.
-    pub fn init_producer_id(&self) -> Result<(u64, u16), EngineError> {
+    /// A fresh producer id for InitProducerId, with epoch 0: from this
+    /// broker's file-backed blocks alone, from the quorum's blocks in a cluster
+    /// (so that no two brokers ever hand out the same id).
+    pub async fn init_producer_id(self: &Rc<Self>) -> Result<(u64, u16), EngineError> {
+        if self.shared.cluster.is_some() {
+            return Ok((self.producer_id_from_quorum().await?, 0));
+        }
         Ok((self.shared.producer_ids.allocate()?, 0))
     }
 }

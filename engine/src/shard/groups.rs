@@ -97,6 +97,9 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, EngineError>> + 'static,
     {
+        if let Err(e) = self.check_coordinator(group) {
+            return Box::pin(async move { Err(e) });
+        }
         let owner = shard_of(&Self::offsets_tp(group), self.shards());
         if owner == self.id {
             return Box::pin(f(self.clone()));

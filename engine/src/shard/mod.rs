@@ -15,6 +15,7 @@
 //! before answering, so a client that sees its CreateTopics answered finds the
 //! topic on whichever core its next request lands.
 
+mod cluster;
 mod data;
 pub mod groups;
 mod moves;
@@ -23,6 +24,7 @@ mod quotas;
 pub mod ring;
 mod topics;
 
+pub use cluster::ClusterShared;
 pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
 pub use producer_ids::ProducerIdAllocator;
 pub use topics::{MAX_PARTITIONS_PER_TOPIC, NewTopic, PartitionOnDisk};
@@ -84,14 +86,27 @@ pub struct EngineShared {
     offline: Mutex<BTreeMap<TopicPartition, String>>,
     /// The log directories and where each partition lives.
     pub log_dirs: LogDirs,
+    /// Set when this broker is part of a cluster.
+    pub cluster: Option<ClusterShared>,
 }
 
 impl EngineShared {
     /// Loads the catalog and prepares the rings; shards are started by the caller.
     pub fn new(config: EngineConfig) -> Result<Arc<Self>, EngineError> {
         std::fs::create_dir_all(crate::meta::data_dir::meta_dir(&config.data_dir))?;
-        let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
-        ensure_offsets_topic(&mut catalog, &config)?;
+        let (catalog, cluster) = match config.cluster.clone() {
+            // In a cluster the topics are the quorum's; `__consumer_offsets`
+            // is created through it on first use.
+            Some(c) => {
+                let (cluster, _) = ClusterShared::open(c, &config.data_dir)?;
+                (cluster.initial_catalog(&config.topic_defaults), Some(cluster))
+            }
+            None => {
+                let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+                ensure_offsets_topic(&mut catalog, &config)?;
+                (catalog, None)
+            }
+        };
         let producer_ids = ProducerIdAllocator::open(&config.data_dir)?;
         let initial_quotas = Arc::new(Quotas::load(&config.data_dir)?);
         let mailboxes = (0..config.shards).map(|_| Mailbox::default()).collect();
@@ -104,6 +119,7 @@ impl EngineShared {
             initial_quotas,
             offline: Mutex::default(),
             log_dirs,
+            cluster,
         }))
     }
 
@@ -137,10 +153,7 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
     if catalog.topics.contains_key(OFFSETS_TOPIC) {
         return Ok(());
     }
-    let overrides = BTreeMap::from([
-        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
-        ("retention.ms".to_string(), "-1".to_string()),
-    ]);
+    let overrides = offsets_topic_overrides();
     let meta = TopicMeta {
         name: OFFSETS_TOPIC.to_string(),
         id: crate::ids::random_uuid(),
@@ -150,6 +163,14 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
     };
     catalog.topics.insert(meta.name.clone(), meta);
     catalog.store(&config.data_dir)
+}
+
+/// `__consumer_offsets`'s settings: 100 MiB segments, kept forever.
+fn offsets_topic_overrides() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        ("retention.ms".to_string(), "-1".to_string()),
+    ])
 }
 
 /// A disk error under `dir`: its log directory fails, and every partition in
@@ -201,6 +222,14 @@ pub struct Shard {
     moving: RefCell<std::collections::HashSet<TopicPartition>>,
     /// This shard's copy of the client quotas (replaced by shard 0's broadcasts).
     quotas: RefCell<Arc<Quotas>>,
+    /// This shard's copy of the cluster image (cluster mode), replaced in
+    /// order by shard 0's quorum member.
+    image: RefCell<Option<Arc<crate::cluster::ClusterImage>>>,
+    /// The quorum member (shard 0, cluster mode).
+    quorum: RefCell<Option<Rc<crate::cluster::quorum::Quorum>>>,
+    /// This broker's producer-id block from the quorum: (next, end) (shard 0).
+    pid_block: std::cell::Cell<(i64, i64)>,
+    pid_lock: futures::lock::Mutex<()>,
 }
 
 impl Shard {
@@ -209,6 +238,7 @@ impl Shard {
         crate::log::writer::set_pool_limit(shared.config.write_pool_bytes);
         let catalog = shared.initial_catalog.clone();
         let quotas = shared.initial_quotas.clone();
+        let image = shared.cluster.as_ref().map(|c| c.initial_image.clone());
         let shard = Rc::new(Shard {
             id,
             shared,
@@ -218,11 +248,18 @@ impl Shard {
             groups: RefCell::new(HashMap::new()),
             quotas: RefCell::new(quotas),
             moving: RefCell::default(),
+            image: RefCell::new(image),
+            quorum: RefCell::default(),
+            pid_block: std::cell::Cell::new((0, 0)),
+            pid_lock: futures::lock::Mutex::new(()),
         });
         let started = Instant::now();
         for t in catalog.topics.values() {
-            for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p)) {
-                if let Err(e) = shard.open_partition(t, p, false) {
+            for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p) && shard.hosts(&t.name, p)) {
+                // A partition the cluster gave this broker while it was down
+                // is created; the catalog's own partitions must be found.
+                let create = shard.shared.cluster.is_some();
+                if let Err(e) = shard.open_partition(t, p, create) {
                     let tp = TopicPartition {
                         topic: t.name.clone(),
                         partition: p,
@@ -276,8 +313,12 @@ impl Shard {
         Ok(())
     }
 
-    /// Serves this shard's ring and retention timer until the runtime stops.
-    pub fn start_background(self: &Rc<Self>) {
+    /// Serves this shard's ring and retention timer until the runtime stops;
+    /// shard 0 of a cluster member also runs the quorum member.
+    pub fn start_background(self: &Rc<Self>) -> Result<(), EngineError> {
+        if self.id.0 == 0 {
+            self.start_quorum()?;
+        }
         let me = self.clone();
         compio::runtime::spawn(async move {
             let mut jobs = Vec::new();
@@ -328,6 +369,7 @@ impl Shard {
             }
         })
         .detach();
+        Ok(())
     }
 
     pub fn shards(&self) -> usize {
@@ -393,8 +435,14 @@ impl Shard {
         }
         Err(match self.shared.offline_reason(tp) {
             Some(why) => EngineError::Storage(format!("partition {tp} is offline: {why}")),
-            None => EngineError::UnknownTopicOrPartition,
+            None => self.not_here(tp),
         })
+    }
+
+    /// The partition, if this broker leads it (clients read and write leaders).
+    fn led_partition(&self, tp: &TopicPartition) -> Result<PartitionRef, EngineError> {
+        self.check_leader(tp)?;
+        self.partition(tp)
     }
 
     /// Opens (recovering) or creates one partition of `topic` on this shard.

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{Shard, is_internal_topic};
+use crate::cluster::image::MetaRecord;
 use crate::error::EngineError;
 use crate::meta::catalog::{Catalog, TopicMeta, validate_topic_name};
 use crate::types::{ShardId, TopicPartition};
@@ -39,6 +40,21 @@ impl Shard {
     async fn create_topic_on_zero(self: &Rc<Self>, t: NewTopic) -> Result<TopicMeta, EngineError> {
         let _guard = self.topic_lock.lock().await;
         let meta = self.validate_new_topic(&t)?;
+        if self.shared.cluster.is_some() {
+            let replicas = self.place(&meta.name, 0, meta.partitions, t.replication_factor)?;
+            if t.validate_only {
+                return Ok(meta);
+            }
+            self.propose_and_install(vec![MetaRecord::CreateTopic {
+                name: meta.name.clone(),
+                id: meta.id,
+                configs: meta.overrides.clone(),
+                replicas,
+            }])
+            .await?;
+            tracing::info!(topic = %meta.name, partitions = meta.partitions, "created topic in the cluster");
+            return Ok(meta);
+        }
         if t.validate_only {
             return Ok(meta);
         }
@@ -103,6 +119,21 @@ impl Shard {
             partitions: count,
             ..current
         };
+        if let Some(img) = self.cluster_image() {
+            let rf = (img.partition(&name, 0)).map_or(1, |p| p.replicas.len() as i16);
+            let added = count - current.partitions;
+            let replicas = self.place(&name, current.partitions, added, Some(rf))?;
+            if validate_only {
+                return Ok(meta);
+            }
+            self.propose_and_install(vec![MetaRecord::AddPartitions {
+                name: name.clone(),
+                replicas,
+            }])
+            .await?;
+            tracing::info!(topic = %name, partitions = count, "added partitions in the cluster");
+            return Ok(meta);
+        }
         if validate_only {
             return Ok(meta);
         }
@@ -174,6 +205,7 @@ impl Shard {
         }
         if let Some(rf) = t.replication_factor
             && rf != 1
+            && self.shared.cluster.is_none()
         {
             return Err(EngineError::InvalidReplicationFactor(format!(
                 "{rf}: this broker is a single node"
@@ -221,6 +253,13 @@ impl Shard {
         let Some(meta) = self.catalog().topics.get(&name).cloned() else {
             return Err(EngineError::UnknownTopicOrPartition);
         };
+        if self.shared.cluster.is_some() {
+            // Each broker removes its replicas as it applies the deletion.
+            self.propose_and_install(vec![MetaRecord::DeleteTopic { name: name.clone() }])
+                .await?;
+            tracing::info!(topic = %name, "deleted topic in the cluster");
+            return Ok(());
+        }
         let (topic, end) = (meta.name.clone(), meta.partitions);
         self.invoke_on_all(
             move |shard| async move { shard.discard_partitions(&topic, 0..end).await },

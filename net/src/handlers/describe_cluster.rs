@@ -1,8 +1,8 @@
 //! DescribeCluster: this broker, the cluster id and the controller. The admin
 //! clients' `describeCluster` uses it when listed (Metadata otherwise).
 //!
-//! Brook is one node whose embedded controller is itself, so the controller id
-//! is this node's id, as in Metadata. A request for the controller endpoints
+//! The brokers are the live ones (this broker alone, or every unfenced node of
+//! the cluster) and the controller id is the one Metadata reports. A request for the controller endpoints
 //! (v1 `endpoint_type` 2) gets Kafka's UNSUPPORTED_ENDPOINT_TYPE: clients ask
 //! those only of a controller listener, which Brook does not have yet.
 
@@ -13,6 +13,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::handlers::cluster_view;
 use crate::server::ShardServer;
 
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -51,12 +52,18 @@ pub async fn handle(srv: Rc<ShardServer>, req: DescribeClusterRequest) -> Descri
     } else {
         OPERATIONS_OMITTED
     };
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(cfg.node_id))
-        .with_host(StrBytes::from_string(cfg.advertise_host.clone()))
-        .with_port(cfg.advertise_port);
+    let brokers = cluster_view::brokers(&srv)
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     resp.with_cluster_id(StrBytes::from_string(cfg.cluster_id.clone()))
-        .with_controller_id(BrokerId(cfg.node_id))
-        .with_brokers(vec![me])
+        .with_controller_id(BrokerId(cluster_view::controller_id(&srv)))
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(operations)
 }

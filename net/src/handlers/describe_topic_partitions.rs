@@ -4,9 +4,9 @@
 //! Topics go out sorted by name, at most `response_partition_limit` partitions
 //! per response (capped at Kafka's default `max.request.partition.size.limit`,
 //! 2000); when a response is full, `next_cursor` names the first partition left
-//! out and the client asks again from there. Brook is one node: every partition
-//! is led by it, its ISR is itself and no replica is eligible or offline, so the
-//! ELR lists (eligible leader replicas, last known ELR) are empty.
+//! out and the client asks again from there. Leaders, replicas and ISR are
+//! Metadata's (`cluster_view`); Brook keeps no eligible leader replicas
+//! (KIP-966's ELR), so those lists are empty.
 
 use std::rc::Rc;
 
@@ -21,6 +21,7 @@ use kafka_protocol::messages::{
 };
 
 use super::topic_name;
+use crate::handlers::cluster_view;
 use crate::server::ShardServer;
 
 /// Kafka's `max.request.partition.size.limit` default.
@@ -31,22 +32,26 @@ const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// One partition, reported as Metadata does (an offline one has no leader).
 fn partition(
+    srv: &ShardServer,
+    topic: &str,
     index: u32,
-    node: BrokerId,
     offline: bool,
 ) -> DescribeTopicPartitionsResponsePartition {
+    let v = cluster_view::partition(srv, topic, index, offline);
+    let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
     let part = DescribeTopicPartitionsResponsePartition::default()
         .with_partition_index(index as i32)
-        .with_leader_epoch(0)
-        .with_replica_nodes(vec![node])
+        .with_leader_epoch(v.leader_epoch)
+        .with_leader_id(BrokerId(v.leader))
+        .with_replica_nodes(ids(&v.replicas))
+        .with_isr_nodes(ids(&v.isr))
+        .with_offline_replicas(ids(&v.offline))
         .with_eligible_leader_replicas(Some(Vec::new()))
         .with_last_known_elr(Some(Vec::new()));
-    if offline {
+    if v.leader < 0 {
         part.with_error_code(ResponseError::LeaderNotAvailable.code())
-            .with_leader_id(BrokerId(-1))
-            .with_offline_replicas(vec![node])
     } else {
-        part.with_leader_id(node).with_isr_nodes(vec![node])
+        part
     }
 }
 
@@ -55,7 +60,6 @@ fn topic(
     meta: &TopicMeta,
     from: u32,
     to: u32,
-    node: BrokerId,
 ) -> DescribeTopicPartitionsResponseTopic {
     let offline = srv.shard.shared.offline_partitions(&meta.name);
     DescribeTopicPartitionsResponseTopic::default()
@@ -64,7 +68,7 @@ fn topic(
         .with_is_internal(is_internal_topic(&meta.name))
         .with_partitions(
             (from..to)
-                .map(|p| partition(p, node, offline.contains(&p)))
+                .map(|p| partition(srv, &meta.name, p, offline.contains(&p)))
                 .collect(),
         )
         .with_topic_authorized_operations(OPERATIONS_OMITTED)
@@ -81,7 +85,6 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let node = BrokerId(srv.config.node_id);
     let catalog = srv.shard.catalog();
     let mut names: Vec<TopicName> = if req.topics.is_empty() {
         catalog.topics.keys().map(|n| topic_name(n)).collect()
@@ -122,7 +125,7 @@ pub async fn handle(
         }
         let to = meta.partitions.min(from + budget as u32);
         budget -= (to - from) as usize;
-        topics.push(topic(&srv, meta, from, to, node));
+        topics.push(topic(&srv, meta, from, to));
         if to < meta.partitions {
             next_cursor = Some(
                 Cursor::default()

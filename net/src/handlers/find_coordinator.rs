@@ -1,4 +1,5 @@
-//! FindCoordinator: this broker coordinates every group (it is the only node).
+//! FindCoordinator: a single broker coordinates every group; in a cluster the
+//! coordinator is the leader of the group's `__consumer_offsets` partition.
 //!
 //! Other key types get an error a client treats as final, so that it fails at
 //! once instead of retrying until its timeout:
@@ -18,12 +19,14 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::errors;
+use crate::handlers::cluster_view;
 use crate::server::ShardServer;
 
 /// (error code, error message, node, host, port)
 type Answer = (i16, Option<StrBytes>, BrokerId, StrBytes, i32);
 
-fn answer(srv: &ShardServer, key_type: i8) -> Answer {
+async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str) -> Answer {
     const GROUP: i8 = 0;
     const TRANSACTION: i8 = 1;
     if key_type != GROUP {
@@ -45,6 +48,9 @@ fn answer(srv: &ShardServer, key_type: i8) -> Answer {
             -1,
         );
     }
+    if srv.shard.cluster().is_some() {
+        return in_cluster(srv, key).await;
+    }
     let host = StrBytes::from_string(srv.config.advertise_host.clone());
     (
         0,
@@ -55,29 +61,58 @@ fn answer(srv: &ShardServer, key_type: i8) -> Answer {
     )
 }
 
+/// The group's coordinator in a cluster: the leader of its
+/// `__consumer_offsets` partition (the topic is created on first use).
+async fn in_cluster(srv: &Rc<ShardServer>, group: &str) -> Answer {
+    let failed = |e: &brook_engine::EngineError| {
+        let code = match e {
+            // Retriable: the client asks again until the topic has leaders.
+            brook_engine::EngineError::NoQuorum(_)
+            | brook_engine::EngineError::InvalidReplicationFactor(_) => {
+                ResponseError::CoordinatorNotAvailable.code()
+            }
+            e => errors::code(e),
+        };
+        (
+            code,
+            Some(StrBytes::from_string(e.to_string())),
+            BrokerId(-1),
+            StrBytes::default(),
+            -1,
+        )
+    };
+    let node = match srv.shard.group_coordinator(group).await {
+        Ok(n) => n,
+        Err(e) => return failed(&e),
+    };
+    match cluster_view::brokers(srv).into_iter().find(|b| b.node == node) {
+        Some(b) => (0, None, BrokerId(b.node), StrBytes::from_string(b.host), b.port),
+        None => failed(&brook_engine::EngineError::CoordinatorNotAvailable),
+    }
+}
+
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
-        let coordinators = req
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                let (code, message, node, host, port) = answer(&srv, req.key_type);
+        let mut coordinators = Vec::new();
+        for key in req.coordinator_keys {
+            let (code, message, node, host, port) = answer(&srv, req.key_type, &key).await;
+            coordinators.push(
                 Coordinator::default()
                     .with_key(key)
                     .with_error_message(message)
                     .with_node_id(node)
                     .with_host(host)
                     .with_port(port)
-                    .with_error_code(code)
-            })
-            .collect();
+                    .with_error_code(code),
+            );
+        }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, message, node, host, port) = answer(&srv, req.key_type);
+    let (code, message, node, host, port) = answer(&srv, req.key_type, &req.key).await;
     FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(message)

@@ -24,7 +24,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: InitProducerIdRequest) -> InitPro
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
     }
-    match srv.shard.init_producer_id() {
+    match srv.shard.init_producer_id().await {
         Ok((id, epoch)) => resp
             .with_producer_id(ProducerId(id as i64))
             .with_producer_epoch(epoch as i16),

@@ -16,31 +16,35 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::topic_name;
+use super::{cluster_view, topic_name};
 use crate::errors;
 use crate::server::ShardServer;
 
-/// Every partition's leader epoch: Brook is one node that has always led every
-/// partition, so the epoch never moves from 0. ListOffsets reports the same.
+/// A single broker's leader epoch: it has always led every partition, so the
+/// epoch never moves from 0. ListOffsets reports the same.
 pub const LEADER_EPOCH: i32 = 0;
 
-/// A topic's partitions; an offline one (it could not be opened at start-up)
-/// has no leader, an empty ISR and this broker among its offline replicas,
-/// as Kafka reports a partition whose only replica's log dir failed.
-fn describe(srv: &ShardServer, t: &TopicMeta, node: BrokerId) -> MetadataResponseTopic {
+/// A topic's partitions: leader, epoch, replicas and ISR (see
+/// [`cluster_view::partition`]); one without a leader (offline: its only
+/// replica's log dir failed, or every ISR member is down) gets
+/// LEADER_NOT_AVAILABLE, as Kafka reports it.
+fn describe(srv: &ShardServer, t: &TopicMeta) -> MetadataResponseTopic {
     let offline = srv.shard.shared.offline_partitions(&t.name);
+    let ids = |v: &[i32]| v.iter().map(|&n| BrokerId(n)).collect::<Vec<_>>();
     let partitions = (0..t.partitions)
         .map(|p| {
+            let v = cluster_view::partition(srv, &t.name, p, offline.contains(&p));
             let part = MetadataResponsePartition::default()
                 .with_partition_index(p as i32)
-                .with_leader_epoch(LEADER_EPOCH)
-                .with_replica_nodes(vec![node]);
-            if offline.contains(&p) {
+                .with_leader_epoch(v.leader_epoch)
+                .with_leader_id(BrokerId(v.leader))
+                .with_replica_nodes(ids(&v.replicas))
+                .with_isr_nodes(ids(&v.isr))
+                .with_offline_replicas(ids(&v.offline));
+            if v.leader < 0 {
                 part.with_error_code(ResponseError::LeaderNotAvailable.code())
-                    .with_leader_id(BrokerId(-1))
-                    .with_offline_replicas(vec![node])
             } else {
-                part.with_leader_id(node).with_isr_nodes(vec![node])
+                part
             }
         })
         .collect();
@@ -58,13 +62,13 @@ fn failed(name: &str, e: &EngineError) -> MetadataResponseTopic {
 }
 
 /// A topic asked for by id (Metadata v12+, `Admin.describeTopics` by ids).
-fn by_id(srv: &ShardServer, id: uuid::Uuid, node: BrokerId) -> MetadataResponseTopic {
+fn by_id(srv: &ShardServer, id: uuid::Uuid) -> MetadataResponseTopic {
     let catalog = srv.shard.catalog();
     let found = (!id.is_nil())
         .then(|| catalog.topics.values().find(|t| t.id == *id.as_bytes()))
         .flatten();
     match found {
-        Some(meta) => describe(srv, meta, node),
+        Some(meta) => describe(srv, meta),
         None => {
             let code = if id.is_nil() {
                 ResponseError::InvalidRequest
@@ -110,11 +114,16 @@ async fn lookup_or_create(
 
 pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) -> MetadataResponse {
     let cfg = &srv.config;
-    let node = BrokerId(cfg.node_id);
-    let broker = MetadataResponseBroker::default()
-        .with_node_id(node)
-        .with_host(StrBytes::from_string(cfg.advertise_host.clone()))
-        .with_port(cfg.advertise_port);
+    let brokers = cluster_view::brokers(&srv)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     // v0: an empty list means all topics; v1+: null means all topics.
     let all = match &req.topics {
         None => true,
@@ -128,7 +137,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) ->
         topics.extend(
             names
                 .into_iter()
-                .map(|n| describe(&srv, &catalog.topics[n], node)),
+                .map(|n| describe(&srv, &catalog.topics[n])),
         );
     } else {
         let create = version < 4 || req.allow_auto_topic_creation;
@@ -138,19 +147,19 @@ pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) ->
             let name = match t.name {
                 Some(name) if t.topic_id.is_nil() => name,
                 _ => {
-                    topics.push(by_id(&srv, t.topic_id, node));
+                    topics.push(by_id(&srv, t.topic_id));
                     continue;
                 }
             };
             match lookup_or_create(&srv, name.as_str(), create).await {
-                Ok(meta) => topics.push(describe(&srv, &meta, node)),
+                Ok(meta) => topics.push(describe(&srv, &meta)),
                 Err(e) => topics.push(failed(name.as_str(), &e)),
             }
         }
     }
     MetadataResponse::default()
-        .with_brokers(vec![broker])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(cfg.cluster_id.clone())))
-        .with_controller_id(node)
+        .with_controller_id(BrokerId(cluster_view::controller_id(&srv)))
         .with_topics(topics)
 }

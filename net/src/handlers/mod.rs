@@ -2,6 +2,7 @@
 pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod client_quotas;
+pub mod cluster_view;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;

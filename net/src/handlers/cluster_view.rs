@@ -1,0 +1,98 @@
+//! What Metadata, DescribeCluster, DescribeTopicPartitions and FindCoordinator
+//! report about brokers and replicas: this broker alone, or the cluster image.
+
+use brook_engine::cluster::NO_LEADER;
+
+use crate::server::ShardServer;
+
+/// One broker as clients are told to reach it.
+pub struct BrokerView {
+    pub node: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// One partition's replicas as clients see them.
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+/// The live brokers: this one alone, or every unfenced broker of the cluster.
+pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
+    let cfg = &srv.config;
+    match srv.shard.cluster_image() {
+        Some(img) => (img.brokers.values())
+            .filter(|b| !b.fenced)
+            .map(|b| BrokerView {
+                node: b.node,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+            })
+            .collect(),
+        None => vec![BrokerView {
+            node: cfg.node_id,
+            host: cfg.advertise_host.clone(),
+            port: cfg.advertise_port,
+            rack: None,
+        }],
+    }
+}
+
+/// The broker clients are told is the controller: this one alone; in a
+/// cluster, as KRaft brokers do, a live broker (the lowest id), since clients
+/// send controller requests to any broker.
+pub fn controller_id(srv: &ShardServer) -> i32 {
+    brokers(srv)
+        .first()
+        .map_or(srv.config.node_id, |b| b.node)
+}
+
+/// Partition `p` of `topic`. Alone, this broker leads every partition it
+/// could open (epoch 0) and lists the rest as offline replicas.
+pub fn partition(srv: &ShardServer, topic: &str, p: u32, offline_here: bool) -> PartitionView {
+    let me = srv.config.node_id;
+    match srv.shard.cluster_image() {
+        Some(img) => match img.partition(topic, p) {
+            Some(pi) => {
+                let live = |n: &i32| img.brokers.get(n).is_some_and(|b| !b.fenced);
+                PartitionView {
+                    leader: pi.leader,
+                    leader_epoch: pi.leader_epoch,
+                    replicas: pi.replicas.clone(),
+                    isr: pi.isr.clone(),
+                    offline: (pi.replicas.iter())
+                        .filter(|n| !live(n) || (**n == me && offline_here))
+                        .copied()
+                        .collect(),
+                }
+            }
+            None => PartitionView {
+                leader: NO_LEADER,
+                leader_epoch: 0,
+                replicas: vec![],
+                isr: vec![],
+                offline: vec![],
+            },
+        },
+        None if offline_here => PartitionView {
+            leader: NO_LEADER,
+            leader_epoch: 0,
+            replicas: vec![me],
+            isr: vec![],
+            offline: vec![me],
+        },
+        None => PartitionView {
+            leader: me,
+            leader_epoch: 0,
+            replicas: vec![me],
+            isr: vec![me],
+            offline: vec![],
+        },
+    }
+}
