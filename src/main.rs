@@ -70,7 +70,10 @@ fn run_shard(
         if let (Some(q), Some(c)) = (shard.quorum(), shard.shared.config.cluster.as_ref())
             && let Err(e) = brook_net::peer::start(q, c.controller_listen, &c.voters)
         {
-            let _ = ready.send(Err(format!("controller listener {}: {e}", c.controller_listen)));
+            let _ = ready.send(Err(format!(
+                "controller listener {}: {e}",
+                c.controller_listen
+            )));
             return;
         }
         let server = ShardServer::new(shard.clone(), net.clone(), connections);

@@ -36,7 +36,9 @@ pub enum MetaRecord {
     },
     /// The broker stopped heartbeating (or is shutting down): its leaderships
     /// move to another ISR member and it leaves every ISR it was in.
-    FenceBroker { node: NodeId },
+    FenceBroker {
+        node: NodeId,
+    },
     CreateTopic {
         name: String,
         id: [u8; 16],
@@ -48,9 +50,14 @@ pub enum MetaRecord {
         name: String,
         replicas: Vec<Vec<NodeId>>,
     },
-    DeleteTopic { name: String },
+    DeleteTopic {
+        name: String,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
-    AllocateProducerIds { node: NodeId, count: i64 },
+    AllocateProducerIds {
+        node: NodeId,
+        count: i64,
+    },
 }
 
 /// One Raft entry: records applied together, and who proposed them so that the
@@ -420,7 +427,10 @@ mod tests {
         .unwrap();
         apply(&mut img, vec![MetaRecord::FenceBroker { node: 2 }]).unwrap();
         let p = img.partition("one", 0).unwrap();
-        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (NO_LEADER, vec![2], 1));
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.leader_epoch),
+            (NO_LEADER, vec![2], 1)
+        );
         apply(&mut img, vec![register(2)]).unwrap();
         let p = img.partition("one", 0).unwrap();
         assert_eq!((p.leader, p.leader_epoch), (2, 2));
@@ -456,11 +466,17 @@ mod tests {
         let mut img = ClusterImage::default();
         let a = apply(
             &mut img,
-            vec![MetaRecord::AllocateProducerIds { node: 1, count: 1000 }],
+            vec![MetaRecord::AllocateProducerIds {
+                node: 1,
+                count: 1000,
+            }],
         );
         let b = apply(
             &mut img,
-            vec![MetaRecord::AllocateProducerIds { node: 2, count: 1000 }],
+            vec![MetaRecord::AllocateProducerIds {
+                node: 2,
+                count: 1000,
+            }],
         );
         assert_eq!(a, Ok(Applied::ProducerIds(0)));
         assert_eq!(b, Ok(Applied::ProducerIds(1000)));

@@ -82,6 +82,10 @@ struct Outbox {
     event: Rc<LocalEvent>,
 }
 
+/// How long a stopping broker waits for its fencing to commit: with no
+/// quorum left (the other members stopped first) it stops without it.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Messages kept for a peer that is not connected; older ones are dropped
 /// (Raft resends what matters).
 const OUTBOX_LIMIT: usize = 4096;
@@ -279,11 +283,15 @@ impl Quorum {
     /// its leaderships to other ISR members, before the broker stops serving.
     pub async fn leave(&self) -> Result<(), EngineError> {
         self.registration.borrow_mut().take();
-        self.propose(vec![MetaRecord::FenceBroker {
+        let fence = self.propose(vec![MetaRecord::FenceBroker {
             node: self.cfg.node,
-        }])
-        .await
-        .map(|_| ())
+        }]);
+        match compio::time::timeout(LEAVE_TIMEOUT, fence).await {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(EngineError::NoQuorum(format!(
+                "not committed within {LEAVE_TIMEOUT:?}"
+            ))),
+        }
     }
 
     /// The driver: ticks, steps, proposes, persists and applies until the
@@ -355,7 +363,11 @@ impl Quorum {
                     heard.insert(v, now);
                 }
                 self.fencing.borrow_mut().clear();
-                tracing::info!(node = self.cfg.node, term = raw.raft.term, "became the active controller");
+                tracing::info!(
+                    node = self.cfg.node,
+                    term = raw.raft.term,
+                    "became the active controller"
+                );
             }
             self.is_leader.set(now_leader);
         });
@@ -379,7 +391,10 @@ impl Quorum {
             if let Some(s) = &snap {
                 let img: ClusterImage = serde_json::from_slice(s.get_data())
                     .map_err(|e| EngineError::Storage(format!("metadata snapshot: {e}")))?;
-                tracing::info!(index = img.applied, "installed a metadata snapshot from the leader");
+                tracing::info!(
+                    index = img.applied,
+                    "installed a metadata snapshot from the leader"
+                );
                 self.publish(img);
             }
             let bytes = (raw.mut_store()).stage(snap, rd.entries(), rd.hs())?;
@@ -466,7 +481,10 @@ impl Quorum {
         };
         let result = self.with_raw(|raw| raw.mut_store().compact(applied, data));
         match result {
-            Ok(()) => tracing::info!(index = applied, "compacted the metadata log into a snapshot"),
+            Ok(()) => tracing::info!(
+                index = applied,
+                "compacted the metadata log into a snapshot"
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot compact the metadata log"),
         }
     }

@@ -94,10 +94,7 @@ impl QuorumStore {
             pos += 8 + len;
         }
         let discarded = (bytes.len() - pos) as u64;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         if discarded > 0 {
             file.set_len(pos as u64)?;
             file.sync_all()?;
@@ -232,7 +229,11 @@ impl QuorumStore {
             .mem
             .term(index)
             .map_err(|e| EngineError::Storage(format!("raft log: {e}")))?;
-        let conf = self.mem.initial_state().map(|s| s.conf_state).unwrap_or_default();
+        let conf = self
+            .mem
+            .initial_state()
+            .map(|s| s.conf_state)
+            .unwrap_or_default();
         let snap = Snapshot {
             data,
             metadata: Some(SnapshotMetadata {

@@ -164,7 +164,10 @@ impl Shard {
     }
 
     /// Proposes `records` to the quorum from any shard and waits for the outcome.
-    pub async fn propose(self: &Rc<Self>, records: Vec<MetaRecord>) -> Result<Applied, EngineError> {
+    pub async fn propose(
+        self: &Rc<Self>,
+        records: Vec<MetaRecord>,
+    ) -> Result<Applied, EngineError> {
         if let Some(q) = self.quorum() {
             return q.propose(records).await;
         }
@@ -262,7 +265,9 @@ impl Shard {
         };
         match q.leave().await {
             Ok(()) => tracing::info!("controlled shutdown: leaderships moved off this broker"),
-            Err(e) => tracing::warn!(error = %e, "controlled shutdown could not reach the quorum; stopping anyway"),
+            Err(e) => {
+                tracing::warn!(error = %e, "controlled shutdown could not reach the quorum; stopping anyway")
+            }
         }
     }
 
@@ -277,7 +282,9 @@ impl Shard {
     ) -> Result<Vec<Vec<NodeId>>, EngineError> {
         let img = self.cluster_image().unwrap_or_default();
         let live = img.live_brokers();
-        let configured = self.cluster().and_then(|c| c.config.default_replication_factor);
+        let configured = self
+            .cluster()
+            .and_then(|c| c.config.default_replication_factor);
         let rf = match rf.filter(|&r| r != -1).or(configured) {
             Some(r) if r < 1 => {
                 return Err(EngineError::InvalidReplicationFactor(format!(
@@ -348,7 +355,10 @@ impl Shard {
     pub(super) async fn producer_id_from_quorum(self: &Rc<Self>) -> Result<u64, EngineError> {
         if self.id.0 != 0 {
             return self
-                .invoke_on(ShardId(0), |s| async move { s.producer_id_from_quorum().await })
+                .invoke_on(
+                    ShardId(0),
+                    |s| async move { s.producer_id_from_quorum().await },
+                )
                 .await?;
         }
         let _guard = self.pid_lock.lock().await;

@@ -171,7 +171,11 @@ impl Shard {
     ) -> LocalFuture<Result<FetchedData, EngineError>> {
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
-            return Box::pin(Self::fetch_local(self.led_partition(&tp), offset, max_bytes));
+            return Box::pin(Self::fetch_local(
+                self.led_partition(&tp),
+                offset,
+                max_bytes,
+            ));
         }
         let fut = self.invoke_on(owner, move |s| {
             Self::fetch_local(s.led_partition(&tp), offset, max_bytes)
@@ -250,7 +254,9 @@ impl Shard {
         if owner == self.id {
             return Box::pin(Self::list_offset_local(self.led_partition(&tp), q));
         }
-        let fut = self.invoke_on(owner, move |s| Self::list_offset_local(s.led_partition(&tp), q));
+        let fut = self.invoke_on(owner, move |s| {
+            Self::list_offset_local(s.led_partition(&tp), q)
+        });
         Box::pin(async move { fut.await? })
     }
 

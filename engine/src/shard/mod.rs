@@ -99,7 +99,10 @@ impl EngineShared {
             // is created through it on first use.
             Some(c) => {
                 let (cluster, _) = ClusterShared::open(c, &config.data_dir)?;
-                (cluster.initial_catalog(&config.topic_defaults), Some(cluster))
+                (
+                    cluster.initial_catalog(&config.topic_defaults),
+                    Some(cluster),
+                )
             }
             None => {
                 let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
@@ -255,7 +258,9 @@ impl Shard {
         });
         let started = Instant::now();
         for t in catalog.topics.values() {
-            for p in (0..t.partitions).filter(|&p| shard.owns(&t.name, p) && shard.hosts(&t.name, p)) {
+            for p in
+                (0..t.partitions).filter(|&p| shard.owns(&t.name, p) && shard.hosts(&t.name, p))
+            {
                 // A partition the cluster gave this broker while it was down
                 // is created; the catalog's own partitions must be found.
                 let create = shard.shared.cluster.is_some();

@@ -22,35 +22,42 @@ pub struct PartitionView {
     pub offline: Vec<i32>,
 }
 
-/// The live brokers: this one alone, or every unfenced broker of the cluster.
+/// The live brokers: this one alone, or every unfenced broker of the
+/// cluster. A broker that serves before its registration has committed lists
+/// itself too, so a client bootstrapping from it is never told of no broker.
 pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
     let cfg = &srv.config;
-    match srv.shard.cluster_image() {
-        Some(img) => (img.brokers.values())
-            .filter(|b| !b.fenced)
-            .map(|b| BrokerView {
-                node: b.node,
-                host: b.host.clone(),
-                port: b.port,
-                rack: b.rack.clone(),
-            })
-            .collect(),
-        None => vec![BrokerView {
-            node: cfg.node_id,
-            host: cfg.advertise_host.clone(),
-            port: cfg.advertise_port,
-            rack: None,
-        }],
+    let me = BrokerView {
+        node: cfg.node_id,
+        host: cfg.advertise_host.clone(),
+        port: cfg.advertise_port,
+        rack: None,
+    };
+    let Some(img) = srv.shard.cluster_image() else {
+        return vec![me];
+    };
+    let mut out: Vec<BrokerView> = (img.brokers.values())
+        .filter(|b| !b.fenced)
+        .map(|b| BrokerView {
+            node: b.node,
+            host: b.host.clone(),
+            port: b.port,
+            rack: b.rack.clone(),
+        })
+        .collect();
+    if !img.brokers.contains_key(&cfg.node_id) {
+        out.push(me);
+        out.sort_by_key(|b| b.node);
     }
+    out
 }
 
-/// The broker clients are told is the controller: this one alone; in a
-/// cluster, as KRaft brokers do, a live broker (the lowest id), since clients
-/// send controller requests to any broker.
+/// The broker clients are told is the controller: the one answering. Every
+/// broker takes controller requests (CreateTopics, DeleteTopics, …) and
+/// passes them to the quorum, and this one is certainly reachable; a
+/// registered broker that died would stay "live" until its session ends.
 pub fn controller_id(srv: &ShardServer) -> i32 {
-    brokers(srv)
-        .first()
-        .map_or(srv.config.node_id, |b| b.node)
+    srv.config.node_id
 }
 
 /// Partition `p` of `topic`. Alone, this broker leads every partition it

@@ -85,8 +85,17 @@ async fn in_cluster(srv: &Rc<ShardServer>, group: &str) -> Answer {
         Ok(n) => n,
         Err(e) => return failed(&e),
     };
-    match cluster_view::brokers(srv).into_iter().find(|b| b.node == node) {
-        Some(b) => (0, None, BrokerId(b.node), StrBytes::from_string(b.host), b.port),
+    match cluster_view::brokers(srv)
+        .into_iter()
+        .find(|b| b.node == node)
+    {
+        Some(b) => (
+            0,
+            None,
+            BrokerId(b.node),
+            StrBytes::from_string(b.host),
+            b.port,
+        ),
         None => failed(&brook_engine::EngineError::CoordinatorNotAvailable),
     }
 }
