@@ -38,6 +38,9 @@ pub struct TopicConfig {
     /// How far behind the broker clock it may be (`message.timestamp.before.max.ms`,
     /// unlimited by default).
     pub timestamp_before_max_ms: u64,
+    /// Kafka's `min.insync.replicas`: fewer ISR members refuse acks=all
+    /// produce with NOT_ENOUGH_REPLICAS.
+    pub min_insync_replicas: u32,
 }
 
 impl Default for TopicConfig {
@@ -51,6 +54,7 @@ impl Default for TopicConfig {
             flush: FlushPolicy::EveryBatch,
             timestamp_after_max_ms: 3_600_000,
             timestamp_before_max_ms: i64::MAX as u64,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -66,6 +70,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "cleanup.policy",
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
+    "min.insync.replicas",
 ];
 
 impl TopicConfig {
@@ -113,6 +118,13 @@ impl TopicConfig {
             "message.timestamp.before.max.ms" => {
                 self.timestamp_before_max_ms = u64::try_from(int(value)?).map_err(|_| bad())?
             }
+            "min.insync.replicas" => {
+                let n = int(value)?;
+                if n < 1 {
+                    return Err(bad());
+                }
+                self.min_insync_replicas = u32::try_from(n).map_err(|_| bad())?;
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
                 return Err(EngineError::InvalidConfig(format!(
@@ -151,6 +163,7 @@ impl TopicConfig {
                 "message.timestamp.before.max.ms",
                 self.timestamp_before_max_ms.to_string(),
             ),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
         ])
     }
 }

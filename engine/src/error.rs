@@ -91,6 +91,9 @@ pub enum EngineError {
     /// The partition exists in the cluster but this broker does not lead it.
     #[error("this broker is not the leader of the partition")]
     NotLeaderOrFollower,
+    /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
+    #[error("{isr} in-sync replicas, min.insync.replicas is {min}")]
+    NotEnoughReplicas { isr: usize, min: u32 },
     /// The group's `__consumer_offsets` partition is led by another broker.
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,

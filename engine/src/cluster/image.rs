@@ -53,6 +53,16 @@ pub enum MetaRecord {
     DeleteTopic {
         name: String,
     },
+    /// A partition's leader changes its ISR (Kafka's AlterPartition): applied
+    /// only if `leader` still leads in `leader_epoch`, and the new ISR holds
+    /// the leader and only replicas.
+    AlterPartition {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: i32,
+        isr: Vec<NodeId>,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
     AllocateProducerIds {
         node: NodeId,
@@ -190,6 +200,27 @@ impl ClusterImage {
                 self.topics
                     .remove(name)
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
+            }
+            MetaRecord::AlterPartition {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            } => {
+                let p = (self.topics.get_mut(topic))
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                if p.leader != *leader || p.leader_epoch != *leader_epoch {
+                    return Err(EngineError::NotLeaderOrFollower);
+                }
+                if !isr.contains(leader) || !isr.iter().all(|n| p.replicas.contains(n)) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "ISR {isr:?} of {topic}-{partition} must hold leader {leader} and only replicas {:?}",
+                        p.replicas
+                    )));
+                }
+                p.isr = isr.clone();
             }
             MetaRecord::AllocateProducerIds { count, .. } => {
                 let first = self.next_producer_id;
@@ -459,6 +490,28 @@ mod tests {
         );
         assert_eq!(img.applied, before.applied + 1);
         assert_eq!(img.topics, before.topics);
+    }
+
+    #[test]
+    fn isr_changes_only_from_the_current_leader() {
+        let mut img = three_brokers_one_topic();
+        let p = img.partition("t", 0).unwrap().clone();
+        let follower = *p.replicas.iter().find(|&&n| n != p.leader).unwrap();
+        let shrunk: Vec<NodeId> = p.isr.iter().copied().filter(|&n| n != follower).collect();
+        let alter = |leader, epoch, isr: Vec<NodeId>| MetaRecord::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch: epoch,
+            isr,
+        };
+        // A stale epoch or a non-leader is refused.
+        assert!(apply(&mut img, vec![alter(p.leader, p.leader_epoch + 1, shrunk.clone())]).is_err());
+        assert!(apply(&mut img, vec![alter(follower, p.leader_epoch, shrunk.clone())]).is_err());
+        // Without the leader: refused.
+        assert!(apply(&mut img, vec![alter(p.leader, p.leader_epoch, vec![follower])]).is_err());
+        apply(&mut img, vec![alter(p.leader, p.leader_epoch, shrunk.clone())]).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().isr, shrunk);
     }
 
     #[test]

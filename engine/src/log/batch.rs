@@ -153,6 +153,9 @@ pub struct BatchInfo {
     pub is_control: bool,
     /// 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
     pub compression: u8,
+    /// partitionLeaderEpoch: as read (a client's is meaningless); the leader
+    /// sets its own before the batch is stored.
+    pub leader_epoch: i32,
 }
 
 impl BatchInfo {
@@ -288,6 +291,7 @@ fn parse_with_base(buf: &[u8], base_offset: Offset) -> Result<BatchInfo, BatchEr
         is_transactional: attributes & TRANSACTIONAL_BIT != 0,
         is_control: attributes & CONTROL_BIT != 0,
         compression: compression(attributes)?,
+        leader_epoch: read_i32(buf, PARTITION_LEADER_EPOCH_AT),
     })
 }
 

@@ -593,6 +593,7 @@ mod tests {
             is_transactional: false,
             is_control: false,
             compression: 0,
+            leader_epoch: 0,
         }
     }
 

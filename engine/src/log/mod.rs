@@ -9,6 +9,7 @@ pub mod partition;
 pub mod producer;
 pub mod read;
 pub mod records;
+pub mod replica;
 pub mod recovery;
 pub mod segment;
 pub mod writer;

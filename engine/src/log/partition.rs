@@ -41,6 +41,7 @@ use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::log::read::{self, DiskRead, ReadAhead};
+use crate::log::replica::{EpochCache, LeaderState};
 use crate::log::segment::{self, SealJob, Segment};
 use crate::log::writer::{PendingWrite, give_back};
 use crate::types::{FilePos, Offset, TimestampMs, TopicPartition};
@@ -90,13 +91,14 @@ const CACHE_COPY_BELOW: usize = 64 << 10;
 
 /// Recent batches, kept so tailing consumers never touch the disk.
 struct BatchCache {
-    batches: VecDeque<(Offset, Offset, Bytes)>,
+    /// (base, next, leader epoch, bytes as received).
+    batches: VecDeque<(Offset, Offset, i32, Bytes)>,
     bytes: usize,
     budget: usize,
 }
 
 impl BatchCache {
-    fn push(&mut self, base: Offset, next: Offset, b: Bytes) {
+    fn push(&mut self, base: Offset, next: Offset, epoch: i32, b: Bytes) {
         if self.budget == 0 {
             return;
         }
@@ -106,9 +108,9 @@ impl BatchCache {
             b
         };
         self.bytes += b.len();
-        self.batches.push_back((base, next, b));
+        self.batches.push_back((base, next, epoch, b));
         while self.bytes > self.budget && self.batches.len() > 1 {
-            let (_, _, old) = self.batches.pop_front().expect("non-empty cache");
+            let (_, _, _, old) = self.batches.pop_front().expect("non-empty cache");
             self.bytes -= old.len();
         }
     }
@@ -117,9 +119,9 @@ impl BatchCache {
         while self
             .batches
             .front()
-            .is_some_and(|(_, next, _)| *next <= offset)
+            .is_some_and(|(_, next, _, _)| *next <= offset)
         {
-            let (_, _, old) = self.batches.pop_front().expect("non-empty cache");
+            let (_, _, _, old) = self.batches.pop_front().expect("non-empty cache");
             self.bytes -= old.len();
         }
     }
@@ -131,24 +133,24 @@ impl BatchCache {
         if first.0 > from {
             return None;
         }
-        let start = self.batches.partition_point(|(_, next, _)| *next <= from);
-        let mut picked: Vec<(Offset, &Bytes)> = Vec::new();
+        let start = self.batches.partition_point(|(_, next, _, _)| *next <= from);
+        let mut picked: Vec<(Offset, i32, &Bytes)> = Vec::new();
         let mut total = 0usize;
-        for (base, _, b) in self.batches.range(start..) {
+        for (base, _, epoch, b) in self.batches.range(start..) {
             if *base >= visible_end || (!picked.is_empty() && total + b.len() > max_bytes) {
                 break;
             }
             total += b.len();
-            picked.push((*base, b));
+            picked.push((*base, *epoch, b));
         }
         // Cached batches are the clients' bytes: rewrite base offset and leader
         // epoch in the copy, exactly as the segment stored them.
         let mut out = BytesMut::with_capacity(total);
-        for (base, b) in picked {
+        for (base, epoch, b) in picked {
             let at = out.len();
             out.extend_from_slice(b);
             batch::set_base_offset(&mut out[at..], base);
-            batch::set_partition_leader_epoch(&mut out[at..], 0);
+            batch::set_partition_leader_epoch(&mut out[at..], epoch);
         }
         Some(out.freeze())
     }
@@ -184,6 +186,15 @@ impl LocalEvent {
 
 type Waiter = oneshot::Sender<Result<(), EngineError>>;
 
+/// A partition's place in replication.
+enum Role {
+    /// A single broker's partition: the high watermark is the durable end.
+    Alone,
+    Leader(LeaderState),
+    /// `leader_hw`: the leader's high watermark as of the last fetch.
+    Follower { leader_hw: Offset },
+}
+
 /// The mutable state of a partition.
 pub struct Partition {
     pub tp: TopicPartition,
@@ -195,12 +206,24 @@ pub struct Partition {
     pub log_start: Offset,
     pub log_end: Offset,
     pub high_watermark: Offset,
+    /// Everything below is fsynced here. Alone, the high watermark; in a
+    /// replicated partition the high watermark also waits for the ISR.
+    pub durable_end: Offset,
+    /// The epoch this broker stamps on batches it appends as leader (0 alone).
+    pub leader_epoch: i32,
+    /// The first offset of each leader epoch in this log.
+    pub epochs: EpochCache,
+    role: Role,
+    /// The epoch cache changed and is not stored yet.
+    epochs_dirty: bool,
     cache: BatchCache,
     /// The next disk range for a catch-up consumer (see `read::ReadAhead`).
     read_ahead: Rc<ReadAhead>,
     producers: ProducerStateTable,
     /// Producers waiting for the high watermark to pass an offset, in offset order.
     waiters: VecDeque<(Offset, Waiter)>,
+    /// acks=1 producers waiting for the local fsync to pass an offset.
+    durable_waiters: VecDeque<(Offset, Waiter)>,
     /// Long-polling fetches waiting for the high watermark to move.
     data_watchers: Vec<oneshot::Sender<()>>,
     /// log_end when the in-flight or last flush was taken.
@@ -275,6 +298,11 @@ impl Partition {
             log_start,
             log_end,
             high_watermark: log_end,
+            durable_end: log_end,
+            leader_epoch: 0,
+            epochs: EpochCache::default(),
+            role: Role::Alone,
+            epochs_dirty: false,
             cache: BatchCache {
                 batches: VecDeque::new(),
                 bytes: 0,
@@ -283,6 +311,7 @@ impl Partition {
             read_ahead: Rc::default(),
             producers,
             waiters: VecDeque::new(),
+            durable_waiters: VecDeque::new(),
             data_watchers: Vec::new(),
             taken_end: log_end,
             last_sync: Instant::now(),
@@ -366,8 +395,18 @@ impl Partition {
     fn append_one(&mut self, bytes: Bytes, incoming: BatchInfo) -> Result<(), EngineError> {
         let info = BatchInfo {
             base_offset: self.log_end,
+            leader_epoch: self.leader_epoch,
             ..incoming
         };
+        self.store_batch(bytes, info);
+        Ok(())
+    }
+
+    /// Appends a batch whose offset and leader epoch are final.
+    fn store_batch(&mut self, bytes: Bytes, info: BatchInfo) {
+        if self.epochs.assign(info.leader_epoch, info.base_offset) {
+            self.epochs_dirty = true;
+        }
         self.segments
             .last_mut()
             .expect("an active segment")
@@ -376,9 +415,9 @@ impl Partition {
             self.producers
                 .record(p, info.record_count, info.base_offset);
         }
-        self.cache.push(info.base_offset, info.next_offset(), bytes);
+        self.cache
+            .push(info.base_offset, info.next_offset(), info.leader_epoch, bytes);
         self.log_end = info.next_offset();
-        Ok(())
     }
 
     fn reserve(&mut self, bytes: u64) -> Result<(), EngineError> {
@@ -403,7 +442,8 @@ impl Partition {
         Ok(())
     }
 
-    /// A receiver that completes when the high watermark reaches `end`.
+    /// A receiver that completes when the high watermark reaches `end`
+    /// (acks=all: alone, fsynced here; replicated, fsynced by the whole ISR).
     pub fn wait_durable(&mut self, end: Offset) -> oneshot::Receiver<Result<(), EngineError>> {
         let (tx, rx) = oneshot::channel();
         if let Some(why) = &self.poisoned {
@@ -412,6 +452,19 @@ impl Partition {
             let _ = tx.send(Ok(()));
         } else {
             self.waiters.push_back((end, tx));
+        }
+        rx
+    }
+
+    /// A receiver that completes when `end` is fsynced here (acks=1).
+    pub fn wait_local(&mut self, end: Offset) -> oneshot::Receiver<Result<(), EngineError>> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(why) = &self.poisoned {
+            let _ = tx.send(Err(EngineError::Storage(why.clone())));
+        } else if self.durable_end >= end {
+            let _ = tx.send(Ok(()));
+        } else {
+            self.durable_waiters.push_back((end, tx));
         }
         rx
     }
@@ -425,8 +478,25 @@ impl Partition {
 
     /// Plans a read of batches from `offset`, at most `max_bytes` (at least one batch).
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadPlan, EngineError> {
+        self.read_upto(offset, max_bytes, self.high_watermark)
+    }
+
+    /// A follower's read: up to what is fsynced here, past the high watermark.
+    pub fn read_for_replica(&self, offset: Offset, max_bytes: usize) -> Result<ReadPlan, EngineError> {
+        self.read_upto(offset, max_bytes, self.durable_end)
+    }
+
+    fn read_upto(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        visible: Offset,
+    ) -> Result<ReadPlan, EngineError> {
         let (hw, log_start) = (self.high_watermark, self.log_start);
-        if offset < log_start || offset > hw {
+        // Kafka's rule: before the log start or past the log end is out of
+        // range; between the visible end and the log end there is simply
+        // nothing to read yet.
+        if offset < log_start || offset > self.log_end.max(hw) {
             return Err(EngineError::OffsetOutOfRange {
                 requested: offset,
                 log_start,
@@ -440,10 +510,10 @@ impl Partition {
                 log_start,
             })
         };
-        if offset == hw {
+        if offset >= visible {
             return Ok(ready(Bytes::new()));
         }
-        if let Some(records) = self.cache.read(offset, hw, max_bytes) {
+        if let Some(records) = self.cache.read(offset, visible, max_bytes) {
             return Ok(ready(records));
         }
         let idx = self
@@ -463,7 +533,7 @@ impl Partition {
             start,
             end: FilePos(seg.written),
             from_offset: offset,
-            visible_end: hw,
+            visible_end: visible,
             max_bytes,
         };
         Ok(ReadPlan::Disk {
@@ -710,18 +780,148 @@ impl Partition {
         }
         self.begin_seals();
         assert!(
-            end >= self.high_watermark,
-            "high watermark of {} would go back",
+            end >= self.durable_end,
+            "durable end of {} would go back",
             self.tp
         );
-        self.high_watermark = end;
-        while self.waiters.front().is_some_and(|(o, _)| *o <= end) {
+        self.durable_end = end;
+        while self.durable_waiters.front().is_some_and(|(o, _)| *o <= end) {
+            let (_, w) = self.durable_waiters.pop_front().expect("non-empty waiters");
+            let _ = w.send(Ok(()));
+        }
+        self.update_high_watermark();
+        // Followers long-poll for what is durable here, past the high watermark.
+        if matches!(self.role, Role::Leader(_)) {
+            for w in self.data_watchers.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Moves the high watermark to what the role allows (never back), answers
+    /// acks=all producers below it and wakes long polls.
+    fn update_high_watermark(&mut self) {
+        let allowed = match &self.role {
+            Role::Alone => self.durable_end,
+            Role::Leader(l) => l.high_watermark(self.durable_end),
+            Role::Follower { leader_hw } => (*leader_hw).min(self.durable_end),
+        };
+        if allowed <= self.high_watermark {
+            return;
+        }
+        self.high_watermark = allowed;
+        while self.waiters.front().is_some_and(|(o, _)| *o <= allowed) {
             let (_, w) = self.waiters.pop_front().expect("non-empty waiters");
             let _ = w.send(Ok(()));
         }
         for w in self.data_watchers.drain(..) {
             let _ = w.send(());
         }
+    }
+
+    /// Replication: this broker leads the partition from now on, in
+    /// `state.epoch`; batches it appends carry that epoch.
+    pub fn become_leader(&mut self, state: LeaderState) {
+        self.leader_epoch = state.epoch;
+        if self.epochs.assign(state.epoch, self.log_end) {
+            self.epochs_dirty = true;
+        }
+        self.role = Role::Leader(state);
+        self.update_high_watermark();
+    }
+
+    /// Replication: another broker leads; producers still waiting for the
+    /// ISR are told this broker no longer leads.
+    pub fn become_follower(&mut self, epoch: i32) {
+        self.leader_epoch = epoch;
+        self.role = Role::Follower {
+            leader_hw: self.high_watermark,
+        };
+        for (_, w) in self.waiters.drain(..) {
+            let _ = w.send(Err(EngineError::NotLeaderOrFollower));
+        }
+    }
+
+    /// acks=all needs `min.insync.replicas` in the ISR (always met alone).
+    pub fn check_min_isr(&self) -> Result<(), EngineError> {
+        let min = self.config.min_insync_replicas;
+        match &self.role {
+            Role::Leader(l) if l.isr.len() < min as usize => Err(EngineError::NotEnoughReplicas {
+                isr: l.isr.len(),
+                min,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The leader's view of its followers, when this broker leads.
+    pub fn leader_state(&self) -> Option<&LeaderState> {
+        match &self.role {
+            Role::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The quorum committed a new ISR for the partition this broker leads.
+    pub fn set_isr(&mut self, isr: Vec<i32>) {
+        if let Role::Leader(l) = &mut self.role {
+            l.set_isr(isr);
+        }
+        self.update_high_watermark();
+    }
+
+    /// A follower fetched from `offset` (so it has fsynced everything below).
+    pub fn follower_fetched(&mut self, node: i32, offset: Offset, now: Instant) {
+        let log_end = self.log_end;
+        if let Role::Leader(l) = &mut self.role {
+            l.on_fetch(node, offset, log_end, now);
+        }
+        self.update_high_watermark();
+    }
+
+    /// Appends batches fetched from the leader, offsets and epochs as they
+    /// are; `leader_hw` is the leader's high watermark. They must start at
+    /// this log's end (the fetch asked for it). Returns the new log end.
+    pub fn append_replica(
+        &mut self,
+        records: &Bytes,
+        leader_hw: Offset,
+    ) -> Result<Offset, EngineError> {
+        self.check_writable()?;
+        if let Role::Follower { leader_hw: hw } = &mut self.role {
+            *hw = (*hw).max(leader_hw);
+        }
+        if !records.is_empty() {
+            let mut batches = Vec::new();
+            let mut at = 0;
+            while at < records.len() {
+                let info = batch::validate(&records[at..]).map_err(EngineError::CorruptBatch)?;
+                let end = at + info.len as usize;
+                batches.push((at..end, info));
+                at = end;
+            }
+            let first = batches.first().map(|(_, b)| b.base_offset);
+            if first != Some(self.log_end) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "replica batches start at {first:?}, the log ends at {}",
+                    self.log_end
+                )));
+            }
+            self.reserve(records.len() as u64)?;
+            for (range, info) in batches {
+                if let Some(p) = &info.producer {
+                    self.producers.record(p, info.record_count, info.base_offset);
+                }
+                self.store_batch(records.slice(range), info);
+            }
+        }
+        self.update_high_watermark();
+        Ok(self.log_end)
+    }
+
+    /// The epoch cache changed since it was last stored: its bytes to store.
+    pub fn take_epochs_to_store(&mut self) -> Option<Vec<u8>> {
+        std::mem::take(&mut self.epochs_dirty).then(|| self.epochs.encode())
     }
 
     /// Starts sealing rolled segments whose bytes are all written; the flusher

@@ -447,6 +447,7 @@ mod tests {
             is_transactional: is_control,
             is_control,
             compression: 0,
+            leader_epoch: 0,
         }
     }
 

@@ -220,7 +220,7 @@ impl Segment {
         );
         let stored = w.append(bytes);
         batch::set_base_offset(stored, info.base_offset);
-        batch::set_partition_leader_epoch(stored, 0);
+        batch::set_partition_leader_epoch(stored, info.leader_epoch);
         self.index.on_batch(FilePos(self.size), info, self.base);
         self.size += bytes.len() as u64;
         self.next_offset = info.next_offset();

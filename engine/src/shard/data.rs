@@ -137,6 +137,11 @@ impl Shard {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        if acks == Acks::All
+            && let Err(e) = cell.state.borrow().check_min_isr()
+        {
+            return Box::pin(async move { Err(e) });
+        }
         let appended = cell.state.borrow_mut().append(records, TimestampMs::now());
         let (base_offset, end) = match appended {
             Ok(Appended::New {
@@ -155,7 +160,10 @@ impl Shard {
         if acks == Acks::None {
             return Box::pin(async move { Ok(done) });
         }
-        let rx = cell.state.borrow_mut().wait_durable(end);
+        let rx = match acks {
+            Acks::All => cell.state.borrow_mut().wait_durable(end),
+            _ => cell.state.borrow_mut().wait_local(end),
+        };
         Box::pin(async move {
             rx.await.map_err(|_| EngineError::ShuttingDown)??;
             Ok(done)

@@ -1,0 +1,251 @@
+//! A replicated partition's bookkeeping, as pure state: the leader-epoch cache
+//! and the leader's view of its followers (their log ends, the high watermark
+//! they allow, who belongs in the ISR). No clock or socket is read here: the
+//! caller passes `now`, so the same code runs under the engine and a simulator.
+//!
+//! Durability: a follower asks for offset `o` only once everything below `o`
+//! is fsynced on its disk (it fetches again after its flush), so a follower's
+//! fetch offset is its durable log end, and the high watermark — the minimum
+//! over the ISR — counts only batches every ISR member has fsynced. That is
+//! Brook's acks=all promise (stronger than Kafka's page-cache default).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::types::Offset;
+
+/// A broker's node id.
+pub type NodeId = i32;
+
+/// Kafka's leader-epoch cache: the first offset written in each leader epoch,
+/// ascending. It answers "where does epoch e end?" for a follower that must
+/// find where its log diverges from the leader's (OffsetsForLeaderEpoch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochCache {
+    entries: Vec<(i32, Offset)>,
+}
+
+impl EpochCache {
+    /// Records that epoch `epoch` starts at `start` (a no-op for a known or
+    /// older epoch). Returns whether the cache changed.
+    pub fn assign(&mut self, epoch: i32, start: Offset) -> bool {
+        if epoch < 0 || self.latest().is_some_and(|e| e >= epoch) {
+            return false;
+        }
+        self.entries.push((epoch, start));
+        true
+    }
+
+    pub fn latest(&self) -> Option<i32> {
+        self.entries.last().map(|(e, _)| *e)
+    }
+
+    /// The largest known epoch ≤ `epoch` and the offset where it ends (the
+    /// next epoch's start, or `log_end` for the latest): Kafka's
+    /// `endOffsetFor`. `None` when `epoch` precedes every known epoch.
+    pub fn end_offset_for(&self, epoch: i32, log_end: Offset) -> Option<(i32, Offset)> {
+        let i = self.entries.partition_point(|(e, _)| *e <= epoch);
+        if i == 0 {
+            return None;
+        }
+        let found = self.entries[i - 1].0;
+        let end = self.entries.get(i).map_or(log_end, |(_, start)| *start);
+        Some((found, end))
+    }
+
+    /// The log was truncated to `end`: epochs that start at or after it go.
+    pub fn truncate_to(&mut self, end: Offset) {
+        self.entries.retain(|(_, start)| *start < end);
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = String::new();
+        for (e, o) in &self.entries {
+            out.push_str(&format!("{e} {}\n", o.0));
+        }
+        out.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<EpochCache> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut c = EpochCache::default();
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let (e, o) = line.split_once(' ')?;
+            if !c.assign(e.parse().ok()?, Offset(o.parse().ok()?)) {
+                return None;
+            }
+        }
+        Some(c)
+    }
+
+    pub fn path(dir: &Path) -> std::path::PathBuf {
+        dir.join("leader-epoch-checkpoint")
+    }
+
+    /// The cache stored in `dir`, or an empty one (a missing or damaged file
+    /// only makes a later divergence check truncate further back than needed).
+    pub fn load(dir: &Path) -> EpochCache {
+        std::fs::read(Self::path(dir))
+            .ok()
+            .and_then(|b| Self::decode(&b))
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Follower {
+    /// Its fetch offset: everything below is fsynced on its disk.
+    end: Offset,
+    /// When it last had everything the leader had at its previous fetch.
+    caught_up_at: Instant,
+    /// The leader's log end at its previous fetch.
+    leader_end_at_fetch: Offset,
+}
+
+/// The leader's side of one partition's replication.
+#[derive(Clone, Debug)]
+pub struct LeaderState {
+    pub me: NodeId,
+    pub epoch: i32,
+    pub replicas: Vec<NodeId>,
+    pub isr: Vec<NodeId>,
+    followers: BTreeMap<NodeId, Follower>,
+}
+
+impl LeaderState {
+    pub fn new(
+        me: NodeId,
+        epoch: i32,
+        replicas: Vec<NodeId>,
+        isr: Vec<NodeId>,
+        now: Instant,
+    ) -> Self {
+        let followers = (replicas.iter())
+            .filter(|&&n| n != me)
+            .map(|&n| {
+                let f = Follower {
+                    end: Offset(0),
+                    caught_up_at: now,
+                    leader_end_at_fetch: Offset(0),
+                };
+                (n, f)
+            })
+            .collect();
+        LeaderState {
+            me,
+            epoch,
+            replicas,
+            isr,
+            followers,
+        }
+    }
+
+    /// The quorum changed the ISR (a shrink or expansion this leader asked
+    /// for, or a fencing).
+    pub fn set_isr(&mut self, isr: Vec<NodeId>) {
+        self.isr = isr;
+    }
+
+    /// A follower fetched from `fetch_offset` while the leader's log ended at
+    /// `log_end`.
+    pub fn on_fetch(&mut self, node: NodeId, fetch_offset: Offset, log_end: Offset, now: Instant) {
+        let Some(f) = self.followers.get_mut(&node) else {
+            return;
+        };
+        if fetch_offset >= log_end || fetch_offset >= f.leader_end_at_fetch {
+            f.caught_up_at = now;
+        }
+        f.end = fetch_offset;
+        f.leader_end_at_fetch = log_end;
+    }
+
+    /// The high watermark the ISR allows: the least durable end among the
+    /// leader (`durable_end`) and every other ISR member.
+    pub fn high_watermark(&self, durable_end: Offset) -> Offset {
+        (self.isr.iter())
+            .filter(|&&n| n != self.me)
+            .filter_map(|n| self.followers.get(n).map(|f| f.end))
+            .fold(durable_end, Offset::min)
+    }
+
+    /// The ISR this leader should ask the controller for, if it differs from
+    /// the current one: members that have not caught up for `max_lag` leave
+    /// (the leader always stays), replicas that have reached the high
+    /// watermark `hw` join.
+    pub fn wanted_isr(&self, now: Instant, max_lag: Duration, hw: Offset) -> Option<Vec<NodeId>> {
+        let mut isr: Vec<NodeId> = Vec::new();
+        for &n in &self.replicas {
+            let keep = if n == self.me {
+                true
+            } else {
+                let Some(f) = self.followers.get(&n) else {
+                    continue;
+                };
+                if self.isr.contains(&n) {
+                    now.duration_since(f.caught_up_at) <= max_lag
+                } else {
+                    f.end >= hw && now.duration_since(f.caught_up_at) <= max_lag
+                }
+            };
+            if keep {
+                isr.push(n);
+            }
+        }
+        let mut current = self.isr.clone();
+        current.sort_unstable();
+        let mut wanted = isr.clone();
+        wanted.sort_unstable();
+        (wanted != current).then_some(isr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_cache_answers_end_offsets_and_round_trips() {
+        let mut c = EpochCache::default();
+        assert!(c.assign(0, Offset(0)));
+        assert!(!c.assign(0, Offset(5)), "a known epoch keeps its start");
+        assert!(c.assign(2, Offset(10)));
+        assert!(c.assign(5, Offset(30)));
+        assert_eq!(c.end_offset_for(0, Offset(40)), Some((0, Offset(10))));
+        assert_eq!(c.end_offset_for(1, Offset(40)), Some((0, Offset(10))));
+        assert_eq!(c.end_offset_for(2, Offset(40)), Some((2, Offset(30))));
+        assert_eq!(c.end_offset_for(7, Offset(40)), Some((5, Offset(40))));
+        assert_eq!(c.end_offset_for(-1, Offset(40)), None);
+        assert_eq!(EpochCache::decode(&c.encode()), Some(c.clone()));
+        c.truncate_to(Offset(30));
+        assert_eq!(c.latest(), Some(2));
+        assert_eq!(EpochCache::decode(b"3 9\n1 2\n"), None, "out of order");
+    }
+
+    #[test]
+    fn high_watermark_is_the_isr_minimum_and_laggards_leave() {
+        let t0 = Instant::now();
+        let mut l = LeaderState::new(1, 4, vec![1, 2, 3], vec![1, 2, 3], t0);
+        assert_eq!(l.high_watermark(Offset(100)), Offset(0));
+        l.on_fetch(2, Offset(100), Offset(100), t0);
+        l.on_fetch(3, Offset(60), Offset(100), t0);
+        assert_eq!(l.high_watermark(Offset(100)), Offset(60));
+        assert_eq!(l.high_watermark(Offset(50)), Offset(50), "the leader's own fsync counts");
+        // Node 3 stops fetching: after the lag limit it leaves the ISR, and the
+        // high watermark no longer waits for it.
+        let later = t0 + Duration::from_secs(31);
+        l.on_fetch(2, Offset(100), Offset(100), later);
+        let wanted = l.wanted_isr(later, Duration::from_secs(30), Offset(60));
+        assert_eq!(wanted, Some(vec![1, 2]));
+        l.set_isr(vec![1, 2]);
+        assert_eq!(l.high_watermark(Offset(100)), Offset(100));
+        // It comes back and catches up to the high watermark: it rejoins.
+        l.on_fetch(3, Offset(100), Offset(100), later);
+        assert_eq!(
+            l.wanted_isr(later, Duration::from_secs(30), Offset(100)),
+            Some(vec![1, 2, 3])
+        );
+        l.set_isr(vec![1, 2, 3]);
+        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100)), None);
+    }
+}
