@@ -316,6 +316,9 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
             session_timeout: Duration::from_millis(session_ms as u64),
             rack: get("broker.rack"),
             default_replication_factor: num("default.replication.factor")?.map(|n| n as i16),
+            replica_lag: Duration::from_millis(
+                num("replica.lag.time.max.ms")?.unwrap_or(30_000).max(100) as u64,
+            ),
         });
     } else if cli.controller_listen.is_some() {
         return Err("--controller-listen needs --voters".into());

@@ -76,6 +76,7 @@ fn run_shard(
             )));
             return;
         }
+        brook_net::replica_fetcher::start(shard.clone());
         let server = ShardServer::new(shard.clone(), net.clone(), connections);
         let _ = ready.send(Ok(()));
         let Ok(listener) = stop.listen.await else {

@@ -12,6 +12,8 @@
 //! - [`errors`]: engine errors → Kafka error codes, in one place.
 //! - [`peer`]: the metadata quorum's transport between brokers (CONTROLLER
 //!   listener and peer connections, on shard 0).
+//! - [`replica_fetcher`]: follower brokers fetching their partitions from the
+//!   leaders (Kafka's Fetch with a replica id), on each partition's shard.
 //!
 //! **Lives on:** every type here is per shard (`Rc`), except [`NetConfig`].
 pub mod conn;
@@ -21,6 +23,7 @@ pub mod handlers;
 pub mod listener;
 pub mod memory;
 pub mod peer;
+pub mod replica_fetcher;
 pub mod quota;
 pub mod routes;
 pub mod server;

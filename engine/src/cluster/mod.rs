@@ -38,4 +38,7 @@ pub struct ClusterConfig {
     pub rack: Option<String>,
     /// Kafka's `default.replication.factor`; `None`: min(3, live brokers).
     pub default_replication_factor: Option<i16>,
+    /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up
+    /// for this long leaves the ISR.
+    pub replica_lag: Duration,
 }

@@ -377,3 +377,36 @@ fn truncate_at_damage(
     f.sync_all()?;
     Ok(())
 }
+
+/// Cuts a closed partition's log at `offset` (a batch boundary), as a
+/// follower does when its tail diverged from its new leader's: segments from
+/// `offset` on are deleted, the one holding it is cut at that batch, and the
+/// recovery checkpoint and that segment's indexes go, so the next open
+/// rebuilds them from what is left. Nothing is changed if the log already
+/// ends at or before `offset`.
+pub fn truncate_log(dir: &Path, offset: Offset) -> Result<(), EngineError> {
+    let bases = segment_bases(dir)?;
+    let _ = std::fs::remove_file(crate::log::checkpoint::path(dir));
+    for &base in bases.iter().filter(|&&b| b >= offset) {
+        remove_segment_files(dir, base);
+    }
+    if let Some(&base) = bases.iter().rev().find(|&&b| b < offset) {
+        let path = log_path(dir, base);
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let len = file.metadata()?.len();
+        let mut cut = None;
+        scan_segment_from(&file, len, (FilePos(0), base), |pos, info| {
+            if info.base_offset == offset {
+                cut = Some(pos.0);
+            }
+        })?;
+        if let Some(at) = cut {
+            file.set_len(at)?;
+            file.sync_all()?;
+            let _ = std::fs::remove_file(index_path(dir, base));
+            let _ = std::fs::remove_file(time_index_path(dir, base));
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -290,6 +290,8 @@ impl Partition {
             .last()
             .expect("recovery yields a segment")
             .next_offset;
+        let mut epochs = EpochCache::load(&dir);
+        epochs.truncate_to(log_end);
         Ok(Partition {
             tp,
             dir,
@@ -300,7 +302,7 @@ impl Partition {
             high_watermark: log_end,
             durable_end: log_end,
             leader_epoch: 0,
-            epochs: EpochCache::default(),
+            epochs,
             role: Role::Alone,
             epochs_dirty: false,
             cache: BatchCache {
@@ -854,6 +856,10 @@ impl Partition {
         }
     }
 
+    pub fn is_follower(&self) -> bool {
+        matches!(self.role, Role::Follower { .. })
+    }
+
     /// The leader's view of its followers, when this broker leads.
     pub fn leader_state(&self) -> Option<&LeaderState> {
         match &self.role {
@@ -1234,7 +1240,23 @@ pub async fn fetch(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
-    let res = fetch_inner(cell, offset, max_bytes).await;
+    fetch_plan(cell, || cell.state.borrow().read(offset, max_bytes)).await
+}
+
+/// A follower's fetch: what is fsynced here, past the high watermark.
+pub async fn fetch_for_replica(
+    cell: &PartitionRef,
+    offset: Offset,
+    max_bytes: usize,
+) -> Result<FetchedData, EngineError> {
+    fetch_plan(cell, || cell.state.borrow().read_for_replica(offset, max_bytes)).await
+}
+
+async fn fetch_plan(
+    cell: &PartitionRef,
+    plan: impl FnOnce() -> Result<ReadPlan, EngineError>,
+) -> Result<FetchedData, EngineError> {
+    let res = fetch_inner(plan).await;
     if let Err(EngineError::DiskFailure(why)) = &res {
         // A read (or the open of a segment for reading) on a failing disk
         // fails its directory, as a write or fsync error does.
@@ -1245,12 +1267,9 @@ pub async fn fetch(
 }
 
 async fn fetch_inner(
-    cell: &PartitionRef,
-    offset: Offset,
-    max_bytes: usize,
+    plan: impl FnOnce() -> Result<ReadPlan, EngineError>,
 ) -> Result<FetchedData, EngineError> {
-    let plan = cell.state.borrow().read(offset, max_bytes)?;
-    match plan {
+    match plan()? {
         ReadPlan::Ready(d) => Ok(d),
         ReadPlan::Disk {
             read,

@@ -224,6 +224,7 @@ impl Shard {
                 }
             }
         }
+        self.apply_roles(&img);
         let gone: Vec<TopicPartition> = (self.partitions.borrow().keys())
             .filter(|tp| !self.hosts(&tp.topic, tp.partition))
             .cloned()
@@ -292,13 +293,10 @@ impl Shard {
                 )));
             }
             Some(r) => r as usize,
-            None => 1,
+            // Kafka's default.replication.factor, as the issue sets it for a
+            // cluster: three copies where there are three brokers.
+            None => live.len().clamp(1, 3),
         };
-        if rf > 1 {
-            return Err(EngineError::InvalidReplicationFactor(format!(
-                "{rf}: Brook does not replicate partitions between brokers yet; use 1"
-            )));
-        }
         place_replicas(&live, topic, first, count, rf)
     }
 

@@ -200,11 +200,13 @@ impl Shard {
     }
 
     /// Waits until the high watermark of any of these partitions passes the given
-    /// offset, or until `deadline`. Used by long-polling fetches.
+    /// offset, or until `deadline`. Used by long-polling fetches; a follower's
+    /// (`replica`) waits for the leader's durable end instead.
     pub async fn wait_for_data(
         self: &Rc<Self>,
         watch: Vec<(TopicPartition, Offset)>,
         deadline: Instant,
+        replica: bool,
     ) {
         let mut by_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
         for (tp, o) in watch {
@@ -216,12 +218,12 @@ impl Shard {
         let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
         for (owner, list) in by_shard {
             if owner == self.id {
-                waits.push(Box::pin(self.wait_local(list, deadline)));
+                waits.push(Box::pin(self.wait_local(list, deadline, replica)));
             } else {
                 let fut =
                     self.invoke_on(
                         owner,
-                        move |s| async move { s.wait_local(list, deadline).await },
+                        move |s| async move { s.wait_local(list, deadline, replica).await },
                     );
                 waits.push(Box::pin(async move {
                     let _ = fut.await;
@@ -234,14 +236,15 @@ impl Shard {
         let _ = compio::time::timeout_at(deadline, select_all(waits)).await;
     }
 
-    async fn wait_local(&self, list: Vec<(TopicPartition, Offset)>, deadline: Instant) {
+    async fn wait_local(&self, list: Vec<(TopicPartition, Offset)>, deadline: Instant, replica: bool) {
         let mut rxs = Vec::new();
         for (tp, offset) in list {
             let Ok(cell) = self.partition(&tp) else {
                 return;
             };
             let mut p = cell.state.borrow_mut();
-            if p.high_watermark > offset {
+            let visible = if replica { p.durable_end } else { p.high_watermark };
+            if visible > offset {
                 return;
             }
             rxs.push(p.watch_data());

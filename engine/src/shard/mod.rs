@@ -21,12 +21,14 @@ pub mod groups;
 mod moves;
 mod producer_ids;
 mod quotas;
+mod replication;
 pub mod ring;
 mod topics;
 
 pub use cluster::ClusterShared;
 pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
 pub use producer_ids::ProducerIdAllocator;
+pub use replication::{Followed, ReplicaFetched};
 pub use topics::{MAX_PARTITIONS_PER_TOPIC, NewTopic, PartitionOnDisk};
 
 use std::cell::RefCell;
@@ -58,6 +60,8 @@ type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
 
 /// How often group sessions and rebalance deadlines are checked.
 const GROUP_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a leader checks whether its partitions' ISR should change.
+const ISR_CHECK: std::time::Duration = std::time::Duration::from_millis(500);
 /// The stall detector's timer period, and how late it must fire to be logged.
 const STALL_PROBE: std::time::Duration = std::time::Duration::from_millis(10);
 /// Logged at debug level (`RUST_LOG=brook_engine::shard=debug`), so that a run
@@ -233,6 +237,10 @@ pub struct Shard {
     /// This broker's producer-id block from the quorum: (next, end) (shard 0).
     pid_block: std::cell::Cell<(i64, i64)>,
     pid_lock: futures::lock::Mutex<()>,
+    /// Set when the image changed what this shard leads or follows.
+    replication_changed: crate::log::partition::LocalEvent,
+    /// Partitions led here whose ISR change is with the quorum.
+    isr_pending: RefCell<std::collections::HashSet<TopicPartition>>,
 }
 
 impl Shard {
@@ -255,6 +263,8 @@ impl Shard {
             quorum: RefCell::default(),
             pid_block: std::cell::Cell::new((0, 0)),
             pid_lock: futures::lock::Mutex::new(()),
+            replication_changed: Default::default(),
+            isr_pending: RefCell::default(),
         });
         let started = Instant::now();
         for t in catalog.topics.values() {
@@ -284,6 +294,9 @@ impl Shard {
             took = ?started.elapsed(),
             "opened partitions"
         );
+        if let Some(img) = shard.cluster_image() {
+            shard.apply_roles(&img);
+        }
         shard.replay_group_offsets()?;
         let shared = shard.shared.clone();
         crate::log::partition::on_disk_failure(Rc::new(move |dir, why| {
@@ -359,6 +372,16 @@ impl Shard {
             }
         })
         .detach();
+        if self.shared.cluster.is_some() {
+            let me = self.clone();
+            compio::runtime::spawn(async move {
+                loop {
+                    compio::time::sleep(ISR_CHECK).await;
+                    me.maintain_isr();
+                }
+            })
+            .detach();
+        }
         let id = self.id;
         compio::runtime::spawn(async move {
             // Stall detector: a timer that fires late means the shard's thread did

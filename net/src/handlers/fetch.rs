@@ -12,7 +12,9 @@ use brook_engine::log::partition::FetchedData;
 use brook_engine::{EngineError, Offset, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
 use crate::errors;
@@ -36,6 +38,15 @@ struct Wanted {
     /// The fetch offset as sent; Kafka answers a negative one OFFSET_OUT_OF_RANGE.
     fetch_offset: i64,
     max_bytes: usize,
+    /// A follower's: the epoch of its last batch (Fetch v12+), -1 otherwise.
+    last_fetched_epoch: i32,
+}
+
+/// One partition's read: its data and, for a follower whose log diverged,
+/// the epoch and offset it must truncate to.
+struct Read {
+    data: FetchedData,
+    diverging: Option<(i32, Offset)>,
 }
 
 impl Wanted {
@@ -59,6 +70,7 @@ fn wanted(req: &FetchRequest) -> Vec<Wanted> {
                 index: p.partition,
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
+                last_fetched_epoch: p.last_fetched_epoch,
             });
         }
     }
@@ -75,7 +87,8 @@ async fn read_all(
     srv: &Rc<ShardServer>,
     wants: &[Wanted],
     budget: usize,
-) -> Vec<Result<FetchedData, EngineError>> {
+    replica: Option<i32>,
+) -> Vec<Result<Read, EngineError>> {
     let mut out = Vec::with_capacity(wants.len());
     let mut left = budget;
     let mut rest = wants;
@@ -88,16 +101,40 @@ async fn read_all(
                 break;
             }
             planned += cap;
-            reads.push(match w.offset() {
-                Ok(offset) => srv.shard.fetch(w.tp.clone(), offset, cap),
-                Err(e) => Box::pin(std::future::ready(Err(e))),
-            });
+            let tp = w.tp.clone();
+            let read: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
+                match (w.offset(), replica) {
+                    (Ok(offset), None) => {
+                        let f = srv.shard.fetch(tp, offset, cap);
+                        Box::pin(async move {
+                            f.await.map(|data| Read {
+                                data,
+                                diverging: None,
+                            })
+                        })
+                    }
+                    (Ok(offset), Some(node)) => {
+                        let f = (srv.shard).replica_fetch(tp, node, offset, w.last_fetched_epoch, cap);
+                        Box::pin(async move {
+                            f.await.map(|r| Read {
+                                data: FetchedData {
+                                    records: r.records,
+                                    high_watermark: r.high_watermark,
+                                    log_start: r.log_start,
+                                },
+                                diverging: r.diverging,
+                            })
+                        })
+                    }
+                    (Err(e), _) => Box::pin(std::future::ready(Err(e))),
+                };
+            reads.push(read);
         }
         rest = &rest[reads.len()..];
         let got = join_all(reads).await;
         let read: usize = got
             .iter()
-            .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
+            .map(|r| r.as_ref().map_or(0, |d| d.data.records.len()))
             .sum();
         left = left.saturating_sub(read);
         out.extend(got);
@@ -118,14 +155,16 @@ fn response_budget(req: &FetchRequest) -> usize {
 /// the high watermark, last stable offset and log start, and no aborted
 /// transactions list; a read_uncommitted answer has none either (null), a
 /// read_committed one an empty list (Brook has no transactions to abort).
-fn partition_data(
-    w: &Wanted,
-    r: Result<FetchedData, EngineError>,
-    read_committed: bool,
-) -> PartitionData {
+fn partition_data(w: &Wanted, r: Result<Read, EngineError>, read_committed: bool) -> PartitionData {
     let base = PartitionData::default().with_partition_index(w.index);
     match r {
-        Ok(d) => base
+        Ok(Read { data: d, diverging }) => base
+            .with_diverging_epoch(match diverging {
+                Some((epoch, end)) => EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end.0 as i64),
+                None => EpochEndOffset::default(),
+            })
             .with_high_watermark(d.high_watermark.0 as i64)
             .with_last_stable_offset(d.high_watermark.0 as i64)
             .with_log_start_offset(d.log_start.0 as i64)
@@ -156,13 +195,18 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
     let budget_bytes = response_budget(&req);
-    let mut results = read_all(&srv, &wants, budget_bytes).await;
+    // A follower broker (replica id ≥ 0) reads what is fsynced here and
+    // reports its own progress; clients read below the high watermark.
+    let replica = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
+    let mut results = read_all(&srv, &wants, budget_bytes, replica).await;
     loop {
         let total: usize = results
             .iter()
-            .map(|r| r.as_ref().map_or(0, |d| d.records.len()))
+            .map(|r| r.as_ref().map_or(0, |d| d.data.records.len()))
             .sum();
-        let any_error = results.iter().any(|r| r.is_err());
+        let any_error = results
+            .iter()
+            .any(|r| r.as_ref().map_or(true, |d| d.diverging.is_some()));
         if total >= min_bytes || any_error || Instant::now() >= deadline || srv.stop.is_fired() {
             break;
         }
@@ -170,15 +214,15 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
             .iter()
             .filter_map(|w| Some((w.tp.clone(), w.offset().ok()?)))
             .collect();
-        srv.shard.wait_for_data(watch, deadline).await;
-        results = read_all(&srv, &wants, budget_bytes).await;
+        srv.shard.wait_for_data(watch, deadline, replica.is_some()).await;
+        results = read_all(&srv, &wants, budget_bytes, replica).await;
     }
     // The first non-empty partition always goes whole; later ones while they fit.
     let mut budget = budget_bytes;
     let mut sent_any = false;
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     for (w, mut r) in wants.iter().zip(results) {
-        if let Ok(d) = &mut r
+        if let Ok(Read { data: d, .. }) = &mut r
             && !d.records.is_empty()
         {
             if sent_any && d.records.len() > budget {
@@ -199,6 +243,8 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         }
     }
     let sent = max_bytes_sent(&topics);
+    // Replication is not a client: no consumer quota applies to it.
+    let sent = if replica.is_some() { 0 } else { sent };
     let throttle = srv.throttle(&client_id, Direction::Fetch, sent);
     if !throttle.is_zero() {
         compio::time::sleep(throttle).await;

@@ -1,0 +1,301 @@
+//! Partition replication on the shards, Kafka's way: followers fetch from
+//! leaders. This file is the engine's half — the roles the image gives each
+//! partition, what a leader answers a follower's fetch, what a follower does
+//! with the answer (append, or truncate a diverged tail), and the leader's
+//! ISR upkeep. The fetch requests themselves travel over `net`
+//! (`net::replica_fetcher`), on the shard that owns the partition.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{LocalFuture, Shard, shard_of};
+use crate::cluster::image::{MetaRecord, NodeId};
+use crate::cluster::{ClusterImage, NO_LEADER};
+use crate::error::EngineError;
+use crate::log::partition::{self, Partition, PartitionRef};
+use crate::log::replica::{EpochCache, LeaderState};
+use crate::types::{Offset, TopicPartition};
+
+/// A partition this broker follows, as its fetcher needs it.
+#[derive(Clone, Debug)]
+pub struct Followed {
+    pub tp: TopicPartition,
+    pub leader: NodeId,
+    /// This log's end: everything below is fsynced (the fetcher waits for
+    /// that before it asks again).
+    pub fetch_offset: Offset,
+    /// The epoch of the last batch in this log (-1: none).
+    pub last_fetched_epoch: i32,
+    /// The leader epoch the image gives the partition.
+    pub leader_epoch: i32,
+}
+
+/// A leader's answer to one partition of a follower's fetch.
+#[derive(Clone, Debug)]
+pub struct ReplicaFetched {
+    pub records: Bytes,
+    pub high_watermark: Offset,
+    pub log_start: Offset,
+    /// The follower's log diverged: the largest epoch both know and where it
+    /// ends here; the follower truncates there.
+    pub diverging: Option<(i32, Offset)>,
+}
+
+impl Shard {
+    /// Gives every open partition of this shard its role from the image.
+    pub(super) fn apply_roles(&self, img: &ClusterImage) {
+        let Some(me) = self.node_id() else {
+            return;
+        };
+        let now = Instant::now();
+        let cells: Vec<PartitionRef> = (self.partitions.borrow().values())
+            .map(|lp| lp.cell.clone())
+            .collect();
+        for cell in cells {
+            let mut p = cell.state.borrow_mut();
+            let Some(pi) = img.partition(&p.tp.topic, p.tp.partition) else {
+                continue;
+            };
+            if pi.leader == me {
+                match p.leader_state() {
+                    Some(l) if l.epoch == pi.leader_epoch => p.set_isr(pi.isr.clone()),
+                    _ => {
+                        tracing::debug!(partition = %p.tp, epoch = pi.leader_epoch, isr = ?pi.isr, "leading");
+                        p.become_leader(LeaderState::new(
+                            me,
+                            pi.leader_epoch,
+                            pi.replicas.clone(),
+                            pi.isr.clone(),
+                            now,
+                        ));
+                    }
+                }
+            } else if !p.is_follower() || p.leader_epoch != pi.leader_epoch {
+                tracing::debug!(partition = %p.tp, leader = pi.leader, epoch = pi.leader_epoch, "following");
+                p.become_follower(pi.leader_epoch);
+            }
+            store_epochs(&mut p);
+        }
+        self.isr_pending.borrow_mut().clear();
+        self.replication_changed.notify();
+    }
+
+    /// Wakes when the partitions this shard follows (or their leaders) may
+    /// have changed.
+    pub async fn replication_changed(&self) {
+        self.replication_changed.wait().await
+    }
+
+    /// This shard's partitions that another broker leads.
+    pub fn followed(&self) -> Vec<Followed> {
+        let (Some(img), Some(me)) = (self.cluster_image(), self.node_id()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (tp, lp) in self.partitions.borrow().iter() {
+            let Some(pi) = img.partition(&tp.topic, tp.partition) else {
+                continue;
+            };
+            if pi.leader == me || pi.leader == NO_LEADER {
+                continue;
+            }
+            let p = lp.cell.state.borrow();
+            out.push(Followed {
+                tp: tp.clone(),
+                leader: pi.leader,
+                fetch_offset: p.log_end,
+                last_fetched_epoch: p.epochs.latest().unwrap_or(-1),
+                leader_epoch: pi.leader_epoch,
+            });
+        }
+        out
+    }
+
+    /// Where clients (and followers) reach broker `node`.
+    pub fn broker_address(&self, node: NodeId) -> Option<(String, i32)> {
+        let img = self.cluster_image()?;
+        let b = img.brokers.get(&node)?;
+        Some((b.host.clone(), b.port))
+    }
+
+    /// A follower appends what its leader sent and waits until it is fsynced
+    /// here (its next fetch offset then tells the leader so).
+    pub async fn replica_append(
+        &self,
+        tp: &TopicPartition,
+        records: Bytes,
+        leader_hw: Offset,
+    ) -> Result<(), EngineError> {
+        let cell = self.partition(tp)?;
+        let end = {
+            let mut p = cell.state.borrow_mut();
+            if !p.is_follower() {
+                return Err(EngineError::NotLeaderOrFollower);
+            }
+            let end = p.append_replica(&records, leader_hw)?;
+            store_epochs(&mut p);
+            end
+        };
+        cell.flush_event.notify();
+        let rx = cell.state.borrow_mut().wait_local(end);
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// A follower whose log diverged from its leader's cuts it at `offset`:
+    /// the partition is closed, its files cut, and opened again (recovering
+    /// its producer state and indexes from what is left).
+    pub async fn truncate_replica(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        offset: Offset,
+    ) -> Result<(), EngineError> {
+        let Some(cell) = self.partition_open(tp) else {
+            return Err(self.not_here(tp));
+        };
+        if offset >= cell.state.borrow().log_end {
+            return Ok(());
+        }
+        tracing::warn!(partition = %tp, to = %offset, from = %cell.state.borrow().log_end, "truncating a diverged follower log");
+        let dir = cell.state.borrow().dir.clone();
+        self.close_partition(tp).await;
+        let d = dir.clone();
+        partition::blocking(move || {
+            crate::log::open::truncate_log(&d, offset).map_err(std::io::Error::other)
+        })
+        .await?;
+        let meta = (self.catalog().topics.get(&tp.topic).cloned())
+            .ok_or(EngineError::UnknownTopicOrPartition)?;
+        self.open_partition(&meta, tp.partition, false)?;
+        if let Some(img) = self.cluster_image() {
+            self.apply_roles(&img);
+        }
+        Ok(())
+    }
+
+    /// A follower's fetch of `tp` from `offset`, on the leader. The follower
+    /// has fsynced everything below `offset`; that moves the high watermark.
+    pub fn replica_fetch(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        node: NodeId,
+        offset: Offset,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+    ) -> LocalFuture<Result<ReplicaFetched, EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        if owner != self.id {
+            let fut = self.invoke_on(owner, move |s| {
+                s.replica_fetch(tp, node, offset, last_fetched_epoch, max_bytes)
+            });
+            return Box::pin(async move { fut.await? });
+        }
+        let cell = match self.led_partition(&tp) {
+            Ok(c) => c,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        Box::pin(async move {
+            let diverging = {
+                let mut p = cell.state.borrow_mut();
+                let diverging = divergence(&p, offset, last_fetched_epoch);
+                if diverging.is_none() {
+                    p.follower_fetched(node, offset, Instant::now());
+                }
+                diverging
+            };
+            if let Some(d) = diverging {
+                let p = cell.state.borrow();
+                return Ok(ReplicaFetched {
+                    records: Bytes::new(),
+                    high_watermark: p.high_watermark,
+                    log_start: p.log_start,
+                    diverging: Some(d),
+                });
+            }
+            let data = partition::fetch_for_replica(&cell, offset, max_bytes).await?;
+            Ok(ReplicaFetched {
+                records: data.records,
+                high_watermark: data.high_watermark,
+                log_start: data.log_start,
+                diverging: None,
+            })
+        })
+    }
+
+    /// As the leader of partitions of this shard: asks the quorum for the ISR
+    /// each should have (followers that fell behind leave, caught-up ones
+    /// join). One request per partition at a time.
+    pub(super) fn maintain_isr(self: &Rc<Self>) {
+        let Some(c) = self.cluster() else {
+            return;
+        };
+        let lag = c.config.replica_lag;
+        let now = Instant::now();
+        let mut wanted = Vec::new();
+        for (tp, lp) in self.partitions.borrow().iter() {
+            let p = lp.cell.state.borrow();
+            let Some(l) = p.leader_state() else {
+                continue;
+            };
+            if self.isr_pending.borrow().contains(tp) {
+                continue;
+            }
+            if let Some(isr) = l.wanted_isr(now, lag, p.high_watermark) {
+                wanted.push((tp.clone(), l.me, l.epoch, l.isr.clone(), isr));
+            }
+        }
+        for (tp, leader, epoch, old, isr) in wanted {
+            tracing::info!(partition = %tp, from = ?old, to = ?isr, "asking the controller to change the ISR");
+            self.isr_pending.borrow_mut().insert(tp.clone());
+            let me = self.clone();
+            compio::runtime::spawn(async move {
+                let r = me
+                    .propose(vec![MetaRecord::AlterPartition {
+                        topic: tp.topic.clone(),
+                        partition: tp.partition,
+                        leader,
+                        leader_epoch: epoch,
+                        isr,
+                    }])
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(partition = %tp, error = %e, "ISR change not made");
+                    me.isr_pending.borrow_mut().remove(&tp);
+                }
+            })
+            .detach();
+        }
+    }
+}
+
+/// Where a follower's log (ending at `offset`, last batch in epoch
+/// `last_epoch`) departs from the leader's: the largest epoch both know and
+/// where it ends here, when that is before `offset` or the epochs differ.
+fn divergence(p: &Partition, offset: Offset, last_epoch: i32) -> Option<(i32, Offset)> {
+    if last_epoch < 0 {
+        return None;
+    }
+    match p.epochs.end_offset_for(last_epoch, p.log_end) {
+        Some((epoch, end)) if epoch == last_epoch && end >= offset => None,
+        Some((epoch, end)) => Some((epoch, end.min(offset))),
+        None => Some((-1, p.log_start)),
+    }
+}
+
+/// Stores the partition's epoch cache when it changed (off the reactor).
+fn store_epochs(p: &mut Partition) {
+    if let Some(bytes) = p.take_epochs_to_store() {
+        let path = EpochCache::path(&p.dir);
+        compio::runtime::spawn(async move {
+            let r = partition::blocking(move || {
+                crate::log::index::write_file_atomically(&path, &bytes)
+            })
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "cannot store the leader epoch cache");
+            }
+        })
+        .detach();
+    }
+}

@@ -1,0 +1,236 @@
+//! Follower fetchers: a broker copies the partitions it follows from their
+//! leaders with Kafka's own Fetch (v12, with its replica id, each partition's
+//! leader epoch and the epoch of its last batch), as Kafka brokers do.
+//!
+//! **Lives on:** every shard of a cluster member, for the partitions that
+//! shard owns: one task per leader broker, one connection each. A fetch
+//! answer is appended on the shard and the next fetch goes out only after it
+//! is fsynced, so the fetch offset tells the leader what this broker holds
+//! durably — the high watermark, and acks=all, count only that. A diverged
+//! tail (`diverging_epoch`) is truncated before fetching on. Leadership
+//! changes arrive with the image: the task of a leader no longer followed
+//! ends, and one is started for each new leader.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use brook_engine::cluster::NodeId;
+use brook_engine::shard::Followed;
+use brook_engine::{Offset, Shard};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use compio::io::{AsyncReadExt, AsyncWriteExt};
+use compio::net::TcpStream;
+use futures::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+const FETCH_VERSION: i16 = 12;
+/// How long a leader may hold a fetch with nothing new.
+const MAX_WAIT_MS: i32 = 500;
+const PARTITION_MAX_BYTES: i32 = 1 << 20;
+const RESPONSE_MAX_BYTES: i32 = 16 << 20;
+/// A response slower than this (beyond the long poll) means the leader is gone.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY: Duration = Duration::from_millis(300);
+/// Largest response frame accepted from a leader.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Starts the fetcher manager of this shard (cluster members only).
+pub fn start(shard: Rc<Shard>) {
+    if shard.cluster().is_none() {
+        return;
+    }
+    compio::runtime::spawn(manage(shard)).detach();
+}
+
+/// Keeps one fetch task per leader that this shard follows partitions of.
+async fn manage(shard: Rc<Shard>) {
+    let mut running: HashMap<NodeId, compio::runtime::JoinHandle<()>> = HashMap::new();
+    loop {
+        running.retain(|_, t| !t.is_finished());
+        for f in shard.followed() {
+            running
+                .entry(f.leader)
+                .or_insert_with(|| compio::runtime::spawn(fetch_from(shard.clone(), f.leader)));
+        }
+        let changed = std::pin::pin!(shard.replication_changed());
+        let tick = std::pin::pin!(compio::time::sleep(Duration::from_secs(1)));
+        futures::future::select(changed, tick).await;
+    }
+}
+
+fn from_leader(shard: &Shard, leader: NodeId) -> Vec<Followed> {
+    shard
+        .followed()
+        .into_iter()
+        .filter(|f| f.leader == leader)
+        .collect()
+}
+
+/// Fetches from `leader` until this shard follows nothing of it.
+async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
+    let me = shard.node_id().unwrap_or(-1);
+    loop {
+        if from_leader(&shard, leader).is_empty() {
+            return;
+        }
+        let Some((host, port)) = shard.broker_address(leader) else {
+            compio::time::sleep(RETRY).await;
+            continue;
+        };
+        let addr = format!("{host}:{port}");
+        let mut conn = match compio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect(&addr)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                compio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        let _ = conn.set_nodelay(true);
+        let mut correlation = 0i32;
+        loop {
+            let parts = from_leader(&shard, leader);
+            if parts.is_empty() {
+                return;
+            }
+            correlation = correlation.wrapping_add(1);
+            let req = fetch_request(me, &parts);
+            let resp = match call(&mut conn, &req, correlation).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(leader, %addr, error = %e, "replica fetch failed; reconnecting");
+                    break;
+                }
+            };
+            if !apply(&shard, &parts, resp).await {
+                compio::time::sleep(RETRY).await;
+            }
+        }
+        compio::time::sleep(RETRY).await;
+    }
+}
+
+fn fetch_request(me: NodeId, parts: &[Followed]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for f in parts {
+        let p = FetchPartition::default()
+            .with_partition(f.tp.partition as i32)
+            .with_current_leader_epoch(f.leader_epoch)
+            .with_fetch_offset(f.fetch_offset.0 as i64)
+            .with_last_fetched_epoch(f.last_fetched_epoch)
+            .with_log_start_offset(-1)
+            .with_partition_max_bytes(PARTITION_MAX_BYTES);
+        match topics.last_mut() {
+            Some(t) if t.topic.as_str() == f.tp.topic => t.partitions.push(p),
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(f.tp.topic.clone())))
+                    .with_partitions(vec![p]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(BrokerId(me))
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(RESPONSE_MAX_BYTES)
+        .with_topics(topics)
+}
+
+async fn call(
+    conn: &mut TcpStream,
+    req: &FetchRequest,
+    correlation: i32,
+) -> std::io::Result<FetchResponse> {
+    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Fetch as i16)
+        .with_request_api_version(FETCH_VERSION)
+        .with_correlation_id(correlation)
+        .with_client_id(Some(StrBytes::from_static_str("brook-replica-fetcher")));
+    let mut buf = BytesMut::new();
+    buf.put_u32(0);
+    header
+        .encode(&mut buf, FetchRequest::header_version(FETCH_VERSION))
+        .and_then(|_| req.encode(&mut buf, FETCH_VERSION))
+        .map_err(|e| bad(format!("encoding a fetch: {e}")))?;
+    let len = (buf.len() - 4) as u32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    let compio::BufResult(res, _) = conn.write_all(buf.freeze()).await;
+    res?;
+    let read = async {
+        let compio::BufResult(res, len) = conn.read_exact([0u8; 4]).await;
+        res?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(bad(format!("fetch response of {len} bytes")));
+        }
+        let compio::BufResult(res, body) = conn.read_exact(Vec::with_capacity(len)).await;
+        res?;
+        Ok(body)
+    };
+    let body = compio::time::timeout(RESPONSE_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch response"))??;
+    let mut frame = Bytes::from(body);
+    let header = ResponseHeader::decode(&mut frame, FetchResponse::header_version(FETCH_VERSION))
+        .map_err(|e| bad(format!("fetch response header: {e}")))?;
+    if header.correlation_id != correlation {
+        return Err(bad("fetch response out of order".into()));
+    }
+    let resp = FetchResponse::decode(&mut frame, FETCH_VERSION)
+        .map_err(|e| bad(format!("fetch response: {e}")))?;
+    if frame.has_remaining() {
+        return Err(bad("trailing bytes after a fetch response".into()));
+    }
+    if resp.error_code != 0 {
+        return Err(bad(format!("fetch refused: error {}", resp.error_code)));
+    }
+    Ok(resp)
+}
+
+/// Appends (or truncates) what the leader sent. Returns false when nothing
+/// could move forward (every partition refused), so the caller backs off.
+async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bool {
+    let mut progress = false;
+    let mut appends = Vec::new();
+    for t in resp.responses {
+        for p in t.partitions {
+            let Some(f) = parts
+                .iter()
+                .find(|f| f.tp.topic == t.topic.as_str() && f.tp.partition as i32 == p.partition_index)
+            else {
+                continue;
+            };
+            if p.error_code != 0 {
+                let e = ResponseError::try_from_code(p.error_code);
+                tracing::debug!(partition = %f.tp, error = ?e, "leader refused a replica fetch");
+                continue;
+            }
+            progress = true;
+            if p.diverging_epoch.end_offset >= 0 {
+                let to = Offset(p.diverging_epoch.end_offset as u64);
+                if let Err(e) = shard.truncate_replica(&f.tp, to).await {
+                    tracing::warn!(partition = %f.tp, error = %e, "cannot truncate the follower log");
+                }
+                continue;
+            }
+            let records = p.records.unwrap_or_default();
+            let hw = Offset(p.high_watermark.max(0) as u64);
+            let tp = f.tp.clone();
+            let shard = shard.clone();
+            appends.push(async move {
+                if let Err(e) = shard.replica_append(&tp, records, hw).await {
+                    tracing::warn!(partition = %tp, error = %e, "cannot append fetched batches");
+                }
+            });
+        }
+    }
+    join_all(appends).await;
+    progress
+}
