@@ -220,6 +220,13 @@ impl ClusterImage {
                         p.replicas
                     )));
                 }
+                // A fenced broker never joins an ISR (KIP-841).
+                let fenced = |n: &NodeId| self.brokers.get(n).is_none_or(|b| b.fenced);
+                if let Some(n) = isr.iter().find(|n| !p.isr.contains(n) && fenced(n)) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "broker {n} is fenced and cannot join the ISR of {topic}-{partition}"
+                    )));
+                }
                 p.isr = isr.clone();
             }
             MetaRecord::AllocateProducerIds { count, .. } => {
@@ -512,6 +519,11 @@ mod tests {
         assert!(apply(&mut img, vec![alter(p.leader, p.leader_epoch, vec![follower])]).is_err());
         apply(&mut img, vec![alter(p.leader, p.leader_epoch, shrunk.clone())]).unwrap();
         assert_eq!(img.partition("t", 0).unwrap().isr, shrunk);
+        // A fenced follower cannot come back into the ISR.
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: follower }]).unwrap();
+        let q = img.partition("t", 0).unwrap().clone();
+        let back = q.replicas.clone();
+        assert!(apply(&mut img, vec![alter(q.leader, q.leader_epoch, back)]).is_err());
     }
 
     #[test]

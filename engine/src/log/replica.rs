@@ -173,7 +173,13 @@ impl LeaderState {
     /// the current one: members that have not caught up for `max_lag` leave
     /// (the leader always stays), replicas that have reached the high
     /// watermark `hw` join.
-    pub fn wanted_isr(&self, now: Instant, max_lag: Duration, hw: Offset) -> Option<Vec<NodeId>> {
+    pub fn wanted_isr(
+        &self,
+        now: Instant,
+        max_lag: Duration,
+        hw: Offset,
+        live: impl Fn(NodeId) -> bool,
+    ) -> Option<Vec<NodeId>> {
         let mut isr: Vec<NodeId> = Vec::new();
         for &n in &self.replicas {
             let keep = if n == self.me {
@@ -185,7 +191,7 @@ impl LeaderState {
                 if self.isr.contains(&n) {
                     now.duration_since(f.caught_up_at) <= max_lag
                 } else {
-                    f.end >= hw && now.duration_since(f.caught_up_at) <= max_lag
+                    live(n) && f.end >= hw && now.duration_since(f.caught_up_at) <= max_lag
                 }
             };
             if keep {
@@ -235,17 +241,20 @@ mod tests {
         // high watermark no longer waits for it.
         let later = t0 + Duration::from_secs(31);
         l.on_fetch(2, Offset(100), Offset(100), later);
-        let wanted = l.wanted_isr(later, Duration::from_secs(30), Offset(60));
+        let wanted = l.wanted_isr(later, Duration::from_secs(30), Offset(60), |_| true);
         assert_eq!(wanted, Some(vec![1, 2]));
         l.set_isr(vec![1, 2]);
         assert_eq!(l.high_watermark(Offset(100)), Offset(100));
         // It comes back and catches up to the high watermark: it rejoins.
         l.on_fetch(3, Offset(100), Offset(100), later);
         assert_eq!(
-            l.wanted_isr(later, Duration::from_secs(30), Offset(100)),
+            l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true),
             Some(vec![1, 2, 3])
         );
         l.set_isr(vec![1, 2, 3]);
-        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100)), None);
+        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true), None);
+        // A broker the controller fenced is not asked back in.
+        l.set_isr(vec![1, 2]);
+        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100), |n| n != 3), None);
     }
 }

@@ -232,6 +232,8 @@ impl Shard {
         };
         let lag = c.config.replica_lag;
         let now = Instant::now();
+        let img = self.cluster_image().unwrap_or_default();
+        let live = |n: NodeId| img.brokers.get(&n).is_some_and(|b| !b.fenced);
         let mut wanted = Vec::new();
         for (tp, lp) in self.partitions.borrow().iter() {
             let p = lp.cell.state.borrow();
@@ -241,7 +243,7 @@ impl Shard {
             if self.isr_pending.borrow().contains(tp) {
                 continue;
             }
-            if let Some(isr) = l.wanted_isr(now, lag, p.high_watermark) {
+            if let Some(isr) = l.wanted_isr(now, lag, p.high_watermark, live) {
                 wanted.push((tp.clone(), l.me, l.epoch, l.isr.clone(), isr));
             }
         }
