@@ -319,6 +319,12 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
             replica_lag: Duration::from_millis(
                 num("replica.lag.time.max.ms")?.unwrap_or(30_000).max(100) as u64,
             ),
+            rebalance_every: (get("auto.leader.rebalance.enable").is_none_or(|v| v == "true"))
+                .then(|| -> Result<Duration, String> {
+                    let s = num("leader.imbalance.check.interval.seconds")?.unwrap_or(300);
+                    Ok(Duration::from_secs(s.max(1) as u64))
+                })
+                .transpose()?,
         });
     } else if cli.controller_listen.is_some() {
         return Err("--controller-listen needs --voters".into());

@@ -37,7 +37,8 @@ class Cluster:
         for i in range(n):
             b = Broker(root / ("node%d" % (i + 1)))
             cfg = b.workdir / "brook.toml"
-            cfg.write_text('"broker.session.timeout.ms" = %d\n' % session_ms)
+            cfg.write_text('"broker.session.timeout.ms" = %d\n'
+                           '"leader.imbalance.check.interval.seconds" = 2\n' % session_ms)
             b.extra_args = ["--node-id", str(i + 1), "--voters", voters,
                             "--controller-listen", "127.0.0.1:%d" % ctl[i],
                             "--config", str(cfg), "--no-pin"]
@@ -96,6 +97,12 @@ def create(c, topic, partitions, via, rf=3, config=None):
                                    config=config or {})],
                          operation_timeout=15, request_timeout=15)
     fs[topic].result(timeout=30)
+
+
+def preferred(c, topic, via):
+    """[(leader, replicas in preference order, isr)] per partition."""
+    md = admin(via.bootstrap).list_topics(topic, timeout=10)
+    return [(p.leader, list(p.replicas), p.isrs) for p in md.topics[topic].partitions.values()]
 
 
 def partitions_of(c, topic, via):
@@ -209,6 +216,11 @@ def test_killed_broker_is_fenced_then_returns_with_its_data(tmp_path, request):
                    30, what="node 2 back in the ISR")
         wait_until(lambda: all(l == 2 for q, l in c.leaders(single, c.node(1)).items() if q in on2),
                    20, what="node 2 leading its partitions again")
+        # Preferred leaders are restored: every replicated partition is led by
+        # its first replica again (auto.leader.rebalance.enable).
+        wait_until(lambda: all(l == r[0] for l, r, _ in
+                               ((l, md_r, i) for l, md_r, i in preferred(c, replicated, c.node(1)))),
+                   30, what="preferred leaders restored")
         check_keyed(consume_all(c.node(1).bootstrap, single, 6), 2000, acked=dr1.acked)
         check_keyed(consume_all(c.node(1).bootstrap, replicated, 6), 3000, acked=dr3.acked)
         # Every copy is whole: make each broker in turn the only one serving
@@ -321,3 +333,48 @@ def test_bad_cluster_flags_fail_fast(tmp_path):
                             "127.0.0.1:%d" % free_port()] + args, capture_output=True, timeout=30)
         assert r.returncode == 2, (args, r.returncode, r.stderr[-500:])
         assert words in r.stderr.decode(), (args, r.stderr[-500:])
+
+
+def test_group_resumes_from_its_commits_after_the_coordinator_is_killed(tmp_path, request):
+    from confluent_kafka import Consumer
+    with cluster(tmp_path, request) as c:
+        topic = unique_topic("group-failover")
+        create(c, topic, 3, via=c.node(1), rf=3)
+        wait_until(lambda: len(c.leaders(topic, c.node(1))) == 3, 15, what="3 partitions")
+        dr = produce_keyed(producer(c.bootstrap, acks="all"), topic, 3000)
+        assert not dr.errors
+        group = "g-" + topic
+        conf = {"bootstrap.servers": c.bootstrap, "group.id": group,
+                "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        cons = Consumer(conf)
+        cons.subscribe([topic])
+        seen = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 1200 and time.monotonic() < deadline:
+            for m in cons.consume(200, 1.0):
+                assert m.error() is None, m.error()
+                seen.append(m.key())
+        cons.commit(asynchronous=False)
+        cons.close()
+        # Kill the group's coordinator: the leader of its __consumer_offsets
+        # partition.
+        a = admin(c.node(1).bootstrap)
+        desc = a.describe_consumer_groups([group])[group].result(timeout=30)
+        victim = desc.coordinator.id
+        c.node(victim).kill()
+        survivor = next(b for b in c.brokers if b.node != victim)
+        c.wait_brokers(sorted(b.node for b in c.brokers if b.node != victim), survivor,
+                       timeout=SESSION_MS / 1000 + 20)
+        # A new member resumes exactly after the commits: together the two
+        # members read every record once.
+        cons = Consumer(dict(conf, **{"bootstrap.servers": survivor.bootstrap}))
+        cons.subscribe([topic])
+        rest = []
+        deadline = time.monotonic() + 90
+        while len(seen) + len(rest) < 3000 and time.monotonic() < deadline:
+            for m in cons.consume(500, 1.0):
+                assert m.error() is None, m.error()
+                rest.append(m.key())
+        cons.close()
+        assert len(seen) + len(rest) == 3000, (len(seen), len(rest))
+        assert len(set(seen) | set(rest)) == 3000, "a record was read twice or missed"

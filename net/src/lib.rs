@@ -23,8 +23,8 @@ pub mod handlers;
 pub mod listener;
 pub mod memory;
 pub mod peer;
-pub mod replica_fetcher;
 pub mod quota;
+pub mod replica_fetcher;
 pub mod routes;
 pub mod server;
 

@@ -84,13 +84,14 @@ async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
             continue;
         };
         let addr = format!("{host}:{port}");
-        let mut conn = match compio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect(&addr)).await {
-            Ok(Ok(s)) => s,
-            _ => {
-                compio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
+        let mut conn =
+            match compio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect(&addr)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    compio::time::sleep(RETRY).await;
+                    continue;
+                }
+            };
         let _ = conn.set_nodelay(true);
         let mut correlation = 0i32;
         loop {
@@ -201,10 +202,9 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
     let mut appends = Vec::new();
     for t in resp.responses {
         for p in t.partitions {
-            let Some(f) = parts
-                .iter()
-                .find(|f| f.tp.topic == t.topic.as_str() && f.tp.partition as i32 == p.partition_index)
-            else {
+            let Some(f) = parts.iter().find(|f| {
+                f.tp.topic == t.topic.as_str() && f.tp.partition as i32 == p.partition_index
+            }) else {
                 continue;
             };
             if p.error_code != 0 {

@@ -63,6 +63,14 @@ pub enum MetaRecord {
         leader_epoch: i32,
         isr: Vec<NodeId>,
     },
+    /// The controller moves a partition's leadership to `leader` (its
+    /// preferred replica, once back in the ISR): applied only if `leader` is
+    /// live and in the ISR; the epoch is bumped.
+    ElectLeader {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
     AllocateProducerIds {
         node: NodeId,
@@ -229,6 +237,25 @@ impl ClusterImage {
                 }
                 p.isr = isr.clone();
             }
+            MetaRecord::ElectLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let live = self.is_live(*leader);
+                let p = (self.topics.get_mut(topic))
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                if !live || !p.isr.contains(leader) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "broker {leader} cannot lead {topic}-{partition}: not live or not in the ISR"
+                    )));
+                }
+                if p.leader != *leader {
+                    p.leader = *leader;
+                    p.leader_epoch += 1;
+                }
+            }
             MetaRecord::AllocateProducerIds { count, .. } => {
                 let first = self.next_producer_id;
                 self.next_producer_id = first.saturating_add(*count);
@@ -303,6 +330,27 @@ impl ClusterImage {
                 }
             }
         }
+    }
+
+    /// Partitions whose preferred replica (the first) is live and in the ISR
+    /// but does not lead: what preferred-leader election would move.
+    pub fn preferred_elections(&self) -> Vec<MetaRecord> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                if p.leader != preferred && self.is_live(preferred) && p.isr.contains(&preferred) {
+                    out.push(MetaRecord::ElectLeader {
+                        topic: t.name.clone(),
+                        partition: i as u32,
+                        leader: preferred,
+                    });
+                }
+            }
+        }
+        out
     }
 
     pub fn live_brokers(&self) -> Vec<NodeId> {
@@ -513,17 +561,71 @@ mod tests {
             isr,
         };
         // A stale epoch or a non-leader is refused.
-        assert!(apply(&mut img, vec![alter(p.leader, p.leader_epoch + 1, shrunk.clone())]).is_err());
-        assert!(apply(&mut img, vec![alter(follower, p.leader_epoch, shrunk.clone())]).is_err());
+        assert!(
+            apply(
+                &mut img,
+                vec![alter(p.leader, p.leader_epoch + 1, shrunk.clone())]
+            )
+            .is_err()
+        );
+        assert!(
+            apply(
+                &mut img,
+                vec![alter(follower, p.leader_epoch, shrunk.clone())]
+            )
+            .is_err()
+        );
         // Without the leader: refused.
-        assert!(apply(&mut img, vec![alter(p.leader, p.leader_epoch, vec![follower])]).is_err());
-        apply(&mut img, vec![alter(p.leader, p.leader_epoch, shrunk.clone())]).unwrap();
+        assert!(
+            apply(
+                &mut img,
+                vec![alter(p.leader, p.leader_epoch, vec![follower])]
+            )
+            .is_err()
+        );
+        apply(
+            &mut img,
+            vec![alter(p.leader, p.leader_epoch, shrunk.clone())],
+        )
+        .unwrap();
         assert_eq!(img.partition("t", 0).unwrap().isr, shrunk);
         // A fenced follower cannot come back into the ISR.
         apply(&mut img, vec![MetaRecord::FenceBroker { node: follower }]).unwrap();
         let q = img.partition("t", 0).unwrap().clone();
         let back = q.replicas.clone();
         assert!(apply(&mut img, vec![alter(q.leader, q.leader_epoch, back)]).is_err());
+    }
+
+    #[test]
+    fn preferred_leaders_return_once_in_the_isr() {
+        let mut img = three_brokers_one_topic();
+        let p0 = img.partition("t", 0).unwrap().clone();
+        let preferred = p0.replicas[0];
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: preferred }]).unwrap();
+        apply(&mut img, vec![register(preferred)]).unwrap();
+        // Back, but not in the ISR yet: nothing to elect for it.
+        assert!(img.preferred_elections().iter().all(|r| !matches!(r,
+            MetaRecord::ElectLeader { leader, .. } if *leader == preferred)));
+        let p = img.partition("t", 0).unwrap().clone();
+        let mut isr = p.isr.clone();
+        isr.push(preferred);
+        apply(
+            &mut img,
+            vec![MetaRecord::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                isr,
+            }],
+        )
+        .unwrap();
+        let elections = img.preferred_elections();
+        assert!(!elections.is_empty());
+        apply(&mut img, elections).unwrap();
+        let after = img.partition("t", 0).unwrap();
+        assert_eq!(after.leader, preferred);
+        assert_eq!(after.leader_epoch, p.leader_epoch + 1);
     }
 
     #[test]

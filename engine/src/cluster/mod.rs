@@ -41,4 +41,6 @@ pub struct ClusterConfig {
     /// Kafka's `replica.lag.time.max.ms`: a follower that has not caught up
     /// for this long leaves the ISR.
     pub replica_lag: Duration,
+    /// Preferred-leader rebalancing interval (`None`: off).
+    pub rebalance_every: Option<Duration>,
 }

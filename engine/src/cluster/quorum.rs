@@ -57,6 +57,10 @@ pub struct QuorumConfig {
     pub propose_timeout: Duration,
     /// Entries after which the log is compacted into a snapshot of the image.
     pub snapshot_every: u64,
+    /// Kafka's `leader.imbalance.check.interval.seconds` with
+    /// `auto.leader.rebalance.enable` (`None`: off): how often the active
+    /// controller gives partitions back to their preferred leaders.
+    pub rebalance_every: Option<Duration>,
 }
 
 impl QuorumConfig {
@@ -68,6 +72,7 @@ impl QuorumConfig {
             session_timeout: Duration::from_secs(9),
             propose_timeout: Duration::from_secs(10),
             snapshot_every: 1000,
+            rebalance_every: Some(Duration::from_secs(300)),
         }
     }
 }
@@ -111,6 +116,7 @@ pub struct Quorum {
     registration: RefCell<Option<BrokerInfo>>,
     last_register: Cell<Option<Instant>>,
     fencing: RefCell<HashSet<NodeId>>,
+    last_rebalance: Cell<Option<Instant>>,
 }
 
 impl Quorum {
@@ -166,6 +172,7 @@ impl Quorum {
             registration: RefCell::new(None),
             last_register: Cell::new(None),
             fencing: RefCell::default(),
+            last_rebalance: Cell::new(None),
         }))
     }
 
@@ -513,6 +520,7 @@ impl Quorum {
         if !self.is_leader.get() {
             return;
         }
+        self.rebalance_leaders(&image, now);
         let heard = self.last_heard.borrow().clone();
         let mut fencing = self.fencing.borrow_mut();
         fencing.retain(|n| image.brokers.get(n).is_some_and(|b| !b.fenced));
@@ -528,6 +536,32 @@ impl Quorum {
                 fencing.insert(b.node);
                 self.spawn_proposal(vec![MetaRecord::FenceBroker { node: b.node }]);
             }
+        }
+    }
+
+    /// As the active controller, every `rebalance_every`: preferred replicas
+    /// that are live and in sync lead again (one entry for all of them).
+    fn rebalance_leaders(&self, image: &ClusterImage, now: Instant) {
+        let Some(every) = self.cfg.rebalance_every else {
+            return;
+        };
+        match self.last_rebalance.get() {
+            Some(t) if now.duration_since(t) < every => return,
+            None => {
+                // A new controller first waits a full interval.
+                self.last_rebalance.set(Some(now));
+                return;
+            }
+            _ => {}
+        }
+        self.last_rebalance.set(Some(now));
+        let elections = image.preferred_elections();
+        if !elections.is_empty() {
+            tracing::info!(
+                partitions = elections.len(),
+                "moving leaderships back to preferred replicas"
+            );
+            self.spawn_proposal(elections);
         }
     }
 

@@ -9,7 +9,7 @@ pub mod partition;
 pub mod producer;
 pub mod read;
 pub mod records;
-pub mod replica;
 pub mod recovery;
+pub mod replica;
 pub mod segment;
 pub mod writer;

@@ -392,7 +392,10 @@ pub fn truncate_log(dir: &Path, offset: Offset) -> Result<(), EngineError> {
     }
     if let Some(&base) = bases.iter().rev().find(|&&b| b < offset) {
         let path = log_path(dir, base);
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
         let len = file.metadata()?.len();
         let mut cut = None;
         scan_segment_from(&file, len, (FilePos(0), base), |pos, info| {

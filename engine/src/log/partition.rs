@@ -133,7 +133,9 @@ impl BatchCache {
         if first.0 > from {
             return None;
         }
-        let start = self.batches.partition_point(|(_, next, _, _)| *next <= from);
+        let start = self
+            .batches
+            .partition_point(|(_, next, _, _)| *next <= from);
         let mut picked: Vec<(Offset, i32, &Bytes)> = Vec::new();
         let mut total = 0usize;
         for (base, _, epoch, b) in self.batches.range(start..) {
@@ -192,7 +194,9 @@ enum Role {
     Alone,
     Leader(LeaderState),
     /// `leader_hw`: the leader's high watermark as of the last fetch.
-    Follower { leader_hw: Offset },
+    Follower {
+        leader_hw: Offset,
+    },
 }
 
 /// The mutable state of a partition.
@@ -417,8 +421,12 @@ impl Partition {
             self.producers
                 .record(p, info.record_count, info.base_offset);
         }
-        self.cache
-            .push(info.base_offset, info.next_offset(), info.leader_epoch, bytes);
+        self.cache.push(
+            info.base_offset,
+            info.next_offset(),
+            info.leader_epoch,
+            bytes,
+        );
         self.log_end = info.next_offset();
     }
 
@@ -484,7 +492,11 @@ impl Partition {
     }
 
     /// A follower's read: up to what is fsynced here, past the high watermark.
-    pub fn read_for_replica(&self, offset: Offset, max_bytes: usize) -> Result<ReadPlan, EngineError> {
+    pub fn read_for_replica(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<ReadPlan, EngineError> {
         self.read_upto(offset, max_bytes, self.durable_end)
     }
 
@@ -856,6 +868,14 @@ impl Partition {
         }
     }
 
+    /// A replicated partition just opened: what its log holds past the
+    /// cluster's high watermark is unknown until the leader (or, leading, the
+    /// ISR) says, so nothing is visible to consumers until then. (Kafka keeps
+    /// the high watermark in a checkpoint file; Brook relearns it.)
+    pub fn relearn_high_watermark(&mut self) {
+        self.high_watermark = self.log_start;
+    }
+
     pub fn is_follower(&self) -> bool {
         matches!(self.role, Role::Follower { .. })
     }
@@ -916,7 +936,8 @@ impl Partition {
             self.reserve(records.len() as u64)?;
             for (range, info) in batches {
                 if let Some(p) = &info.producer {
-                    self.producers.record(p, info.record_count, info.base_offset);
+                    self.producers
+                        .record(p, info.record_count, info.base_offset);
                 }
                 self.store_batch(records.slice(range), info);
             }
@@ -1249,7 +1270,10 @@ pub async fn fetch_for_replica(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
-    fetch_plan(cell, || cell.state.borrow().read_for_replica(offset, max_bytes)).await
+    fetch_plan(cell, || {
+        cell.state.borrow().read_for_replica(offset, max_bytes)
+    })
+    .await
 }
 
 async fn fetch_plan(

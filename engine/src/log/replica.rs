@@ -236,7 +236,11 @@ mod tests {
         l.on_fetch(2, Offset(100), Offset(100), t0);
         l.on_fetch(3, Offset(60), Offset(100), t0);
         assert_eq!(l.high_watermark(Offset(100)), Offset(60));
-        assert_eq!(l.high_watermark(Offset(50)), Offset(50), "the leader's own fsync counts");
+        assert_eq!(
+            l.high_watermark(Offset(50)),
+            Offset(50),
+            "the leader's own fsync counts"
+        );
         // Node 3 stops fetching: after the lag limit it leaves the ISR, and the
         // high watermark no longer waits for it.
         let later = t0 + Duration::from_secs(31);
@@ -252,9 +256,15 @@ mod tests {
             Some(vec![1, 2, 3])
         );
         l.set_isr(vec![1, 2, 3]);
-        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true), None);
+        assert_eq!(
+            l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true),
+            None
+        );
         // A broker the controller fenced is not asked back in.
         l.set_isr(vec![1, 2]);
-        assert_eq!(l.wanted_isr(later, Duration::from_secs(30), Offset(100), |n| n != 3), None);
+        assert_eq!(
+            l.wanted_isr(later, Duration::from_secs(30), Offset(100), |n| n != 3),
+            None
+        );
     }
 }

@@ -150,6 +150,7 @@ impl Shard {
             c.config.voters.iter().map(|(n, _)| *n).collect(),
         );
         qc.session_timeout = c.config.session_timeout;
+        qc.rebalance_every = c.config.rebalance_every;
         let quorum = Quorum::new(qc, store, c.initial_image.clone())?;
         let shared = self.shared.clone();
         quorum.set_sink(Box::new(move |img| publish(&shared, img)));

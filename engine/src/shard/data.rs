@@ -220,11 +220,9 @@ impl Shard {
             if owner == self.id {
                 waits.push(Box::pin(self.wait_local(list, deadline, replica)));
             } else {
-                let fut =
-                    self.invoke_on(
-                        owner,
-                        move |s| async move { s.wait_local(list, deadline, replica).await },
-                    );
+                let fut = self.invoke_on(owner, move |s| async move {
+                    s.wait_local(list, deadline, replica).await
+                });
                 waits.push(Box::pin(async move {
                     let _ = fut.await;
                 }));
@@ -236,14 +234,23 @@ impl Shard {
         let _ = compio::time::timeout_at(deadline, select_all(waits)).await;
     }
 
-    async fn wait_local(&self, list: Vec<(TopicPartition, Offset)>, deadline: Instant, replica: bool) {
+    async fn wait_local(
+        &self,
+        list: Vec<(TopicPartition, Offset)>,
+        deadline: Instant,
+        replica: bool,
+    ) {
         let mut rxs = Vec::new();
         for (tp, offset) in list {
             let Ok(cell) = self.partition(&tp) else {
                 return;
             };
             let mut p = cell.state.borrow_mut();
-            let visible = if replica { p.durable_end } else { p.high_watermark };
+            let visible = if replica {
+                p.durable_end
+            } else {
+                p.high_watermark
+            };
             if visible > offset {
                 return;
             }

@@ -294,10 +294,12 @@ impl Shard {
             took = ?started.elapsed(),
             "opened partitions"
         );
-        if let Some(img) = shard.cluster_image() {
-            shard.apply_roles(&img);
+        match shard.cluster_image() {
+            // Groups are loaded as this broker takes the lead of their
+            // __consumer_offsets partitions (`apply_roles`).
+            Some(img) => shard.apply_roles(&img),
+            None => shard.replay_group_offsets()?,
         }
-        shard.replay_group_offsets()?;
         let shared = shard.shared.clone();
         crate::log::partition::on_disk_failure(Rc::new(move |dir, why| {
             fail_log_dir(&shared, dir, why)
@@ -486,12 +488,15 @@ impl Shard {
             return Ok(());
         }
         let root = self.shared.log_dirs.locate(&tp, create)?;
-        let part = Partition::open(
+        let mut part = Partition::open(
             &root,
             tp.clone(),
             topic.config.clone(),
             cfg.cache_bytes_per_partition,
         )?;
+        if self.shared.cluster.is_some() {
+            part.relearn_high_watermark();
+        }
         let cell = PartitionCell::new(part);
         let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
         self.partitions

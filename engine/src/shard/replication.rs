@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::{LocalFuture, Shard, shard_of};
 use crate::cluster::image::{MetaRecord, NodeId};
 use crate::cluster::{ClusterImage, NO_LEADER};
+use crate::coord::group::{OFFSETS_TOPIC, offsets_partition_of};
 use crate::error::EngineError;
 use crate::log::partition::{self, Partition, PartitionRef};
 use crate::log::replica::{EpochCache, LeaderState};
@@ -53,6 +54,7 @@ impl Shard {
         let cells: Vec<PartitionRef> = (self.partitions.borrow().values())
             .map(|lp| lp.cell.clone())
             .collect();
+        let (mut coordinating, mut resigning) = (Vec::new(), Vec::new());
         for cell in cells {
             let mut p = cell.state.borrow_mut();
             let Some(pi) = img.partition(&p.tp.topic, p.tp.partition) else {
@@ -63,6 +65,9 @@ impl Shard {
                     Some(l) if l.epoch == pi.leader_epoch => p.set_isr(pi.isr.clone()),
                     _ => {
                         tracing::debug!(partition = %p.tp, epoch = pi.leader_epoch, isr = ?pi.isr, "leading");
+                        if p.tp.topic == OFFSETS_TOPIC {
+                            coordinating.push((p.tp.partition, p.dir.clone()));
+                        }
                         p.become_leader(LeaderState::new(
                             me,
                             pi.leader_epoch,
@@ -74,12 +79,43 @@ impl Shard {
                 }
             } else if !p.is_follower() || p.leader_epoch != pi.leader_epoch {
                 tracing::debug!(partition = %p.tp, leader = pi.leader, epoch = pi.leader_epoch, "following");
+                if p.tp.topic == OFFSETS_TOPIC && p.leader_state().is_some() {
+                    resigning.push(p.tp.partition);
+                }
                 p.become_follower(pi.leader_epoch);
             }
             store_epochs(&mut p);
         }
         self.isr_pending.borrow_mut().clear();
         self.replication_changed.notify();
+        self.move_groups(&coordinating, &resigning);
+    }
+
+    /// The group coordinator follows `__consumer_offsets` leadership: groups of
+    /// a partition this broker now leads are rebuilt from its replicated log;
+    /// those of a partition it no longer leads are dropped (their members
+    /// find the new coordinator through NOT_COORDINATOR).
+    fn move_groups(&self, coordinating: &[(u32, std::path::PathBuf)], resigning: &[u32]) {
+        let mut groups = self.groups.borrow_mut();
+        if !resigning.is_empty() {
+            groups.retain(|g, _| !resigning.contains(&offsets_partition_of(g)));
+        }
+        for (p, dir) in coordinating {
+            groups.retain(|g, _| offsets_partition_of(g) != *p);
+            match crate::coord::group_log::replay_partition(dir, &mut groups) {
+                Ok(n) if n > 0 => {
+                    tracing::info!(
+                        partition = p,
+                        records = n,
+                        "coordinating the groups of __consumer_offsets partition"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "cannot rebuild groups from __consumer_offsets")
+                }
+            }
+        }
     }
 
     /// Wakes when the partitions this shard follows (or their leaders) may

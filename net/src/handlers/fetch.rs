@@ -114,7 +114,8 @@ async fn read_all(
                         })
                     }
                     (Ok(offset), Some(node)) => {
-                        let f = (srv.shard).replica_fetch(tp, node, offset, w.last_fetched_epoch, cap);
+                        let f =
+                            (srv.shard).replica_fetch(tp, node, offset, w.last_fetched_epoch, cap);
                         Box::pin(async move {
                             f.await.map(|r| Read {
                                 data: FetchedData {
@@ -214,7 +215,9 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
             .iter()
             .filter_map(|w| Some((w.tp.clone(), w.offset().ok()?)))
             .collect();
-        srv.shard.wait_for_data(watch, deadline, replica.is_some()).await;
+        srv.shard
+            .wait_for_data(watch, deadline, replica.is_some())
+            .await;
         results = read_all(&srv, &wants, budget_bytes, replica).await;
     }
     // The first non-empty partition always goes whole; later ones while they fit.
