@@ -378,3 +378,35 @@ def test_group_resumes_from_its_commits_after_the_coordinator_is_killed(tmp_path
         cons.close()
         assert len(seen) + len(rest) == 3000, (len(seen), len(rest))
         assert len(set(seen) | set(rest)) == 3000, "a record was read twice or missed"
+
+
+def test_paused_leader_is_fenced_and_rejoins_as_a_follower(tmp_path, request):
+    """SIGSTOP of a leader for longer than the session: the others fence it
+    and elect new leaders; writes go on; once continued, it finds itself
+    fenced, follows, truncates anything it had that the new leaders lack,
+    registers again and rejoins the ISR."""
+    import signal
+    with cluster(tmp_path, request) as c:
+        topic = unique_topic("pause")
+        create(c, topic, 3, via=c.node(1), rf=3, config={"min.insync.replicas": "2"})
+        wait_until(lambda: len(c.leaders(topic, c.node(1))) == 3, 15, what="3 partitions")
+        # A paused broker holds its connections open: the client learns of it
+        # only from its request timeout, after which it asks for metadata.
+        p = producer(c.bootstrap, acks="all", **{"enable.idempotence": True, "message.timeout.ms": 120000,
+                                                 "request.timeout.ms": 5000})
+        dr = produce_keyed(p, topic, 1000)
+        assert not dr.errors
+        victim = c.leaders(topic, c.node(1))[0]
+        others = [b for b in c.brokers if b.node != victim]
+        os_kill = __import__("os").kill
+        os_kill(c.node(victim).pid, signal.SIGSTOP)
+        try:
+            c.wait_brokers(sorted(b.node for b in others), others[0], timeout=SESSION_MS / 1000 + 20)
+            dr = produce_keyed(p, topic, 1000, start=1000, dr=dr)
+            assert not dr.errors, dr.errors[:3]
+        finally:
+            os_kill(c.node(victim).pid, signal.SIGCONT)
+        c.wait_brokers([1, 2, 3], others[0], timeout=30)
+        wait_until(lambda: all(isr == [1, 2, 3] for _, _, isr in partitions_of(c, topic, others[0]).values()),
+                   30, what="the paused broker back in every ISR")
+        check_keyed(consume_all(others[0].bootstrap, topic, 3), 2000, acked=dr.acked)
