@@ -214,8 +214,8 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
             }
             progress = true;
             if p.diverging_epoch.end_offset >= 0 {
-                let to = Offset(p.diverging_epoch.end_offset as u64);
-                if let Err(e) = shard.truncate_replica(&f.tp, to).await {
+                let d = (p.diverging_epoch.epoch, Offset(p.diverging_epoch.end_offset as u64));
+                if let Err(e) = shard.truncate_replica(&f.tp, d).await {
                     tracing::warn!(partition = %f.tp, error = %e, "cannot truncate the follower log");
                 }
                 continue;

@@ -93,6 +93,45 @@ impl EpochCache {
     }
 }
 
+/// Where a follower's log departs from the leader's: the follower's log ends
+/// at `offset` and its last batch is in epoch `last_epoch`; the leader's log
+/// is `[log_start, log_end)` with epochs `epochs`. `None` when it does not
+/// (the follower may fetch from `offset`); otherwise the largest epoch both
+/// know and where it ends here (capped at `offset`), Kafka's
+/// `diverging_epoch`: the follower truncates to that offset.
+pub fn divergence(
+    epochs: &EpochCache,
+    log_start: Offset,
+    log_end: Offset,
+    offset: Offset,
+    last_epoch: i32,
+) -> Option<(i32, Offset)> {
+    if last_epoch < 0 {
+        return None;
+    }
+    match epochs.end_offset_for(last_epoch, log_end) {
+        Some((epoch, end)) if epoch == last_epoch && end >= offset => None,
+        Some((epoch, end)) => Some((epoch, end.min(offset))),
+        None => Some((-1, log_start)),
+    }
+}
+
+/// Where a follower truncates when its leader answered `diverging` =
+/// (epoch E, end offset O): O, or earlier if the follower's own epoch E (or
+/// the largest it has below E) ended before O — Kafka's rule, without which a
+/// follower whose batches carry an epoch the leader never had would keep
+/// them. `epochs` and `log_end` are the follower's.
+pub fn truncation_point(epochs: &EpochCache, log_end: Offset, diverging: (i32, Offset)) -> Offset {
+    let (epoch, end) = diverging;
+    if epoch < 0 {
+        return end.min(log_end);
+    }
+    match epochs.end_offset_for(epoch, log_end) {
+        Some((_, own_end)) => end.min(own_end),
+        None => Offset(0),
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Follower {
     /// Its fetch offset: everything below is fsynced on its disk.
@@ -226,6 +265,28 @@ mod tests {
         c.truncate_to(Offset(30));
         assert_eq!(c.latest(), Some(2));
         assert_eq!(EpochCache::decode(b"3 9\n1 2\n"), None, "out of order");
+    }
+
+    #[test]
+    fn a_follower_with_an_epoch_the_leader_never_had_truncates_before_it() {
+        // Leader: epoch 0 from 0, epoch 3 from 50, epoch 5 from 80; log end 120.
+        let mut leader = EpochCache::default();
+        leader.assign(0, Offset(0));
+        leader.assign(3, Offset(50));
+        leader.assign(5, Offset(80));
+        // Follower: epoch 3 from 50, then epoch 4 (a leader that lost) from
+        // 70; log end 100.
+        let mut follower = EpochCache::default();
+        follower.assign(0, Offset(0));
+        follower.assign(3, Offset(50));
+        follower.assign(4, Offset(70));
+        let d = divergence(&leader, Offset(0), Offset(120), Offset(100), 4);
+        assert_eq!(d, Some((3, Offset(80))));
+        let to = truncation_point(&follower, Offset(100), d.unwrap());
+        assert_eq!(to, Offset(70), "epoch 4's batches must go");
+        follower.truncate_to(to);
+        // Its next fetch (epoch 3, from 70) agrees with the leader.
+        assert_eq!(divergence(&leader, Offset(0), Offset(120), Offset(70), 3), None);
     }
 
     #[test]

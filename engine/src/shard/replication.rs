@@ -16,7 +16,7 @@ use crate::cluster::{ClusterImage, NO_LEADER};
 use crate::coord::group::{OFFSETS_TOPIC, offsets_partition_of};
 use crate::error::EngineError;
 use crate::log::partition::{self, Partition, PartitionRef};
-use crate::log::replica::{EpochCache, LeaderState};
+use crate::log::replica::{EpochCache, LeaderState, divergence, truncation_point};
 use crate::types::{Offset, TopicPartition};
 
 /// A partition this broker follows, as its fetcher needs it.
@@ -179,16 +179,22 @@ impl Shard {
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
-    /// A follower whose log diverged from its leader's cuts it at `offset`:
-    /// the partition is closed, its files cut, and opened again (recovering
-    /// its producer state and indexes from what is left).
+    /// A follower whose log diverged from its leader's (the leader answered
+    /// `diverging` = its epoch and end offset) cuts it where
+    /// [`truncation_point`] says: the partition is closed, its files cut, and
+    /// opened again (recovering its producer state and indexes from what is
+    /// left).
     pub async fn truncate_replica(
         self: &Rc<Self>,
         tp: &TopicPartition,
-        offset: Offset,
+        diverging: (i32, Offset),
     ) -> Result<(), EngineError> {
         let Some(cell) = self.partition_open(tp) else {
             return Err(self.not_here(tp));
+        };
+        let offset = {
+            let p = cell.state.borrow();
+            truncation_point(&p.epochs, p.log_end, diverging)
         };
         if offset >= cell.state.borrow().log_end {
             return Ok(());
@@ -234,7 +240,8 @@ impl Shard {
         Box::pin(async move {
             let diverging = {
                 let mut p = cell.state.borrow_mut();
-                let diverging = divergence(&p, offset, last_fetched_epoch);
+                let diverging =
+                    divergence(&p.epochs, p.log_start, p.log_end, offset, last_fetched_epoch);
                 if diverging.is_none() {
                     p.follower_fetched(node, offset, Instant::now());
                 }
@@ -304,20 +311,6 @@ impl Shard {
             })
             .detach();
         }
-    }
-}
-
-/// Where a follower's log (ending at `offset`, last batch in epoch
-/// `last_epoch`) departs from the leader's: the largest epoch both know and
-/// where it ends here, when that is before `offset` or the epochs differ.
-fn divergence(p: &Partition, offset: Offset, last_epoch: i32) -> Option<(i32, Offset)> {
-    if last_epoch < 0 {
-        return None;
-    }
-    match p.epochs.end_offset_for(last_epoch, p.log_end) {
-        Some((epoch, end)) if epoch == last_epoch && end >= offset => None,
-        Some((epoch, end)) => Some((epoch, end.min(offset))),
-        None => Some((-1, p.log_start)),
     }
 }
 
