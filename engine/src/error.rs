@@ -94,6 +94,13 @@ pub enum EngineError {
     /// acks=all with fewer in-sync replicas than `min.insync.replicas`.
     #[error("{isr} in-sync replicas, min.insync.replicas is {min}")]
     NotEnoughReplicas { isr: usize, min: u32 },
+    /// An ISR change made against an older partition epoch (Kafka's
+    /// INVALID_UPDATE_VERSION): the partition changed since, perhaps by this
+    /// very request made twice.
+    #[error(
+        "the partition changed since (partition epoch {current}, the change was made against {given})"
+    )]
+    StalePartitionEpoch { current: i32, given: i32 },
     /// The group's `__consumer_offsets` partition is led by another broker.
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,

@@ -75,6 +75,11 @@ fn from_leader(shard: &Shard, leader: NodeId) -> Vec<Followed> {
 /// Fetches from `leader` until this shard follows nothing of it.
 async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
     let me = shard.node_id().unwrap_or(-1);
+    let incarnation = shard.cluster().map_or(0, |c| c.incarnation);
+    let client_id = StrBytes::from_string(format!(
+        "{}{incarnation}",
+        crate::handlers::fetch::REPLICA_CLIENT_PREFIX
+    ));
     loop {
         if from_leader(&shard, leader).is_empty() {
             return;
@@ -101,7 +106,7 @@ async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
             }
             correlation = correlation.wrapping_add(1);
             let req = fetch_request(me, &parts);
-            let resp = match call(&mut conn, &req, correlation).await {
+            let resp = match call(&mut conn, &req, correlation, &client_id).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(leader, %addr, error = %e, "replica fetch failed; reconnecting");
@@ -147,13 +152,14 @@ async fn call(
     conn: &mut TcpStream,
     req: &FetchRequest,
     correlation: i32,
+    client_id: &StrBytes,
 ) -> std::io::Result<FetchResponse> {
     let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let header = RequestHeader::default()
         .with_request_api_key(ApiKey::Fetch as i16)
         .with_request_api_version(FETCH_VERSION)
         .with_correlation_id(correlation)
-        .with_client_id(Some(StrBytes::from_static_str("brook-replica-fetcher")));
+        .with_client_id(Some(client_id.clone()));
     let mut buf = BytesMut::new();
     buf.put_u32(0);
     header
@@ -214,7 +220,10 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
             }
             progress = true;
             if p.diverging_epoch.end_offset >= 0 {
-                let d = (p.diverging_epoch.epoch, Offset(p.diverging_epoch.end_offset as u64));
+                let d = (
+                    p.diverging_epoch.epoch,
+                    Offset(p.diverging_epoch.end_offset as u64),
+                );
                 if let Err(e) = shard.truncate_replica(&f.tp, d).await {
                     tracing::warn!(partition = %f.tp, error = %e, "cannot truncate the follower log");
                 }

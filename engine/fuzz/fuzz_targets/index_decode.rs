@@ -121,6 +121,7 @@ fn append_after_restore(interval: u32, offsets: OffsetIndex, times: TimeIndex) {
         is_transactional: false,
         is_control: false,
         compression: 0,
+        leader_epoch: 0,
     };
     b.on_batch(FilePos(pos), &info, base);
     assert!(b.max_timestamp() >= times.max_timestamp());

@@ -61,6 +61,9 @@ pub enum MetaRecord {
         partition: u32,
         leader: NodeId,
         leader_epoch: i32,
+        /// The partition epoch the leader's ISR view is from.
+        #[serde(default)]
+        partition_epoch: i32,
         isr: Vec<NodeId>,
     },
     /// The controller moves a partition's leadership to `leader` (its
@@ -114,6 +117,10 @@ pub struct PartitionInfo {
     pub isr: Vec<NodeId>,
     pub leader: NodeId,
     pub leader_epoch: i32,
+    /// Bumped by every change of leader or ISR (Kafka's partition epoch): an
+    /// AlterPartition made against an older one is refused.
+    #[serde(default)]
+    pub partition_epoch: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +221,7 @@ impl ClusterImage {
                 partition,
                 leader,
                 leader_epoch,
+                partition_epoch,
                 isr,
             } => {
                 let p = (self.topics.get_mut(topic))
@@ -221,6 +229,12 @@ impl ClusterImage {
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
                 if p.leader != *leader || p.leader_epoch != *leader_epoch {
                     return Err(EngineError::NotLeaderOrFollower);
+                }
+                if p.partition_epoch != *partition_epoch {
+                    return Err(EngineError::StalePartitionEpoch {
+                        current: p.partition_epoch,
+                        given: *partition_epoch,
+                    });
                 }
                 if !isr.contains(leader) || !isr.iter().all(|n| p.replicas.contains(n)) {
                     return Err(EngineError::InvalidRequest(format!(
@@ -236,6 +250,7 @@ impl ClusterImage {
                     )));
                 }
                 p.isr = isr.clone();
+                p.partition_epoch += 1;
             }
             MetaRecord::ElectLeader {
                 topic,
@@ -254,6 +269,7 @@ impl ClusterImage {
                 if p.leader != *leader {
                     p.leader = *leader;
                     p.leader_epoch += 1;
+                    p.partition_epoch += 1;
                 }
             }
             MetaRecord::AllocateProducerIds { count, .. } => {
@@ -293,6 +309,7 @@ impl ClusterImage {
             isr,
             leader,
             leader_epoch: 0,
+            partition_epoch: 0,
         }
     }
 
@@ -306,6 +323,7 @@ impl ClusterImage {
             .collect();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
+                let before = (p.leader, p.isr.len());
                 if p.isr.len() > 1 {
                     p.isr.retain(|&n| n != node);
                 }
@@ -314,6 +332,9 @@ impl ClusterImage {
                         .find(|n| live.contains(n))
                         .unwrap_or(NO_LEADER);
                     p.leader_epoch += 1;
+                }
+                if (p.leader, p.isr.len()) != before {
+                    p.partition_epoch += 1;
                 }
             }
         }
@@ -327,6 +348,7 @@ impl ClusterImage {
                 if p.leader == NO_LEADER && p.isr.contains(&node) {
                     p.leader = node;
                     p.leader_epoch += 1;
+                    p.partition_epoch += 1;
                 }
             }
         }
@@ -558,6 +580,7 @@ mod tests {
             partition: 0,
             leader,
             leader_epoch: epoch,
+            partition_epoch: 0,
             isr,
         };
         // A stale epoch or a non-leader is refused.
@@ -589,11 +612,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(img.partition("t", 0).unwrap().isr, shrunk);
+        // Made against an older partition epoch: refused.
+        let stale = alter(p.leader, p.leader_epoch, p.isr.clone());
+        assert!(apply(&mut img, vec![stale]).is_err());
         // A fenced follower cannot come back into the ISR.
         apply(&mut img, vec![MetaRecord::FenceBroker { node: follower }]).unwrap();
         let q = img.partition("t", 0).unwrap().clone();
-        let back = q.replicas.clone();
-        assert!(apply(&mut img, vec![alter(q.leader, q.leader_epoch, back)]).is_err());
+        let back = MetaRecord::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: q.leader,
+            leader_epoch: q.leader_epoch,
+            partition_epoch: q.partition_epoch,
+            isr: q.replicas.clone(),
+        };
+        assert!(apply(&mut img, vec![back]).is_err());
     }
 
     #[test]
@@ -616,6 +649,7 @@ mod tests {
                 partition: 0,
                 leader: p.leader,
                 leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
                 isr,
             }],
         )

@@ -125,6 +125,7 @@ impl Quorum {
         cfg: QuorumConfig,
         store: QuorumStore,
         image: Arc<ClusterImage>,
+        incarnation: u64,
     ) -> Result<Rc<Self>, EngineError> {
         let raft_cfg = raft::Config {
             id: raft_id(cfg.node),
@@ -140,9 +141,6 @@ impl Quorum {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, store, &logger)
             .map_err(|e| EngineError::Storage(format!("metadata quorum: {e}")))?;
-        let incarnation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
         let outboxes = (cfg.voters.iter())
             .filter(|&&v| v != cfg.node)
             .map(|&v| {

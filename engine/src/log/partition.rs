@@ -888,21 +888,42 @@ impl Partition {
         }
     }
 
-    /// The quorum committed a new ISR for the partition this broker leads.
-    pub fn set_isr(&mut self, isr: Vec<i32>) {
+    /// This leader asks the quorum for `isr` (see `LeaderState::propose_isr`),
+    /// or, with `None`, gave up asking.
+    pub fn propose_isr(&mut self, isr: Option<Vec<i32>>) {
         if let Role::Leader(l) = &mut self.role {
-            l.set_isr(isr);
+            match isr {
+                Some(isr) => l.propose_isr(isr),
+                None => l.abandon_isr(),
+            }
         }
         self.update_high_watermark();
     }
 
-    /// A follower fetched from `offset` (so it has fsynced everything below).
-    pub fn follower_fetched(&mut self, node: i32, offset: Offset, now: Instant) {
-        let log_end = self.log_end;
+    /// The quorum committed a new ISR for the partition this broker leads.
+    pub fn set_isr(&mut self, isr: Vec<i32>, partition_epoch: i32) {
         if let Role::Leader(l) = &mut self.role {
-            l.on_fetch(node, offset, log_end, now);
+            l.set_isr(isr, partition_epoch);
         }
         self.update_high_watermark();
+    }
+
+    /// A follower (started as `incarnation`) fetched from `offset` (so it
+    /// has fsynced everything below). False for a stale fetch.
+    pub fn follower_fetched(
+        &mut self,
+        node: i32,
+        incarnation: u64,
+        offset: Offset,
+        now: Instant,
+    ) -> bool {
+        let log_end = self.log_end;
+        let fresh = match &mut self.role {
+            Role::Leader(l) => l.on_fetch(node, incarnation, offset, log_end, now),
+            _ => true,
+        };
+        self.update_high_watermark();
+        fresh
     }
 
     /// Appends batches fetched from the leader, offsets and epochs as they
@@ -944,6 +965,15 @@ impl Partition {
         }
         self.update_high_watermark();
         Ok(self.log_end)
+    }
+
+    /// Drops the epochs that start at or after `end` (a follower's cut).
+    pub fn truncate_epochs(&mut self, end: Offset) {
+        let before = self.epochs.latest();
+        self.epochs.truncate_to(end);
+        if self.epochs.latest() != before {
+            self.epochs_dirty = true;
+        }
     }
 
     /// The epoch cache changed since it was last stored: its bytes to store.

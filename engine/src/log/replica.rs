@@ -140,6 +140,13 @@ struct Follower {
     caught_up_at: Instant,
     /// The leader's log end at its previous fetch.
     leader_end_at_fetch: Offset,
+    /// It has fetched from this leader (in this epoch) at least once.
+    fetched: bool,
+    /// The follower's start (its broker incarnation) its fetches came from:
+    /// a fetch from an earlier one is stale — sent before a restart that may
+    /// have cut its log — and is ignored (Kafka's replica broker epoch,
+    /// KIP-903).
+    incarnation: u64,
 }
 
 /// The leader's side of one partition's replication.
@@ -149,6 +156,17 @@ pub struct LeaderState {
     pub epoch: i32,
     pub replicas: Vec<NodeId>,
     pub isr: Vec<NodeId>,
+    /// The partition epoch of the ISR above (what an ISR change is made against).
+    pub partition_epoch: i32,
+    /// This log's end when the epoch began: a follower must reach it to join
+    /// the ISR (Kafka's rule), whatever the high watermark says — after a
+    /// restart the high watermark is relearned from zero.
+    epoch_start: Offset,
+    /// An ISR this leader asked the quorum for and has not seen committed.
+    /// Until it is, the high watermark counts its members too (Kafka's
+    /// "maximal ISR"): a follower being added must hold what is acknowledged,
+    /// since the quorum may already list it when the answer goes out.
+    pending_isr: Option<Vec<NodeId>>,
     followers: BTreeMap<NodeId, Follower>,
 }
 
@@ -158,6 +176,7 @@ impl LeaderState {
         epoch: i32,
         replicas: Vec<NodeId>,
         isr: Vec<NodeId>,
+        epoch_start: Offset,
         now: Instant,
     ) -> Self {
         let followers = (replicas.iter())
@@ -167,6 +186,8 @@ impl LeaderState {
                     end: Offset(0),
                     caught_up_at: now,
                     leader_end_at_fetch: Offset(0),
+                    fetched: false,
+                    incarnation: 0,
                 };
                 (n, f)
             })
@@ -176,33 +197,76 @@ impl LeaderState {
             epoch,
             replicas,
             isr,
+            partition_epoch: 0,
+            epoch_start,
+            pending_isr: None,
             followers,
         }
     }
 
     /// The quorum changed the ISR (a shrink or expansion this leader asked
     /// for, or a fencing).
-    pub fn set_isr(&mut self, isr: Vec<NodeId>) {
+    /// The quorum's ISR at `partition_epoch`. A newer partition epoch
+    /// settles any ISR this leader asked for: committed, or refused as made
+    /// against an older epoch.
+    pub fn set_isr(&mut self, isr: Vec<NodeId>, partition_epoch: i32) {
+        if partition_epoch != self.partition_epoch {
+            self.pending_isr = None;
+        }
         self.isr = isr;
+        self.partition_epoch = partition_epoch;
     }
 
-    /// A follower fetched from `fetch_offset` while the leader's log ended at
-    /// `log_end`.
-    pub fn on_fetch(&mut self, node: NodeId, fetch_offset: Offset, log_end: Offset, now: Instant) {
+    /// This leader asks the quorum for `isr`: until an image with a newer
+    /// partition epoch settles it, the high watermark waits for the members
+    /// of every ISR asked for since, as well as the committed one (a request
+    /// refused as stale may still be one that committed).
+    pub fn propose_isr(&mut self, isr: Vec<NodeId>) {
+        let pending = self.pending_isr.get_or_insert_with(Vec::new);
+        for n in isr {
+            if !pending.contains(&n) {
+                pending.push(n);
+            }
+        }
+    }
+
+    /// The request for a new ISR failed: only the committed one counts.
+    pub fn abandon_isr(&mut self) {
+        self.pending_isr = None;
+    }
+
+    /// A follower (started as `incarnation`) fetched from `fetch_offset`
+    /// while the leader's log ended at `log_end`. Returns false, changing
+    /// nothing, for a stale fetch from an earlier incarnation.
+    pub fn on_fetch(
+        &mut self,
+        node: NodeId,
+        incarnation: u64,
+        fetch_offset: Offset,
+        log_end: Offset,
+        now: Instant,
+    ) -> bool {
         let Some(f) = self.followers.get_mut(&node) else {
-            return;
+            return true;
         };
+        if incarnation < f.incarnation {
+            return false;
+        }
+        f.incarnation = incarnation;
         if fetch_offset >= log_end || fetch_offset >= f.leader_end_at_fetch {
             f.caught_up_at = now;
         }
         f.end = fetch_offset;
         f.leader_end_at_fetch = log_end;
+        f.fetched = true;
+        true
     }
 
     /// The high watermark the ISR allows: the least durable end among the
     /// leader (`durable_end`) and every other ISR member.
     pub fn high_watermark(&self, durable_end: Offset) -> Offset {
         (self.isr.iter())
+            .chain(self.pending_isr.iter().flatten())
             .filter(|&&n| n != self.me)
             .filter_map(|n| self.followers.get(n).map(|f| f.end))
             .fold(durable_end, Offset::min)
@@ -230,7 +294,11 @@ impl LeaderState {
                 if self.isr.contains(&n) {
                     now.duration_since(f.caught_up_at) <= max_lag
                 } else {
-                    live(n) && f.end >= hw && now.duration_since(f.caught_up_at) <= max_lag
+                    live(n)
+                        && f.fetched
+                        && f.end >= hw
+                        && f.end >= self.epoch_start
+                        && now.duration_since(f.caught_up_at) <= max_lag
                 }
             };
             if keep {
@@ -286,16 +354,38 @@ mod tests {
         assert_eq!(to, Offset(70), "epoch 4's batches must go");
         follower.truncate_to(to);
         // Its next fetch (epoch 3, from 70) agrees with the leader.
-        assert_eq!(divergence(&leader, Offset(0), Offset(120), Offset(70), 3), None);
+        assert_eq!(
+            divergence(&leader, Offset(0), Offset(120), Offset(70), 3),
+            None
+        );
+    }
+
+    #[test]
+    fn a_follower_joins_only_after_reaching_the_epoch_start() {
+        let t0 = Instant::now();
+        // A leader restarted: its high watermark is relearned from 0, its log
+        // ends at 50. A follower that has not fetched, or holds less than 50,
+        // must not join.
+        let mut l = LeaderState::new(1, 2, vec![1, 2], vec![1], Offset(50), t0);
+        let lag = Duration::from_secs(30);
+        assert_eq!(l.wanted_isr(t0, lag, Offset(0), |_| true), None);
+        l.on_fetch(2, 1, Offset(10), Offset(50), t0);
+        assert_eq!(l.wanted_isr(t0, lag, Offset(0), |_| true), None);
+        l.on_fetch(2, 1, Offset(50), Offset(50), t0);
+        assert_eq!(l.wanted_isr(t0, lag, Offset(0), |_| true), Some(vec![1, 2]));
+        // A fetch from before the follower restarted is ignored.
+        l.on_fetch(2, 2, Offset(20), Offset(50), t0);
+        assert!(!l.on_fetch(2, 1, Offset(50), Offset(50), t0));
+        assert_eq!(l.high_watermark(Offset(50)), Offset(50).min(Offset(50)));
     }
 
     #[test]
     fn high_watermark_is_the_isr_minimum_and_laggards_leave() {
         let t0 = Instant::now();
-        let mut l = LeaderState::new(1, 4, vec![1, 2, 3], vec![1, 2, 3], t0);
+        let mut l = LeaderState::new(1, 4, vec![1, 2, 3], vec![1, 2, 3], Offset(0), t0);
         assert_eq!(l.high_watermark(Offset(100)), Offset(0));
-        l.on_fetch(2, Offset(100), Offset(100), t0);
-        l.on_fetch(3, Offset(60), Offset(100), t0);
+        l.on_fetch(2, 1, Offset(100), Offset(100), t0);
+        l.on_fetch(3, 1, Offset(60), Offset(100), t0);
         assert_eq!(l.high_watermark(Offset(100)), Offset(60));
         assert_eq!(
             l.high_watermark(Offset(50)),
@@ -305,24 +395,30 @@ mod tests {
         // Node 3 stops fetching: after the lag limit it leaves the ISR, and the
         // high watermark no longer waits for it.
         let later = t0 + Duration::from_secs(31);
-        l.on_fetch(2, Offset(100), Offset(100), later);
+        l.on_fetch(2, 1, Offset(100), Offset(100), later);
         let wanted = l.wanted_isr(later, Duration::from_secs(30), Offset(60), |_| true);
         assert_eq!(wanted, Some(vec![1, 2]));
-        l.set_isr(vec![1, 2]);
+        l.set_isr(vec![1, 2], 1);
+        assert_eq!(l.high_watermark(Offset(100)), Offset(100));
+        // While an expansion is with the quorum, the high watermark waits for
+        // the member being added too.
+        l.propose_isr(vec![1, 2, 3]);
+        assert_eq!(l.high_watermark(Offset(100)), Offset(60));
+        l.abandon_isr();
         assert_eq!(l.high_watermark(Offset(100)), Offset(100));
         // It comes back and catches up to the high watermark: it rejoins.
-        l.on_fetch(3, Offset(100), Offset(100), later);
+        l.on_fetch(3, 1, Offset(100), Offset(100), later);
         assert_eq!(
             l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true),
             Some(vec![1, 2, 3])
         );
-        l.set_isr(vec![1, 2, 3]);
+        l.set_isr(vec![1, 2, 3], 1);
         assert_eq!(
             l.wanted_isr(later, Duration::from_secs(30), Offset(100), |_| true),
             None
         );
         // A broker the controller fenced is not asked back in.
-        l.set_isr(vec![1, 2]);
+        l.set_isr(vec![1, 2], 1);
         assert_eq!(
             l.wanted_isr(later, Duration::from_secs(30), Offset(100), |n| n != 3),
             None

@@ -27,6 +27,9 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 /// What every shard sees of the cluster set-up (inside [`EngineShared`]).
 pub struct ClusterShared {
     pub config: ClusterConfig,
+    /// This start of the broker (microseconds since the epoch): registered
+    /// with the quorum and carried by its follower fetches.
+    pub incarnation: u64,
     pub(super) initial_image: Arc<ClusterImage>,
     store: Mutex<Option<QuorumStore>>,
 }
@@ -75,8 +78,12 @@ impl ClusterShared {
             topics = image.topics.len(),
             "metadata image rebuilt from the quorum log"
         );
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
         let shared = ClusterShared {
             config,
+            incarnation,
             initial_image: Arc::new(image.clone()),
             store: Mutex::new(Some(store)),
         };
@@ -151,7 +158,7 @@ impl Shard {
         );
         qc.session_timeout = c.config.session_timeout;
         qc.rebalance_every = c.config.rebalance_every;
-        let quorum = Quorum::new(qc, store, c.initial_image.clone())?;
+        let quorum = Quorum::new(qc, store, c.initial_image.clone(), c.incarnation)?;
         let shared = self.shared.clone();
         quorum.set_sink(Box::new(move |img| publish(&shared, img)));
         *self.quorum.borrow_mut() = Some(quorum.clone());

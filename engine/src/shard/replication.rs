@@ -62,19 +62,25 @@ impl Shard {
             };
             if pi.leader == me {
                 match p.leader_state() {
-                    Some(l) if l.epoch == pi.leader_epoch => p.set_isr(pi.isr.clone()),
+                    Some(l) if l.epoch == pi.leader_epoch => {
+                        p.set_isr(pi.isr.clone(), pi.partition_epoch)
+                    }
                     _ => {
                         tracing::debug!(partition = %p.tp, epoch = pi.leader_epoch, isr = ?pi.isr, "leading");
                         if p.tp.topic == OFFSETS_TOPIC {
                             coordinating.push((p.tp.partition, p.dir.clone()));
                         }
-                        p.become_leader(LeaderState::new(
+                        let start = p.log_end;
+                        let mut l = LeaderState::new(
                             me,
                             pi.leader_epoch,
                             pi.replicas.clone(),
                             pi.isr.clone(),
+                            start,
                             now,
-                        ));
+                        );
+                        l.set_isr(pi.isr.clone(), pi.partition_epoch);
+                        p.become_leader(l);
                     }
                 }
             } else if !p.is_follower() || p.leader_epoch != pi.leader_epoch {
@@ -193,8 +199,14 @@ impl Shard {
             return Err(self.not_here(tp));
         };
         let offset = {
-            let p = cell.state.borrow();
-            truncation_point(&p.epochs, p.log_end, diverging)
+            let mut p = cell.state.borrow_mut();
+            let at = truncation_point(&p.epochs, p.log_end, diverging);
+            // Epochs starting at the cut go even when no batch does: an
+            // epoch this broker led without writing in it would otherwise
+            // be its "last fetched epoch" forever.
+            p.truncate_epochs(at);
+            store_epochs(&mut p);
+            at
         };
         if offset >= cell.state.borrow().log_end {
             return Ok(());
@@ -221,7 +233,7 @@ impl Shard {
     pub fn replica_fetch(
         self: &Rc<Self>,
         tp: TopicPartition,
-        node: NodeId,
+        (node, incarnation): (NodeId, u64),
         offset: Offset,
         last_fetched_epoch: i32,
         max_bytes: usize,
@@ -229,7 +241,13 @@ impl Shard {
         let owner = shard_of(&tp, self.shards());
         if owner != self.id {
             let fut = self.invoke_on(owner, move |s| {
-                s.replica_fetch(tp, node, offset, last_fetched_epoch, max_bytes)
+                s.replica_fetch(
+                    tp,
+                    (node, incarnation),
+                    offset,
+                    last_fetched_epoch,
+                    max_bytes,
+                )
             });
             return Box::pin(async move { fut.await? });
         }
@@ -240,10 +258,19 @@ impl Shard {
         Box::pin(async move {
             let diverging = {
                 let mut p = cell.state.borrow_mut();
-                let diverging =
-                    divergence(&p.epochs, p.log_start, p.log_end, offset, last_fetched_epoch);
-                if diverging.is_none() {
-                    p.follower_fetched(node, offset, Instant::now());
+                let diverging = divergence(
+                    &p.epochs,
+                    p.log_start,
+                    p.log_end,
+                    offset,
+                    last_fetched_epoch,
+                );
+                if diverging.is_none()
+                    && !p.follower_fetched(node, incarnation, offset, Instant::now())
+                {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "a stale fetch from broker {node}'s earlier start"
+                    )));
                 }
                 diverging
             };
@@ -279,7 +306,7 @@ impl Shard {
         let live = |n: NodeId| img.brokers.get(&n).is_some_and(|b| !b.fenced);
         let mut wanted = Vec::new();
         for (tp, lp) in self.partitions.borrow().iter() {
-            let p = lp.cell.state.borrow();
+            let mut p = lp.cell.state.borrow_mut();
             let Some(l) = p.leader_state() else {
                 continue;
             };
@@ -287,10 +314,12 @@ impl Shard {
                 continue;
             }
             if let Some(isr) = l.wanted_isr(now, lag, p.high_watermark, live) {
-                wanted.push((tp.clone(), l.me, l.epoch, l.isr.clone(), isr));
+                let at = (l.me, l.epoch, l.partition_epoch);
+                wanted.push((tp.clone(), at, l.isr.clone(), isr.clone(), lp.cell.clone()));
+                p.propose_isr(Some(isr));
             }
         }
-        for (tp, leader, epoch, old, isr) in wanted {
+        for (tp, (leader, epoch, partition_epoch), old, isr, cell) in wanted {
             tracing::info!(partition = %tp, from = ?old, to = ?isr, "asking the controller to change the ISR");
             self.isr_pending.borrow_mut().insert(tp.clone());
             let me = self.clone();
@@ -301,11 +330,22 @@ impl Shard {
                         partition: tp.partition,
                         leader,
                         leader_epoch: epoch,
+                        partition_epoch,
                         isr,
                     }])
                     .await;
                 if let Err(e) = r {
                     tracing::debug!(partition = %tp, error = %e, "ISR change not made");
+                    // Refused for what it asked (the apply checks leader,
+                    // then partition epoch, then members: so this leader's
+                    // view was current): only the committed ISR counts.
+                    // Otherwise (no quorum in time, made against an epoch
+                    // that has moved on — perhaps by this change — or no
+                    // longer the leader) the proposed members keep counting
+                    // until an image with a newer partition epoch says.
+                    if matches!(e, EngineError::InvalidRequest(_)) {
+                        cell.state.borrow_mut().propose_isr(None);
+                    }
                     me.isr_pending.borrow_mut().remove(&tp);
                 }
             })

@@ -28,6 +28,9 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 /// response carries (beyond the first batch), whatever the client asks.
 pub const FETCH_MAX_BYTES: usize = 57_671_680;
 
+/// The client id prefix of Brook's follower fetchers; the incarnation follows.
+pub const REPLICA_CLIENT_PREFIX: &str = "brook-replica-fetcher/";
+
 /// Most partitions read at once for one Fetch.
 const WAVE_PARTITIONS: usize = 64;
 
@@ -87,7 +90,7 @@ async fn read_all(
     srv: &Rc<ShardServer>,
     wants: &[Wanted],
     budget: usize,
-    replica: Option<i32>,
+    replica: Option<(i32, u64)>,
 ) -> Vec<Result<Read, EngineError>> {
     let mut out = Vec::with_capacity(wants.len());
     let mut left = budget;
@@ -198,7 +201,13 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
     let budget_bytes = response_budget(&req);
     // A follower broker (replica id ≥ 0) reads what is fsynced here and
     // reports its own progress; clients read below the high watermark.
-    let replica = (req.replica_id.0 >= 0).then_some(req.replica_id.0);
+    // Brook's fetcher names its broker's start in its client id
+    // (`brook-replica-fetcher/<incarnation>`), so a fetch sent before a
+    // restart is told apart (Kafka's replica broker epoch, KIP-903).
+    let incarnation = (client_id.strip_prefix(REPLICA_CLIENT_PREFIX))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let replica = (req.replica_id.0 >= 0).then_some((req.replica_id.0, incarnation));
     let mut results = read_all(&srv, &wants, budget_bytes, replica).await;
     loop {
         let total: usize = results
