@@ -87,6 +87,9 @@ struct Outbox {
     event: Rc<LocalEvent>,
 }
 
+/// A proposal not applied after this is handed to Raft again.
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a stopping broker waits for its fencing to commit: with no
 /// quorum left (the other members stopped first) it stops without it.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,6 +109,11 @@ pub struct Quorum {
     unreachable: RefCell<Vec<u64>>,
     pending: RefCell<Vec<(u64, Vec<u8>)>>,
     waiters: RefCell<HashMap<u64, Waiter>>,
+    /// Proposals someone waits for, with when they were last handed to Raft:
+    /// one forwarded to a leader that then died is lost silently, so it is
+    /// proposed again until it applies or its waiter gives up (every record
+    /// is validated at apply, so a second copy changes nothing).
+    inflight: RefCell<HashMap<u64, (Vec<u8>, Instant)>>,
     next_seq: Cell<u64>,
     outboxes: RefCell<HashMap<NodeId, Outbox>>,
     last_heard: RefCell<HashMap<NodeId, Instant>>,
@@ -162,6 +170,7 @@ impl Quorum {
             unreachable: RefCell::default(),
             pending: RefCell::default(),
             waiters: RefCell::default(),
+            inflight: RefCell::default(),
             next_seq: Cell::new(1),
             outboxes: RefCell::new(outboxes),
             last_heard: RefCell::default(),
@@ -264,10 +273,12 @@ impl Quorum {
         let data = serde_json::to_vec(&p).map_err(|e| EngineError::Storage(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(seq, tx);
+        (self.inflight.borrow_mut()).insert(seq, (data.clone(), Instant::now()));
         self.pending.borrow_mut().push((seq, data));
         self.wake.notify();
         let timeout = compio::time::timeout(self.cfg.propose_timeout, rx).await;
         self.waiters.borrow_mut().remove(&seq);
+        self.inflight.borrow_mut().remove(&seq);
         match timeout {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(EngineError::ShuttingDown),
@@ -352,8 +363,8 @@ impl Quorum {
                 raw.report_unreachable(id);
             }
             for (seq, data) in pending {
-                if let Err(e) = raw.propose(Vec::new(), data) {
-                    dropped.push((seq, e.to_string()));
+                if let Err(e) = raw.propose(Vec::new(), data.clone()) {
+                    dropped.push((seq, data, e.to_string()));
                 }
             }
             let leader = raw.raft.leader_id;
@@ -376,12 +387,10 @@ impl Quorum {
             }
             self.is_leader.set(now_leader);
         });
-        for (seq, why) in dropped {
-            if let Some(w) = self.waiters.borrow_mut().remove(&seq) {
-                let _ = w.send(Err(EngineError::NoQuorum(format!(
-                    "no quorum leader to take the change ({why})"
-                ))));
-            }
+        // No leader to take them (an election is under way): proposals that
+        // someone waits for are tried again (`inflight`), until their timeout.
+        for (seq, _, why) in dropped {
+            tracing::debug!(seq, %why, "no quorum leader yet; will propose again");
         }
     }
 
@@ -494,9 +503,16 @@ impl Quorum {
         }
     }
 
-    /// Once per tick: register this broker if it is serving and the image
-    /// does not show it live; as the active controller, fence silent brokers.
+    /// Once per tick: propose again what has waited a second without
+    /// applying; register this broker if it is serving and the image does
+    /// not show it live; as the active controller, fence silent brokers.
     fn controller_duties(&self, now: Instant) {
+        for (seq, (data, at)) in self.inflight.borrow_mut().iter_mut() {
+            if now.duration_since(*at) >= RESEND_AFTER {
+                *at = now;
+                self.pending.borrow_mut().push((*seq, data.clone()));
+            }
+        }
         let image = self.image();
         if let Some(info) = self.registration.borrow().clone() {
             let current = image.brokers.get(&self.cfg.node);

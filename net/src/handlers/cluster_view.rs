@@ -23,8 +23,8 @@ pub struct PartitionView {
 }
 
 /// The live brokers: this one alone, or every unfenced broker of the
-/// cluster. A broker that serves before its registration has committed lists
-/// itself too, so a client bootstrapping from it is never told of no broker.
+/// cluster. Before any registration has committed, a serving broker lists
+/// itself, so a client bootstrapping from it is never told of no broker.
 pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
     let cfg = &srv.config;
     let me = BrokerView {
@@ -45,9 +45,8 @@ pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
             rack: b.rack.clone(),
         })
         .collect();
-    if !img.brokers.contains_key(&cfg.node_id) {
+    if out.is_empty() {
         out.push(me);
-        out.sort_by_key(|b| b.node);
     }
     out
 }
