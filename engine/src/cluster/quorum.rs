@@ -262,15 +262,7 @@ impl Quorum {
     /// with its outcome. Fails with `NoQuorum` when there is no leader to take
     /// it or it is not committed in time (it may still commit later).
     pub async fn propose(&self, records: Vec<MetaRecord>) -> Result<Applied, EngineError> {
-        let seq = self.next_seq.get();
-        self.next_seq.set(seq + 1);
-        let p = Proposal {
-            origin: self.cfg.node,
-            incarnation: self.incarnation,
-            seq,
-            records,
-        };
-        let data = serde_json::to_vec(&p).map_err(|e| EngineError::Storage(e.to_string()))?;
+        let (seq, data) = self.encode(records)?;
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(seq, tx);
         (self.inflight.borrow_mut()).insert(seq, (data.clone(), Instant::now()));
@@ -581,6 +573,14 @@ impl Quorum {
 
     fn spawn_proposal(&self, records: Vec<MetaRecord>) {
         // Queued now; the outcome is seen in the image, so nobody waits.
+        if let Ok((seq, data)) = self.encode(records) {
+            self.pending.borrow_mut().push((seq, data));
+            self.wake.notify();
+        }
+    }
+
+    /// `records` as this member's next proposal: its sequence number and bytes.
+    fn encode(&self, records: Vec<MetaRecord>) -> Result<(u64, Vec<u8>), EngineError> {
         let seq = self.next_seq.get();
         self.next_seq.set(seq + 1);
         let p = Proposal {
@@ -589,9 +589,7 @@ impl Quorum {
             seq,
             records,
         };
-        if let Ok(data) = serde_json::to_vec(&p) {
-            self.pending.borrow_mut().push((seq, data));
-            self.wake.notify();
-        }
+        let data = serde_json::to_vec(&p).map_err(|e| EngineError::Storage(e.to_string()))?;
+        Ok((seq, data))
     }
 }

@@ -340,7 +340,12 @@ impl Shard {
         if self.catalog().topics.contains_key(OFFSETS_TOPIC) {
             return Ok(());
         }
-        let replicas = self.place(OFFSETS_TOPIC, 0, OFFSETS_PARTITIONS, None)?;
+        // Kafka's offsets.topic.replication.factor (3, or every voter when
+        // fewer): until that many brokers are live, FindCoordinator answers
+        // COORDINATOR_NOT_AVAILABLE rather than create it under-replicated.
+        let voters = self.cluster().map_or(1, |c| c.config.voters.len());
+        let rf = voters.clamp(1, 3) as i16;
+        let replicas = self.place(OFFSETS_TOPIC, 0, OFFSETS_PARTITIONS, Some(rf))?;
         let configs = super::offsets_topic_overrides();
         let created = self
             .propose_and_install(vec![MetaRecord::CreateTopic {
