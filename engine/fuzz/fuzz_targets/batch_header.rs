@@ -44,6 +44,7 @@ fn check_info(data: &[u8], info: &BatchInfo) {
     assert!(info.last_offset_delta <= i32::MAX as u32);
     assert!(info.compression <= 4);
     assert_eq!(info.first_timestamp.0, be_i64(data, 27));
+    assert_eq!(info.leader_epoch, be_i32(data, 12));
     assert_eq!(info.max_timestamp.0, be_i64(data, 35));
     let attributes = i16::from_be_bytes([data[21], data[22]]);
     assert_eq!(info.compression as i16, attributes & 0b111);
@@ -115,8 +116,13 @@ fn check_validate(data: &[u8], mode: u8) {
     let mut copy = data[..len].to_vec();
     let new_base = Offset(u64::from(mode) << 40 | u64::from(info.record_count));
     batch::set_base_offset(&mut copy, new_base);
-    batch::set_partition_leader_epoch(&mut copy, i32::from(mode) - 100);
-    assert_eq!(batch::validate(&copy), Ok(info.with_base_offset(new_base)));
+    let epoch = i32::from(mode) - 100;
+    batch::set_partition_leader_epoch(&mut copy, epoch);
+    let expected = BatchInfo {
+        leader_epoch: epoch,
+        ..info.with_base_offset(new_base)
+    };
+    assert_eq!(batch::validate(&copy), Ok(expected));
 }
 
 fn check_split(data: &[u8], max: u32) {
