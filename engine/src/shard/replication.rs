@@ -265,6 +265,17 @@ impl Shard {
                     offset,
                     last_fetched_epoch,
                 );
+                // A follower never holds more than its leader without
+                // diverging (checked above): an offset past the log end
+                // claims data that does not exist here and must not count
+                // towards the high watermark.
+                if diverging.is_none() && offset > p.log_end {
+                    return Err(EngineError::OffsetOutOfRange {
+                        requested: offset,
+                        log_start: p.log_start,
+                        high_watermark: p.high_watermark,
+                    });
+                }
                 if diverging.is_none()
                     && !p.follower_fetched(node, incarnation, offset, Instant::now())
                 {
