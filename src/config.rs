@@ -291,23 +291,35 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     let voters = cli.voters.clone().or(get("controller.quorum.voters"));
     if let Some(voters) = voters {
         let voters = parse_voters(&voters)?;
-        let controller = cli.controller_listen.clone().or(file_controller).ok_or(
-            "a node without a controller listener (broker only) is not supported yet: give \
-             every node --controller-listen and list it in --voters",
-        )?;
-        let controller_listen = resolve(&controller)?;
-        match voters.iter().find(|(n, _)| *n == node_id) {
-            Some((_, addr)) if addr.port() == controller_listen.port() => {}
-            Some((_, addr)) => {
+        let controller = cli.controller_listen.clone().or(file_controller);
+        let in_voters = voters.iter().find(|(n, _)| *n == node_id).map(|(_, a)| *a);
+        let controller_listen = match (controller, in_voters) {
+            (Some(controller), Some(addr)) => {
+                let controller_listen = resolve(&controller)?;
+                if addr.port() != controller_listen.port() {
+                    return Err(format!(
+                        "node {node_id}: --voters gives it {addr} but its controller listens on {controller_listen}"
+                    ));
+                }
+                if controller_listen.port() == listen.port()
+                    && controller_listen.ip() == listen.ip()
+                {
+                    return Err(
+                        "the controller listener must differ from the client listener".into(),
+                    );
+                }
+                Some(controller_listen)
+            }
+            (Some(_), None) => return Err(format!("node {node_id} is not one of the voters")),
+            (None, Some(addr)) => {
                 return Err(format!(
-                    "node {node_id}: --voters gives it {addr} but its controller listens on {controller_listen}"
+                    "node {node_id} is a voter ({addr}): it needs its controller listener \
+                     (--controller-listen {addr})"
                 ));
             }
-            None => return Err(format!("node {node_id} is not one of the voters")),
-        }
-        if controller_listen.port() == listen.port() && controller_listen.ip() == listen.ip() {
-            return Err("the controller listener must differ from the client listener".into());
-        }
+            // Kafka's process.roles=broker: it observes the quorum.
+            (None, None) => None,
+        };
         let session_ms = num("broker.session.timeout.ms")?.unwrap_or(9000).max(100);
         engine.cluster = Some(brook_engine::cluster::ClusterConfig {
             node_id,
@@ -401,12 +413,22 @@ mod tests {
         let c = settings(cli).unwrap().engine.cluster.unwrap();
         assert_eq!(c.node_id, 2);
         assert_eq!(c.voters.len(), 3);
-        assert_eq!(c.controller_listen.port(), 9193);
+        assert_eq!(c.controller_listen.map(|a| a.port()), Some(9193));
+        // Not among the voters and no controller listener: a broker-only node.
+        let cli = Cli {
+            node_id: Some(4),
+            listen: Some("127.0.0.1:9392".into()),
+            voters: Some("1@127.0.0.1:9093,2@127.0.0.1:9193,3@127.0.0.1:9293".into()),
+            ..Cli::default()
+        };
+        let c = settings(cli).unwrap().engine.cluster.unwrap();
+        assert_eq!((c.node_id, c.controller_listen), (4, None));
         let (client, controller) =
             split_listeners("PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093");
         assert_eq!(client.as_deref(), Some("PLAINTEXT://127.0.0.1:9092"));
         assert_eq!(controller.as_deref(), Some("127.0.0.1:9093"));
-        // Not a voter, no controller listener, a duplicate id: refused at once.
+        // A controller that is not a voter, a voter without its controller
+        // listener, a duplicate id: refused at once.
         for (node, ctl, voters) in [
             (4, Some("127.0.0.1:9493"), "1@127.0.0.1:9093"),
             (1, None, "1@127.0.0.1:9093"),

@@ -70,10 +70,11 @@ fn run_shard(
         if let (Some(q), Some(c)) = (shard.quorum(), shard.shared.config.cluster.as_ref())
             && let Err(e) = brook_net::peer::start(q, c.controller_listen, &c.voters)
         {
-            let _ = ready.send(Err(format!(
-                "controller listener {}: {e}",
-                c.controller_listen
-            )));
+            let at = c
+                .controller_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let _ = ready.send(Err(format!("controller listener {at}: {e}")));
             return;
         }
         brook_net::replica_fetcher::start(shard.clone());

@@ -16,18 +16,21 @@ SESSION_MS = 3000
 
 
 class Cluster:
-    def __init__(self, root, n=3, session_ms=SESSION_MS):
+    def __init__(self, root, n=3, session_ms=SESSION_MS, brokers_only=0):
+        """`n` voters (nodes 1..n), then `brokers_only` nodes started with
+        --voters but no --controller-listen (nodes n+1..)."""
         self.brokers = []
         ctl = [free_port() for _ in range(n)]
         voters = ",".join("%d@127.0.0.1:%d" % (i + 1, ctl[i]) for i in range(n))
-        for i in range(n):
+        for i in range(n + brokers_only):
             b = Broker(root / ("node%d" % (i + 1)))
             cfg = b.workdir / "brook.toml"
             cfg.write_text('"broker.session.timeout.ms" = %d\n'
                            '"leader.imbalance.check.interval.seconds" = 2\n' % session_ms)
             b.extra_args = ["--node-id", str(i + 1), "--voters", voters,
-                            "--controller-listen", "127.0.0.1:%d" % ctl[i],
                             "--config", str(cfg), "--no-pin"]
+            if i < n:
+                b.extra_args += ["--controller-listen", "127.0.0.1:%d" % ctl[i]]
             b.node = i + 1
             self.brokers.append(b)
 
@@ -61,7 +64,7 @@ def cluster(tmp_path, request, **kw):
     try:
         for b in c.brokers:
             b.start()
-        c.wait_brokers([1, 2, 3], c.node(1))
+        c.wait_brokers([b.node for b in c.brokers], c.node(1))
         yield c
     except BaseException:
         for b in c.brokers:

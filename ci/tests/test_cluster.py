@@ -323,3 +323,53 @@ def test_paused_leader_is_fenced_and_rejoins_as_a_follower(tmp_path, request):
         wait_until(lambda: all(isr == [1, 2, 3] for _, _, isr in partitions_of(c, topic, others[0]).values()),
                    30, what="the paused broker back in every ISR")
         check_keyed(consume_all(others[0].bootstrap, topic, 3), 2000, acked=dr.acked)
+
+
+def test_broker_only_node_serves_replicas_and_follows_the_controller(tmp_path, request):
+    """Node 4 starts with --voters but no --controller-listen: it votes in
+    nothing, learns the metadata from the voters, hosts replicas and leads
+    partitions like any broker, follows a change of active controller, is
+    fenced when it dies and comes back with its data."""
+    with cluster(tmp_path, request, brokers_only=1) as c:
+        for b in c.brokers:
+            assert c.live_brokers(b) == [1, 2, 3, 4]
+        assert not (c.node(4).data_dir / "__brook" / "quorum.log").exists()
+        topic = unique_topic("broker-only")
+        create(c, topic, 8, via=c.node(4), rf=3, config={"min.insync.replicas": "2"})
+        wait_until(lambda: len(c.leaders(topic, c.node(4))) == 8, 15, what="8 partitions")
+        parts = partitions_of(c, topic, c.node(1))
+        on4 = sorted(q for q, (_, replicas, _) in parts.items() if 4 in replicas)
+        led4 = sorted(q for q, (leader, _, _) in parts.items() if leader == 4)
+        assert on4 and led4, parts
+        p = producer(c.bootstrap, acks="all", **{"enable.idempotence": True})
+        dr = produce_keyed(p, topic, 2000)
+        assert not dr.errors, dr.errors[:3]
+        wait_until(lambda: all(len(isr) == 3 for _, _, isr in partitions_of(c, topic, c.node(4)).values()),
+                   30, what="every ISR full")
+
+        # The active controller changes (node 1 is stopped): node 4 follows
+        # the new one and is not fenced.
+        assert c.node(1).terminate() == 0
+        c.wait_brokers([2, 3, 4], c.node(4), timeout=SESSION_MS / 1000 + 20)
+        dr = produce_keyed(p, topic, 1000, start=2000, dr=dr)
+        assert not dr.errors, dr.errors[:3]
+        time.sleep(2 * SESSION_MS / 1000)
+        assert c.live_brokers(c.node(2)) == [2, 3, 4]
+        c.node(1).start()
+        c.wait_brokers([1, 2, 3, 4], c.node(4))
+
+        # Node 4 dies: its heartbeats (its metadata fetches) stop, it is
+        # fenced, its leaderships move; writes go on.
+        c.node(4).kill()
+        c.wait_brokers([1, 2, 3], c.node(1), timeout=SESSION_MS / 1000 + 20)
+        wait_until(lambda: all(l in (1, 2, 3) for l in c.leaders(topic, c.node(1)).values()),
+                   20, what="leaders moved off node 4")
+        dr = produce_keyed(p, topic, 1000, start=3000, dr=dr)
+        assert not dr.errors, dr.errors[:3]
+        # It returns with its data, catches up and rejoins every ISR.
+        c.node(4).start()
+        c.wait_brokers([1, 2, 3, 4], c.node(1))
+        wait_until(lambda: all(4 in isr for q, (_, _, isr) in partitions_of(c, topic, c.node(1)).items()
+                               if q in on4), 30, what="node 4 back in its ISRs")
+        p.flush(30)
+        check_keyed(consume_all(c.node(4).bootstrap, topic, 8), 4000, acked=dr.acked)

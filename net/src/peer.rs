@@ -1,20 +1,26 @@
 //! The metadata quorum's transport: the CONTROLLER listener and one outbound
 //! connection per peer, on shard 0 beside the quorum member.
 //!
-//! Frames are `[len u32 LE][message]`, the message in Brook's own Raft codec
-//! (`brook_engine::cluster::codec`). Each direction has its own connection: a
-//! member sends to a peer only on the connection it opened to it, and reads
-//! only on connections peers opened to it. Nothing here retries a message:
-//! a lost connection loses what was queued for it, and Raft resends what
-//! matters; the member is told the peer is unreachable so that it probes
-//! instead of streaming.
+//! Frames are `[len u32 LE][frame]`, the frame in Brook's own codec
+//! (`brook_engine::cluster::codec::PeerFrame`). Between voters each direction
+//! has its own connection: a member sends to a peer only on the connection it
+//! opened to it, and reads only on connections peers opened to it. Nothing
+//! here retries a Raft message: a lost connection loses what was queued for
+//! it, and Raft resends what matters; the member is told the peer is
+//! unreachable so that it probes instead of streaming.
+//!
+//! A broker-only node (an observer) opens two connections to a voter: one on
+//! which it long-polls committed entries (`Fetch`, answered on the same
+//! connection), moving to the active controller whenever a reply names
+//! another one, and one on which it hands its proposals over.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use brook_engine::cluster::NodeId;
-use brook_engine::cluster::codec;
+use brook_engine::cluster::codec::{self, PeerFrame};
+use brook_engine::cluster::quorum::OBSERVER_POLL;
 use brook_engine::cluster::quorum::Quorum;
 use bytes::{BufMut, BytesMut};
 use compio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,14 +30,26 @@ use compio::net::{TcpListener, TcpStream};
 const MAX_FRAME: usize = 256 << 20;
 /// Wait between attempts to reach a peer that is down.
 const RECONNECT: Duration = Duration::from_millis(200);
+/// An observer's bound on connecting to a voter and on writing to it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How much longer than the voter's long poll an observer waits for a reply.
+const REPLY_GRACE: Duration = Duration::from_secs(2);
 
 /// Binds the controller listener (refusing to start if the port is taken) and
-/// starts accepting peers and connecting to them.
+/// starts accepting peers and connecting to them; without a listener (a
+/// broker-only node) starts observing the voters instead.
 pub fn start(
     quorum: Rc<Quorum>,
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     voters: &[(NodeId, SocketAddr)],
 ) -> std::io::Result<()> {
+    let Some(listen) = listen else {
+        let voters = voters.to_vec();
+        compio::runtime::spawn(observe_loop(quorum.clone(), voters.clone())).detach();
+        compio::runtime::spawn(forward_loop(quorum, voters)).detach();
+        tracing::info!("broker-only node: observing the metadata quorum");
+        return Ok(());
+    };
     let std_listener = std::net::TcpListener::bind(listen)?;
     std_listener.set_nonblocking(true)?;
     let listener = TcpListener::from_std(std_listener)?;
@@ -61,25 +79,48 @@ async fn accept_loop(quorum: Rc<Quorum>, listener: TcpListener) {
     }
 }
 
+/// Reads one frame; `None` when the connection ends or sends nonsense.
+async fn read_frame(stream: &mut TcpStream, peer: &dyn std::fmt::Display) -> Option<PeerFrame> {
+    let compio::BufResult(res, len) = stream.read_exact([0u8; 4]).await;
+    res.ok()?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        tracing::warn!(%peer, len, "quorum frame too large; closing the connection");
+        return None;
+    }
+    let compio::BufResult(res, body) = stream.read_exact(Vec::with_capacity(len)).await;
+    res.ok()?;
+    match codec::decode_frame(&body) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "bad quorum frame; closing the connection");
+            None
+        }
+    }
+}
+
+fn put_frame(out: &mut BytesMut, f: &PeerFrame) {
+    let body = codec::encode_frame(f);
+    out.put_u32_le(body.len() as u32);
+    out.put_slice(&body);
+}
+
 async fn read_loop(quorum: Rc<Quorum>, mut stream: TcpStream, peer: SocketAddr) {
-    loop {
-        let compio::BufResult(res, len) = stream.read_exact([0u8; 4]).await;
-        if res.is_err() {
-            return;
-        }
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
-            tracing::warn!(%peer, len, "quorum frame too large; closing the connection");
-            return;
-        }
-        let compio::BufResult(res, body) = stream.read_exact(Vec::with_capacity(len)).await;
-        if res.is_err() {
-            return;
-        }
-        match codec::decode_message(&body) {
-            Ok(m) => quorum.deliver(m),
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "bad quorum message; closing the connection");
+    while let Some(frame) = read_frame(&mut stream, &peer).await {
+        match frame {
+            PeerFrame::Raft(m) => quorum.deliver(m),
+            PeerFrame::Propose { data } => quorum.propose_forwarded(data),
+            PeerFrame::Fetch { node, applied } => {
+                let reply = quorum.serve_observer(node, applied).await;
+                let mut out = BytesMut::new();
+                put_frame(&mut out, &reply);
+                let compio::BufResult(res, _) = stream.write_all(out.freeze()).await;
+                if res.is_err() {
+                    return;
+                }
+            }
+            PeerFrame::Entries { .. } | PeerFrame::Image { .. } => {
+                tracing::warn!(%peer, "a voter's reply sent to a voter; closing the connection");
                 return;
             }
         }
@@ -106,16 +147,110 @@ async fn send_loop(quorum: Rc<Quorum>, peer: NodeId, addr: SocketAddr) {
         loop {
             let msgs = quorum.outgoing(peer).await;
             let mut out = BytesMut::new();
-            for m in &msgs {
-                let body = codec::encode_message(m);
-                out.put_u32_le(body.len() as u32);
-                out.put_slice(&body);
+            for m in msgs {
+                put_frame(&mut out, &PeerFrame::Raft(m));
             }
             let compio::BufResult(res, _) = stream.write_all(out.freeze()).await;
             if res.is_err() {
                 quorum.report_unreachable(peer);
                 break;
             }
+        }
+    }
+}
+
+/// Connects to `addr` within [`CONNECT_TIMEOUT`] (a partitioned voter does
+/// not answer SYNs; the observer must move on to another).
+async fn connect(addr: SocketAddr) -> Option<TcpStream> {
+    match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+/// Observer: long-polls committed metadata from a voter, following the
+/// active controller (whose fetches count as this broker's heartbeats), and
+/// trying the next voter when one fails or goes silent.
+async fn observe_loop(quorum: Rc<Quorum>, voters: Vec<(NodeId, SocketAddr)>) {
+    let mut target = 0;
+    loop {
+        let (voter, addr) = voters[target % voters.len()];
+        let Some(mut stream) = connect(addr).await else {
+            target += 1;
+            compio::time::sleep(RECONNECT).await;
+            continue;
+        };
+        loop {
+            let mut out = BytesMut::new();
+            let fetch = PeerFrame::Fetch {
+                node: quorum.node(),
+                applied: quorum.applied(),
+            };
+            put_frame(&mut out, &fetch);
+            let compio::BufResult(res, _) = stream.write_all(out.freeze()).await;
+            if res.is_err() {
+                target += 1;
+                break;
+            }
+            let reply =
+                compio::time::timeout(OBSERVER_POLL + REPLY_GRACE, read_frame(&mut stream, &addr));
+            let Ok(Some(reply)) = reply.await else {
+                tracing::debug!(voter, %addr, "no metadata from this voter; trying the next");
+                target += 1;
+                break;
+            };
+            match quorum.observed(reply) {
+                Some(leader) if leader != voter => {
+                    if let Some(i) = voters.iter().position(|(n, _)| *n == leader) {
+                        target = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        compio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Observer: hands its proposals to the active controller (or any voter,
+/// which forwards them to it). A proposal lost on the way is proposed again
+/// by the quorum member.
+async fn forward_loop(quorum: Rc<Quorum>, voters: Vec<(NodeId, SocketAddr)>) {
+    let mut conn: Option<(NodeId, TcpStream)> = None;
+    let mut next = 0;
+    loop {
+        let proposals = quorum.forwarded().await;
+        let wanted = quorum.leader();
+        if conn
+            .as_ref()
+            .is_some_and(|(n, _)| wanted.is_some_and(|w| w != *n))
+        {
+            conn = None;
+        }
+        if conn.is_none() {
+            let (voter, addr) = match wanted.and_then(|w| voters.iter().find(|(n, _)| *n == w)) {
+                Some(&v) => v,
+                None => {
+                    next += 1;
+                    voters[next % voters.len()]
+                }
+            };
+            conn = connect(addr).await.map(|s| (voter, s));
+        }
+        let Some((_, stream)) = conn.as_mut() else {
+            continue;
+        };
+        let mut out = BytesMut::new();
+        for data in proposals {
+            put_frame(&mut out, &PeerFrame::Propose { data });
+        }
+        let sent = compio::time::timeout(CONNECT_TIMEOUT, stream.write_all(out.freeze())).await;
+        if !matches!(sent, Ok(compio::BufResult(Ok(_), _))) {
+            conn = None;
         }
     }
 }

@@ -277,6 +277,90 @@ pub fn decode_message(buf: &[u8]) -> Result<Message> {
     Ok(m)
 }
 
+/// What travels on a connection to a controller listener: Raft messages
+/// between voters, and the exchanges of a broker-only node (an observer),
+/// which takes the committed metadata log from a voter instead of voting.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeerFrame {
+    /// Voter to voter.
+    Raft(Message),
+    /// Observer to voter: "I have applied up to `applied`; send what follows"
+    /// (long-polled). Also the observer's liveness heartbeat.
+    Fetch { node: i32, applied: u64 },
+    /// Observer to voter: one encoded `Proposal` to hand to Raft.
+    Propose { data: Bytes },
+    /// Voter to observer: committed entries following the fetched index, and
+    /// the active controller as the voter knows it (-1: none).
+    Entries { leader: i32, entries: Vec<Entry> },
+    /// Voter to observer: the voter's whole image (its entries after the
+    /// fetched index are compacted away).
+    Image { leader: i32, image: Bytes },
+}
+
+const RAFT: u8 = 0;
+const FETCH: u8 = 1;
+const PROPOSE: u8 = 2;
+const ENTRIES: u8 = 3;
+const IMAGE: u8 = 4;
+
+pub fn encode_frame(f: &PeerFrame) -> BytesMut {
+    let mut out = BytesMut::with_capacity(64);
+    match f {
+        PeerFrame::Raft(m) => {
+            out.put_u8(RAFT);
+            out.extend_from_slice(&encode_message(m));
+        }
+        PeerFrame::Fetch { node, applied } => {
+            out.put_u8(FETCH);
+            out.put_i32_le(*node);
+            out.put_u64_le(*applied);
+        }
+        PeerFrame::Propose { data } => {
+            out.put_u8(PROPOSE);
+            put_bytes(&mut out, data);
+        }
+        PeerFrame::Entries { leader, entries } => {
+            out.put_u8(ENTRIES);
+            out.put_i32_le(*leader);
+            put_entries(&mut out, entries);
+        }
+        PeerFrame::Image { leader, image } => {
+            out.put_u8(IMAGE);
+            out.put_i32_le(*leader);
+            put_bytes(&mut out, image);
+        }
+    }
+    out
+}
+
+pub fn decode_frame(buf: &[u8]) -> Result<PeerFrame> {
+    let Some((&kind, rest)) = buf.split_first() else {
+        return Err(DecodeError("truncated"));
+    };
+    if kind == RAFT {
+        return Ok(PeerFrame::Raft(decode_message(rest)?));
+    }
+    let mut r = Reader::new(rest);
+    let f = match kind {
+        FETCH => PeerFrame::Fetch {
+            node: r.u32()? as i32,
+            applied: r.u64()?,
+        },
+        PROPOSE => PeerFrame::Propose { data: r.bytes()? },
+        ENTRIES => PeerFrame::Entries {
+            leader: r.u32()? as i32,
+            entries: entries(&mut r)?,
+        },
+        IMAGE => PeerFrame::Image {
+            leader: r.u32()? as i32,
+            image: r.bytes()?,
+        },
+        _ => return Err(DecodeError("frame kind")),
+    };
+    r.finish()?;
+    Ok(f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,5 +437,36 @@ mod tests {
             decode_message(&hostile),
             Err(DecodeError("count larger than the data"))
         );
+    }
+
+    #[test]
+    fn frames_round_trip_and_refuse_truncation() {
+        let e = sample().entries[0].clone();
+        let frames = [
+            PeerFrame::Raft(sample()),
+            PeerFrame::Fetch {
+                node: 7,
+                applied: 42,
+            },
+            PeerFrame::Propose {
+                data: Bytes::from_static(b"{}"),
+            },
+            PeerFrame::Entries {
+                leader: -1,
+                entries: vec![e.clone(), e],
+            },
+            PeerFrame::Image {
+                leader: 2,
+                image: Bytes::from_static(b"{\"applied\":3}"),
+            },
+        ];
+        for f in frames {
+            let bytes = encode_frame(&f);
+            assert_eq!(decode_frame(&bytes).unwrap(), f);
+            for n in 0..bytes.len() {
+                assert!(decode_frame(&bytes[..n]).is_err(), "{f:?}: prefix of {n}");
+            }
+        }
+        assert_eq!(decode_frame(&[9]), Err(DecodeError("frame kind")));
     }
 }

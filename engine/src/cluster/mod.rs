@@ -30,8 +30,9 @@ pub struct ClusterConfig {
     pub node_id: NodeId,
     /// Kafka's `controller.quorum.voters`: every voter's id and controller address.
     pub voters: Vec<(NodeId, SocketAddr)>,
-    /// Where this node's controller listens (`--controller-listen`).
-    pub controller_listen: SocketAddr,
+    /// Where this node's controller listens (`--controller-listen`); `None`:
+    /// a broker-only node, which observes the quorum without voting.
+    pub controller_listen: Option<SocketAddr>,
     /// Kafka's `broker.session.timeout.ms`.
     pub session_timeout: Duration,
     /// Kafka's `broker.rack`.

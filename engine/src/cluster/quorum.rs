@@ -18,6 +18,14 @@
 //! has not heard from for `broker.session.timeout.ms` is fenced, which moves
 //! its leaderships within the ISR (in [`ClusterImage::apply`]). A broker that
 //! is serving and finds itself fenced or unknown registers again.
+//!
+//! A broker-only node (not among the voters) runs the same type as an
+//! *observer*, as KRaft's brokers do: it holds no Raft state and keeps no
+//! quorum log; it long-polls the active controller for committed entries
+//! ([`Quorum::observed`], served by [`Quorum::serve_observer`]), applies them
+//! to its image like any member, and hands its proposals to a voter
+//! ([`Quorum::forwarded`], [`Quorum::propose_forwarded`]). Its fetches are
+//! its heartbeats: the controller fences it when they stop.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -29,7 +37,8 @@ use futures::channel::oneshot;
 use raft::eraftpb::{Entry, EntryType, Message};
 use raft::{RawNode, StateRole};
 
-use super::image::{Applied, BrokerInfo, ClusterImage, MetaRecord, NodeId, Proposal};
+use super::codec::PeerFrame;
+use super::image::{Applied, BrokerInfo, ClusterImage, MetaRecord, NO_LEADER, NodeId, Proposal};
 use super::store::{QuorumStore, write_durably};
 use crate::error::EngineError;
 use crate::log::partition::{LocalEvent, blocking};
@@ -98,6 +107,12 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (Raft resends what matters).
 const OUTBOX_LIMIT: usize = 4096;
 
+/// How long a voter holds an observer's fetch when it has nothing newer.
+pub const OBSERVER_POLL: Duration = Duration::from_millis(250);
+
+/// Most entry bytes in one reply to an observer.
+const OBSERVER_BATCH: u64 = 1 << 20;
+
 pub struct Quorum {
     cfg: QuorumConfig,
     incarnation: u64,
@@ -125,6 +140,11 @@ pub struct Quorum {
     last_register: Cell<Option<Instant>>,
     fencing: RefCell<HashSet<NodeId>>,
     last_rebalance: Cell<Option<Instant>>,
+    /// Observer: proposals waiting for the connection to a voter.
+    forward: RefCell<VecDeque<bytes::Bytes>>,
+    forward_event: LocalEvent,
+    /// Voter: observers' fetches waiting for the image to move.
+    applied_waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 impl Quorum {
@@ -149,8 +169,24 @@ impl Quorum {
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let raw = RawNode::new(&raft_cfg, store, &logger)
             .map_err(|e| EngineError::Storage(format!("metadata quorum: {e}")))?;
+        Ok(Self::build(cfg, Some(raw), image, incarnation))
+    }
+
+    /// A broker-only node: it starts from an empty image and learns the
+    /// metadata from the voters.
+    pub fn observer(cfg: QuorumConfig, incarnation: u64) -> Rc<Self> {
+        Self::build(cfg, None, Arc::new(ClusterImage::default()), incarnation)
+    }
+
+    fn build(
+        cfg: QuorumConfig,
+        raw: Option<RawNode<QuorumStore>>,
+        image: Arc<ClusterImage>,
+        incarnation: u64,
+    ) -> Rc<Self> {
+        let voter = raw.is_some();
         let outboxes = (cfg.voters.iter())
-            .filter(|&&v| v != cfg.node)
+            .filter(|&&v| voter && v != cfg.node)
             .map(|&v| {
                 let o = Outbox {
                     queue: VecDeque::new(),
@@ -159,10 +195,10 @@ impl Quorum {
                 (v, o)
             })
             .collect();
-        Ok(Rc::new(Quorum {
+        Rc::new(Quorum {
             cfg,
             incarnation,
-            raw: RefCell::new(Some(raw)),
+            raw: RefCell::new(raw),
             image: RefCell::new(image),
             sink: RefCell::new(None),
             wake: LocalEvent::default(),
@@ -180,7 +216,20 @@ impl Quorum {
             last_register: Cell::new(None),
             fencing: RefCell::default(),
             last_rebalance: Cell::new(None),
-        }))
+            forward: RefCell::default(),
+            forward_event: LocalEvent::default(),
+            applied_waiters: RefCell::default(),
+        })
+    }
+
+    /// Whether this node only observes the quorum (a broker-only node).
+    pub fn is_observer(&self) -> bool {
+        self.raw.borrow().is_none()
+    }
+
+    /// The voters and their ids, for an observer to fetch from.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.cfg.voters
     }
 
     pub fn node(&self) -> NodeId {
@@ -305,6 +354,9 @@ impl Quorum {
     /// The driver: ticks, steps, proposes, persists and applies until the
     /// runtime stops.
     pub async fn run(self: Rc<Self>) {
+        if self.is_observer() {
+            return self.run_observer().await;
+        }
         let mut next_tick = Instant::now() + self.cfg.tick;
         loop {
             let now = Instant::now();
@@ -367,7 +419,14 @@ impl Quorum {
                 // A new controller gives every broker a full session to be heard.
                 let now = Instant::now();
                 let mut heard = self.last_heard.borrow_mut();
-                for &v in &self.cfg.voters {
+                let brokers = self
+                    .image
+                    .borrow()
+                    .brokers
+                    .keys()
+                    .copied()
+                    .collect::<Vec<_>>();
+                for v in self.cfg.voters.iter().copied().chain(brokers) {
                     heard.insert(v, now);
                 }
                 self.fencing.borrow_mut().clear();
@@ -467,6 +526,9 @@ impl Quorum {
     fn publish(&self, img: ClusterImage) {
         let img = Arc::new(img);
         *self.image.borrow_mut() = img.clone();
+        for w in self.applied_waiters.borrow_mut().drain(..) {
+            let _ = w.send(());
+        }
         if let Some(sink) = self.sink.borrow().as_ref() {
             sink(img);
         }
@@ -569,6 +631,146 @@ impl Quorum {
             );
             self.spawn_proposal(elections);
         }
+    }
+
+    /// The observer's driver: registration and proposal retries on each
+    /// tick; proposals go to the voter connection ([`Quorum::forwarded`]).
+    async fn run_observer(self: Rc<Self>) {
+        loop {
+            self.controller_duties(Instant::now());
+            let pending: Vec<(u64, Vec<u8>)> = self.pending.borrow_mut().drain(..).collect();
+            if !pending.is_empty() {
+                let mut forward = self.forward.borrow_mut();
+                for (_, data) in pending {
+                    if forward.len() >= OUTBOX_LIMIT {
+                        forward.pop_front();
+                    }
+                    forward.push_back(data.into());
+                }
+                self.forward_event.notify();
+            }
+            let woke = std::pin::pin!(self.wake.wait());
+            let slept = std::pin::pin!(compio::time::sleep(self.cfg.tick));
+            futures::future::select(woke, slept).await;
+        }
+    }
+
+    /// Observer: waits for proposals to hand to a voter, then takes them all.
+    /// What is lost on the way is proposed again (`inflight`, registration).
+    pub async fn forwarded(&self) -> Vec<bytes::Bytes> {
+        loop {
+            let taken: Vec<bytes::Bytes> = self.forward.borrow_mut().drain(..).collect();
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.forward_event.wait().await;
+        }
+    }
+
+    /// Observer: the last index its image has applied (what it fetches after).
+    pub fn applied(&self) -> u64 {
+        self.image.borrow().applied
+    }
+
+    /// Observer: a voter's reply to a fetch. Entries are applied in order
+    /// from the next index; an image newer than ours replaces it. Returns
+    /// the active controller the voter named.
+    pub fn observed(&self, reply: PeerFrame) -> Option<NodeId> {
+        let leader = match reply {
+            PeerFrame::Entries { leader, entries } => {
+                let first = self.applied() + 1;
+                let mut next = first;
+                let fresh: Vec<Entry> = entries
+                    .into_iter()
+                    .skip_while(|e| e.index < first)
+                    .take_while(|e| {
+                        let contiguous = e.index == next;
+                        next += 1;
+                        contiguous
+                    })
+                    .collect();
+                self.apply(fresh);
+                leader
+            }
+            PeerFrame::Image { leader, image } => {
+                match serde_json::from_slice::<ClusterImage>(&image) {
+                    Ok(img) if img.applied > self.applied() => {
+                        tracing::info!(index = img.applied, "took the metadata image from a voter");
+                        self.publish(img);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "undecodable metadata image from a voter"),
+                }
+                leader
+            }
+            PeerFrame::Raft(_) | PeerFrame::Fetch { .. } | PeerFrame::Propose { .. } => {
+                return None;
+            }
+        };
+        let leader = (leader != NO_LEADER).then_some(leader);
+        self.leader.set(leader);
+        self.wake.notify();
+        leader
+    }
+
+    /// Voter: an observer's fetch from after `applied`. Counts as its
+    /// heartbeat; held up to [`OBSERVER_POLL`] while there is nothing newer.
+    pub async fn serve_observer(&self, node: NodeId, applied: u64) -> PeerFrame {
+        if self.is_observer() {
+            return PeerFrame::Entries {
+                leader: NO_LEADER,
+                entries: Vec::new(),
+            };
+        }
+        self.last_heard.borrow_mut().insert(node, Instant::now());
+        if self.applied() <= applied {
+            let (tx, rx) = oneshot::channel();
+            self.applied_waiters.borrow_mut().push(tx);
+            let _ = compio::time::timeout(OBSERVER_POLL, rx).await;
+        }
+        let leader = self.leader.get().unwrap_or(NO_LEADER);
+        let img = self.image();
+        if img.applied <= applied {
+            return PeerFrame::Entries {
+                leader,
+                entries: Vec::new(),
+            };
+        }
+        let from = applied + 1;
+        let stored = self.with_raw(|raw| {
+            if from < raw.store().first_index() {
+                return None; // compacted into the snapshot
+            }
+            let ctx = raft::GetEntriesContext::empty(false);
+            raft::Storage::entries(raw.store(), from, img.applied + 1, OBSERVER_BATCH, ctx).ok()
+        });
+        match stored {
+            Some(entries) => PeerFrame::Entries { leader, entries },
+            None => match serde_json::to_vec(&*img) {
+                Ok(image) => PeerFrame::Image {
+                    leader,
+                    image: image.into(),
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode the metadata image");
+                    PeerFrame::Entries {
+                        leader,
+                        entries: Vec::new(),
+                    }
+                }
+            },
+        }
+    }
+
+    /// Voter: a proposal an observer forwarded. Raft takes it (or forwards
+    /// it to the leader); bytes that are not a proposal are refused.
+    pub fn propose_forwarded(&self, data: bytes::Bytes) {
+        if let Err(e) = serde_json::from_slice::<Proposal>(&data) {
+            tracing::warn!(error = %e, "refused a malformed forwarded proposal");
+            return;
+        }
+        self.pending.borrow_mut().push((0, data.to_vec()));
+        self.wake.notify();
     }
 
     fn spawn_proposal(&self, records: Vec<MetaRecord>) {

@@ -41,6 +41,20 @@ impl ClusterShared {
         config: ClusterConfig,
         data_dir: &std::path::Path,
     ) -> Result<(ClusterShared, ClusterImage), EngineError> {
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        if config.controller_listen.is_none() {
+            // A broker-only node keeps no quorum log: its image comes from
+            // the voters once it runs.
+            let shared = ClusterShared {
+                config,
+                incarnation,
+                initial_image: Arc::new(ClusterImage::default()),
+                store: Mutex::new(None),
+            };
+            return Ok((shared, ClusterImage::default()));
+        }
         let voters = config.voters.iter().map(|(n, _)| raft_id(*n)).collect();
         let recovered = QuorumStore::open(data_dir, voters)?;
         if recovered.discarded > 0 {
@@ -78,9 +92,6 @@ impl ClusterShared {
             topics = image.topics.len(),
             "metadata image rebuilt from the quorum log"
         );
-        let incarnation = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
         let shared = ClusterShared {
             config,
             incarnation,
@@ -149,16 +160,20 @@ impl Shard {
         let Some(c) = self.cluster() else {
             return Ok(());
         };
-        let store = (c.store.lock().unwrap_or_else(|p| p.into_inner()))
-            .take()
-            .ok_or_else(|| EngineError::Storage("the quorum was started twice".into()))?;
         let mut qc = QuorumConfig::new(
             c.config.node_id,
             c.config.voters.iter().map(|(n, _)| *n).collect(),
         );
         qc.session_timeout = c.config.session_timeout;
         qc.rebalance_every = c.config.rebalance_every;
-        let quorum = Quorum::new(qc, store, c.initial_image.clone(), c.incarnation)?;
+        let quorum = if c.config.controller_listen.is_none() {
+            Quorum::observer(qc, c.incarnation)
+        } else {
+            let store = (c.store.lock().unwrap_or_else(|p| p.into_inner()))
+                .take()
+                .ok_or_else(|| EngineError::Storage("the quorum was started twice".into()))?;
+            Quorum::new(qc, store, c.initial_image.clone(), c.incarnation)?
+        };
         let shared = self.shared.clone();
         quorum.set_sink(Box::new(move |img| publish(&shared, img)));
         *self.quorum.borrow_mut() = Some(quorum.clone());
