@@ -226,6 +226,11 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
             "log.message.timestamp.before.max.ms",
             "message.timestamp.before.max.ms",
         ),
+        ("min.insync.replicas", "min.insync.replicas"),
+        (
+            "unclean.leader.election.enable",
+            "unclean.leader.election.enable",
+        ),
     ] {
         if let Some(v) = get(broker_key) {
             overrides.insert(topic_key.to_string(), v);

@@ -373,3 +373,70 @@ def test_broker_only_node_serves_replicas_and_follows_the_controller(tmp_path, r
                                if q in on4), 30, what="node 4 back in its ISRs")
         p.flush(30)
         check_keyed(consume_all(c.node(4).bootstrap, topic, 8), 4000, acked=dr.acked)
+
+
+def test_unclean_leader_election_only_where_enabled(tmp_path, request):
+    """Two topics placed by hand (manual assignment) on node 4 (broker-only,
+    so that the three voters keep their quorum) and node 3: node 3 dies,
+    node 4 takes writes alone, then node 4 dies and node 3 returns. With
+    unclean.leader.election.enable the out-of-sync node 3 leads at once (what
+    only node 4 had is lost, as the setting means); without it the partition
+    stays offline until node 4 is back, with every record. When node 4
+    returns it truncates its diverged tail to node 3's log."""
+    from confluent_kafka.admin import NewTopic
+    with cluster(tmp_path, request, brokers_only=1) as c:
+        clean, unclean = unique_topic("clean"), unique_topic("unclean")
+        a = admin(c.node(1).bootstrap)
+        fs = a.create_topics([
+            NewTopic(clean, num_partitions=1, replica_assignment=[[4, 3]]),
+            NewTopic(unclean, num_partitions=1, replica_assignment=[[4, 3]],
+                     config={"unclean.leader.election.enable": "true"}),
+        ], operation_timeout=15, request_timeout=15)
+        for f in fs.values():
+            f.result(timeout=30)
+        for t in (clean, unclean):
+            wait_until(lambda: partitions_of(c, t, c.node(1)).get(0) == (4, [3, 4], [3, 4]), 15,
+                       what="%s led by 4 with ISR [3, 4]" % t)
+        p = producer(c.bootstrap, acks="all")
+        drs = {t: produce_keyed(p, t, 100) for t in (clean, unclean)}
+
+        c.node(3).kill()
+        for t in (clean, unclean):
+            wait_until(lambda: partitions_of(c, t, c.node(1))[0][2] == [4], SESSION_MS / 1000 + 20,
+                       what="ISR of %s shrunk to [4]" % t)
+        for t in (clean, unclean):
+            produce_keyed(p, t, 100, start=100, dr=drs[t])
+            assert not drs[t].errors, drs[t].errors[:3]
+        c.node(4).kill()
+        c.wait_brokers([1, 2], c.node(1), timeout=SESSION_MS / 1000 + 20)
+        c.node(3).start()
+        c.wait_brokers([1, 2, 3], c.node(1))
+        # Only the topic that allows it gets the out-of-sync replica as leader.
+        wait_until(lambda: partitions_of(c, unclean, c.node(1))[0][:2] == (3, [3, 4]), 15,
+                   what="node 3 elected uncleanly")
+        assert partitions_of(c, unclean, c.node(1))[0][2] == [3]
+        time.sleep(2)
+        assert partitions_of(c, clean, c.node(1))[0][0] == -1, "clean topic elected an out-of-sync replica"
+        p2 = producer(c.bootstrap, acks="all")
+        dr_after = produce_keyed(p2, unclean, 50, start=200)
+        assert not dr_after.errors, dr_after.errors[:3]
+
+        # Node 4 returns: the clean topic is led by it with all 200 records;
+        # on the unclean topic it truncates its 100 diverged records and
+        # follows node 3, back in the ISR.
+        c.node(4).start()
+        c.wait_brokers([1, 2, 3, 4], c.node(1))
+        wait_until(lambda: partitions_of(c, clean, c.node(1))[0] == (4, [3, 4], [3, 4]), 30,
+                   what="clean topic led by 4, ISR [3, 4]")
+        check_keyed(consume_all(c.node(1).bootstrap, clean, 1), 200, acked=drs[clean].acked)
+        wait_until(lambda: partitions_of(c, unclean, c.node(1))[0][2] == [3, 4], 30,
+                   what="node 4 back in the unclean topic's ISR")
+        got = consume_all(c.node(1).bootstrap, unclean, 1)[0]
+        keys = [r[1] for r in got]
+        assert [r[0] for r in got] == list(range(150))
+        assert keys == [("k%d" % i).encode() for i in list(range(100)) + list(range(200, 250))], keys[95:105]
+        # Preferred leader election hands it back to node 4, whose copy must
+        # now be node 3's: the same 150 records.
+        wait_until(lambda: partitions_of(c, unclean, c.node(1))[0][0] == 4, 30, what="node 4 leading again")
+        again = consume_all(c.node(1).bootstrap, unclean, 1)[0]
+        assert [(r[0], r[1], r[2]) for r in again] == [(r[0], r[1], r[2]) for r in got]

@@ -41,6 +41,10 @@ pub struct TopicConfig {
     /// Kafka's `min.insync.replicas`: fewer ISR members refuse acks=all
     /// produce with NOT_ENOUGH_REPLICAS.
     pub min_insync_replicas: u32,
+    /// Kafka's `unclean.leader.election.enable`: a partition whose in-sync
+    /// replicas are all down may be led by an out-of-sync one (losing what
+    /// only the ISR had) rather than stay offline.
+    pub unclean_leader_election: bool,
 }
 
 impl Default for TopicConfig {
@@ -55,6 +59,7 @@ impl Default for TopicConfig {
             timestamp_after_max_ms: 3_600_000,
             timestamp_before_max_ms: i64::MAX as u64,
             min_insync_replicas: 1,
+            unclean_leader_election: false,
         }
     }
 }
@@ -71,6 +76,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "message.timestamp.after.max.ms",
     "message.timestamp.before.max.ms",
     "min.insync.replicas",
+    "unclean.leader.election.enable",
 ];
 
 impl TopicConfig {
@@ -125,6 +131,13 @@ impl TopicConfig {
                 }
                 self.min_insync_replicas = u32::try_from(n).map_err(|_| bad())?;
             }
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad()),
+                }
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
                 return Err(EngineError::InvalidConfig(format!(
@@ -164,6 +177,10 @@ impl TopicConfig {
                 self.timestamp_before_max_ms.to_string(),
             ),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election.to_string(),
+            ),
         ])
     }
 }

@@ -74,6 +74,17 @@ pub enum MetaRecord {
         partition: u32,
         leader: NodeId,
     },
+    /// Unclean leader election (the topic's `unclean.leader.election.enable`,
+    /// decided by the active controller): a partition whose ISR has no live
+    /// member is led by `leader`, a live replica outside it, which becomes the
+    /// whole ISR. Records only it held may be lost; that is the setting's
+    /// meaning. Applied only while the partition has no leader and no ISR
+    /// member is live.
+    UncleanElection {
+        topic: String,
+        partition: u32,
+        leader: NodeId,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
     AllocateProducerIds {
         node: NodeId,
@@ -272,6 +283,28 @@ impl ClusterImage {
                     p.partition_epoch += 1;
                 }
             }
+            MetaRecord::UncleanElection {
+                topic,
+                partition,
+                leader,
+            } => {
+                let live = self.is_live(*leader);
+                let any_isr_live = (self.partition(topic, *partition))
+                    .is_some_and(|p| p.isr.iter().any(|n| self.is_live(*n)));
+                let p = (self.topics.get_mut(topic))
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                if p.leader != NO_LEADER || any_isr_live || !live || !p.replicas.contains(leader) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "no unclean election of {leader} for {topic}-{partition}: it has a leader \
+                         or a live ISR member, or {leader} is not a live replica"
+                    )));
+                }
+                p.leader = *leader;
+                p.isr = vec![*leader];
+                p.leader_epoch += 1;
+                p.partition_epoch += 1;
+            }
             MetaRecord::AllocateProducerIds { count, .. } => {
                 let first = self.next_producer_id;
                 self.next_producer_id = first.saturating_add(*count);
@@ -368,6 +401,28 @@ impl ClusterImage {
                         topic: t.name.clone(),
                         partition: i as u32,
                         leader: preferred,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Partitions with no leader and no live ISR member, of topics for which
+    /// `allowed` says unclean election is enabled, that a live replica could
+    /// lead: the elections the controller proposes.
+    pub fn unclean_elections(&self, allowed: impl Fn(&TopicInfo) -> bool) -> Vec<MetaRecord> {
+        let mut out = Vec::new();
+        for t in self.topics.values().filter(|t| allowed(t)) {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.leader != NO_LEADER || p.isr.iter().any(|n| self.is_live(*n)) {
+                    continue;
+                }
+                if let Some(&leader) = p.replicas.iter().find(|n| self.is_live(**n)) {
+                    out.push(MetaRecord::UncleanElection {
+                        topic: t.name.clone(),
+                        partition: i as u32,
+                        leader,
                     });
                 }
             }
@@ -660,6 +715,40 @@ mod tests {
         let after = img.partition("t", 0).unwrap();
         assert_eq!(after.leader, preferred);
         assert_eq!(after.leader_epoch, p.leader_epoch + 1);
+    }
+
+    #[test]
+    fn unclean_election_only_without_a_live_isr_member() {
+        let mut img = three_brokers_one_topic();
+        let all = |_: &TopicInfo| true;
+        // Node 3 is fenced first, then 2: node 1 is the last ISR member.
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: 3 }]).unwrap();
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: 2 }]).unwrap();
+        assert!(
+            img.unclean_elections(all).is_empty(),
+            "node 1 is live and in the ISR"
+        );
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: 1 }]).unwrap();
+        assert!(img.unclean_elections(all).is_empty(), "no replica is live");
+        // Node 3 returns; the ISR's only member (1) is still down.
+        apply(&mut img, vec![register(3)]).unwrap();
+        assert!(img.unclean_elections(|_| false).is_empty());
+        let elections = img.unclean_elections(all);
+        assert!(!elections.is_empty());
+        for e in &elections {
+            assert!(
+                matches!(e, MetaRecord::UncleanElection { leader: 3, .. }),
+                "{e:?}"
+            );
+        }
+        let before = img.partition("t", 0).unwrap().clone();
+        apply(&mut img, elections.clone()).unwrap();
+        let after = img.partition("t", 0).unwrap();
+        assert_eq!((after.leader, after.isr.clone()), (3, vec![3]));
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        // A second copy of the election is refused: the partition has a leader.
+        assert!(apply(&mut img, elections[..1].to_vec()).is_err());
+        assert!(img.unclean_elections(all).is_empty());
     }
 
     #[test]

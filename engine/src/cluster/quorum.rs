@@ -70,6 +70,9 @@ pub struct QuorumConfig {
     /// `auto.leader.rebalance.enable` (`None`: off): how often the active
     /// controller gives partitions back to their preferred leaders.
     pub rebalance_every: Option<Duration>,
+    /// The broker default of `unclean.leader.election.enable`, for topics
+    /// that do not set it.
+    pub unclean_default: bool,
 }
 
 impl QuorumConfig {
@@ -82,6 +85,7 @@ impl QuorumConfig {
             propose_timeout: Duration::from_secs(10),
             snapshot_every: 1000,
             rebalance_every: Some(Duration::from_secs(300)),
+            unclean_default: false,
         }
     }
 }
@@ -140,6 +144,7 @@ pub struct Quorum {
     last_register: Cell<Option<Instant>>,
     fencing: RefCell<HashSet<NodeId>>,
     last_rebalance: Cell<Option<Instant>>,
+    last_unclean: Cell<Option<Instant>>,
     /// Observer: proposals waiting for the connection to a voter.
     forward: RefCell<VecDeque<bytes::Bytes>>,
     forward_event: LocalEvent,
@@ -216,6 +221,7 @@ impl Quorum {
             last_register: Cell::new(None),
             fencing: RefCell::default(),
             last_rebalance: Cell::new(None),
+            last_unclean: Cell::new(None),
             forward: RefCell::default(),
             forward_event: LocalEvent::default(),
             applied_waiters: RefCell::default(),
@@ -589,6 +595,7 @@ impl Quorum {
             return;
         }
         self.rebalance_leaders(&image, now);
+        self.unclean_elections(&image, now);
         let heard = self.last_heard.borrow().clone();
         let mut fencing = self.fencing.borrow_mut();
         fencing.retain(|n| image.brokers.get(n).is_some_and(|b| !b.fenced));
@@ -771,6 +778,29 @@ impl Quorum {
         }
         self.pending.borrow_mut().push((0, data.to_vec()));
         self.wake.notify();
+    }
+
+    /// As the active controller, at most once a second: partitions whose
+    /// in-sync replicas are all down, of topics with
+    /// `unclean.leader.election.enable`, are given to a live replica.
+    fn unclean_elections(&self, image: &ClusterImage, now: Instant) {
+        if (self.last_unclean.get()).is_some_and(|t| now.duration_since(t) < RESEND_AFTER) {
+            return;
+        }
+        self.last_unclean.set(Some(now));
+        let default = self.cfg.unclean_default;
+        let elections =
+            image.unclean_elections(|t| match t.configs.get("unclean.leader.election.enable") {
+                Some(v) => v == "true",
+                None => default,
+            });
+        if !elections.is_empty() {
+            tracing::warn!(
+                partitions = elections.len(),
+                "unclean leader election: out-of-sync replicas lead partitions whose in-sync replicas are all down"
+            );
+            self.spawn_proposal(elections);
+        }
     }
 
     fn spawn_proposal(&self, records: Vec<MetaRecord>) {

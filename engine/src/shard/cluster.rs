@@ -166,6 +166,7 @@ impl Shard {
         );
         qc.session_timeout = c.config.session_timeout;
         qc.rebalance_every = c.config.rebalance_every;
+        qc.unclean_default = self.shared.config.topic_defaults.unclean_leader_election;
         let quorum = if c.config.controller_listen.is_none() {
             Quorum::observer(qc, c.incarnation)
         } else {
@@ -321,6 +322,25 @@ impl Shard {
             None => live.len().clamp(1, 3),
         };
         place_replicas(&live, topic, first, count, rf)
+    }
+
+    /// A manual replica assignment, if every broker it names is registered
+    /// and not fenced (Kafka: "no such broker is registered").
+    pub(super) fn check_assignment(
+        &self,
+        assignment: &[Vec<NodeId>],
+    ) -> Result<Vec<Vec<NodeId>>, EngineError> {
+        let img = self.cluster_image().unwrap_or_default();
+        let live = img.live_brokers();
+        for (p, replicas) in assignment.iter().enumerate() {
+            if let Some(b) = replicas.iter().find(|b| !live.contains(b)) {
+                return Err(EngineError::InvalidReplicaAssignment(format!(
+                    "the manual partition assignment of partition {p} includes broker {b}, \
+                     but no such broker is registered and live"
+                )));
+            }
+        }
+        Ok(assignment.to_vec())
     }
 
     /// The coordinator of `group`: the leader of its `__consumer_offsets`

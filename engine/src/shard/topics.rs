@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::{Shard, is_internal_topic};
-use crate::cluster::image::MetaRecord;
+use crate::cluster::image::{MetaRecord, NodeId};
 use crate::error::EngineError;
 use crate::meta::catalog::{Catalog, TopicMeta, validate_topic_name};
 use crate::types::{ShardId, TopicPartition};
@@ -23,6 +23,10 @@ pub struct NewTopic {
     pub replication_factor: Option<i16>,
     pub configs: BTreeMap<String, String>,
     pub validate_only: bool,
+    /// A manual replica assignment, partition by partition (preferred leader
+    /// first), already checked for shape; in a cluster its brokers must be
+    /// registered.
+    pub assignment: Option<Vec<Vec<NodeId>>>,
 }
 
 impl Shard {
@@ -41,7 +45,10 @@ impl Shard {
         let _guard = self.topic_lock.lock().await;
         let meta = self.validate_new_topic(&t)?;
         if self.shared.cluster.is_some() {
-            let replicas = self.place(&meta.name, 0, meta.partitions, t.replication_factor)?;
+            let replicas = match &t.assignment {
+                Some(a) => self.check_assignment(a)?,
+                None => self.place(&meta.name, 0, meta.partitions, t.replication_factor)?,
+            };
             if t.validate_only {
                 return Ok(meta);
             }

@@ -1,6 +1,7 @@
 //! CreateTopics: validated and persisted by shard 0 (see the engine's `shard`).
-//! A manual replica assignment is accepted when every partition's replicas are
-//! this broker alone: Brook is one node.
+//! A manual replica assignment is checked for shape here (Kafka's rules); a
+//! single broker accepts only itself as every partition's replica, a cluster
+//! only registered, live brokers (checked by the engine against its image).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::{BrokerId, CreateTopicsRequest, CreateTopicsResponse, TopicName};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::errors;
@@ -43,7 +44,8 @@ pub async fn handle(
             continue;
         }
         let result = CreatableTopicResult::default().with_name(t.name.clone());
-        let outcome = match new_topic(t, srv.config.node_id, req.validate_only) {
+        let alone = srv.shard.cluster().is_none();
+        let outcome = match new_topic(t, srv.config.node_id, alone, req.validate_only) {
             Ok(n) => srv.shard.create_topic(n).await,
             Err(e) => Err(e),
         };
@@ -79,9 +81,11 @@ fn duplicate_names(topics: &[CreatableTopic]) -> Vec<TopicName> {
 fn new_topic(
     t: &CreatableTopic,
     node_id: i32,
+    alone: bool,
     validate_only: bool,
 ) -> Result<NewTopic, EngineError> {
     let configs = configs_of(t)?;
+    let mut assignment = None;
     let (partitions, replication_factor) = if t.assignments.is_empty() {
         if t.num_partitions == 0 || t.num_partitions < -1 {
             return Err(EngineError::InvalidPartitions(t.num_partitions.to_string()));
@@ -92,7 +96,10 @@ fn new_topic(
             (t.replication_factor != -1).then_some(t.replication_factor),
         )
     } else {
-        (Some(assigned_partitions(t, node_id)?), None)
+        let a = assigned_replicas(t, node_id, alone)?;
+        let count = a.len() as u32;
+        assignment = Some(a);
+        (Some(count), None)
     };
     Ok(NewTopic {
         name: t.name.to_string(),
@@ -100,6 +107,7 @@ fn new_topic(
         replication_factor,
         configs,
         validate_only,
+        assignment,
     })
 }
 
@@ -118,34 +126,54 @@ fn configs_of(t: &CreatableTopic) -> Result<BTreeMap<String, String>, EngineErro
         .collect()
 }
 
-/// The partition count of a manual assignment, under Kafka's rules
-/// (ReplicationControlManager.createTopic): the count and replication factor must
-/// then be -1, and the partitions 0..n each exactly once. On one node every
-/// partition's replica list must be this broker alone.
-fn assigned_partitions(t: &CreatableTopic, node_id: i32) -> Result<u32, EngineError> {
+/// The replicas of each partition of a manual assignment, under Kafka's rules
+/// (ReplicationControlManager.createTopic): the count and replication factor
+/// must then be -1, the partitions 0..n each exactly once, each with the same
+/// number of distinct replicas. A single broker must be every partition's
+/// only replica.
+fn assigned_replicas(
+    t: &CreatableTopic,
+    node_id: i32,
+    alone: bool,
+) -> Result<Vec<Vec<i32>>, EngineError> {
     if t.replication_factor != -1 || t.num_partitions != -1 {
         return Err(EngineError::InvalidRequest(
             "a manual partition assignment needs num_partitions and replication_factor -1".into(),
         ));
     }
     let bad = |why: String| Err(EngineError::InvalidReplicaAssignment(why));
-    let mut indexes = BTreeSet::new();
+    let mut by_index = BTreeMap::new();
     for a in &t.assignments {
-        if a.broker_ids.as_slice() != [BrokerId(node_id)] {
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        if alone && replicas != [node_id] {
             return bad(format!(
                 "partition {}: replicas {:?}, but this cluster is broker {node_id} alone",
-                a.partition_index, a.broker_ids
+                a.partition_index, replicas
             ));
         }
-        if !indexes.insert(a.partition_index) {
+        if replicas.is_empty() {
+            return bad(format!("partition {} has no replicas", a.partition_index));
+        }
+        if replicas.iter().collect::<BTreeSet<_>>().len() != replicas.len() {
+            return bad(format!(
+                "partition {} lists a broker twice: {replicas:?}",
+                a.partition_index
+            ));
+        }
+        if by_index.insert(a.partition_index, replicas).is_some() {
             return bad(format!("partition {} assigned twice", a.partition_index));
         }
     }
-    let count = indexes.len();
-    if !indexes.into_iter().eq(0..count as i32) {
+    let count = by_index.len();
+    if !by_index.keys().copied().eq(0..count as i32) {
         return bad("partitions should be a consecutive 0-based integer sequence".into());
     }
-    u32::try_from(count).map_err(|_| EngineError::InvalidPartitions(count.to_string()))
+    let replicas: Vec<Vec<i32>> = by_index.into_values().collect();
+    if replicas.iter().any(|r| r.len() != replicas[0].len()) {
+        return bad("all partitions should have the same number of replicas".into());
+    }
+    u32::try_from(count).map_err(|_| EngineError::InvalidPartitions(count.to_string()))?;
+    Ok(replicas)
 }
 
 fn answer(

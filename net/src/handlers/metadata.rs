@@ -99,6 +99,7 @@ async fn lookup_or_create(
         replication_factor: None,
         configs: BTreeMap::new(),
         validate_only: false,
+        assignment: None,
     };
     match srv.shard.create_topic(new).await {
         Err(EngineError::TopicAlreadyExists) => srv
