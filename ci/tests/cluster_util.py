@@ -37,6 +37,10 @@ class Cluster:
     def node(self, n):
         return self.brokers[n - 1]
 
+    def bootstrap_node(self):
+        """A live broker to ask."""
+        return next(b for b in self.brokers if b.alive())
+
     @property
     def bootstrap(self):
         return ",".join(b.bootstrap for b in self.brokers if b.alive())

@@ -19,6 +19,7 @@ LIST_OFFSETS = 2
 METADATA = 3
 API_VERSIONS = 18
 INIT_PRODUCER_ID = 22
+OFFSET_FOR_LEADER_EPOCH = 23
 
 # Error codes
 NONE = 0
@@ -28,6 +29,9 @@ UNSUPPORTED_VERSION = 35
 INVALID_RECORD = 87
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 DUPLICATE_SEQUENCE_NUMBER = 46
+NOT_LEADER_OR_FOLLOWER = 6
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
 
 
 # ---------------------------------------------------------------- encoding
@@ -377,6 +381,21 @@ class Conn:
         pid = r.i64()
         epoch = r.i16()
         return err, pid, epoch
+
+    def offsets_for_leader_epoch(self, topic, partition, leader_epoch, current_leader_epoch=-1):
+        """OffsetForLeaderEpoch v3 (a consumer's: replica id -1) for one
+        partition. Returns (error_code, leader_epoch, end_offset)."""
+        body = i32(-1) + array([string(topic) + array([
+            i32(partition) + i32(current_leader_epoch) + i32(leader_epoch)])])
+        r = self.request(OFFSET_FOR_LEADER_EPOCH, 3, body)
+        r.i32()  # throttle
+        out = {}
+        for _ in range(r.i32()):
+            name = r.string()
+            for _ in range(r.i32()):
+                err, idx, epoch, end = r.i16(), r.i32(), r.i32(), r.i64()
+                out[(name, idx)] = (err, epoch, end)
+        return out[(topic, partition)]
 
     def produce(self, topic, partition, records_bytes, acks=-1, timeout_ms=10000, version=None):
         """Produce one partition's records. Returns (error_code, base_offset)."""

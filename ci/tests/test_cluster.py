@@ -440,3 +440,44 @@ def test_unclean_leader_election_only_where_enabled(tmp_path, request):
         wait_until(lambda: partitions_of(c, unclean, c.node(1))[0][0] == 4, 30, what="node 4 leading again")
         again = consume_all(c.node(1).bootstrap, unclean, 1)[0]
         assert [(r[0], r[1], r[2]) for r in again] == [(r[0], r[1], r[2]) for r in got]
+
+
+def test_offsets_for_leader_epoch_across_a_failover(tmp_path, request):
+    """OffsetsForLeaderEpoch as consumers use it to detect truncation: each
+    leader epoch ends where the next one starts, on the leader of the day,
+    including a former leader that learned the later epochs by replication;
+    a stale current epoch is FENCED_LEADER_EPOCH, a non-leader answers
+    NOT_LEADER_OR_FOLLOWER."""
+    import kproto as kp
+    with cluster(tmp_path, request) as c:
+        topic = unique_topic("ofle")
+        create(c, topic, 1, via=c.node(1), rf=3)
+        wait_until(lambda: partitions_of(c, topic, c.node(1)).get(0, (0, 0, []))[2] == [1, 2, 3], 15,
+                   what="ISR [1, 2, 3]")
+        first = c.leaders(topic, c.node(1))[0]
+        with kp.Conn(c.node(first).bootstrap) as k:
+            for i in range(5):
+                batch = kp.encode_batch([(b"k%d" % j, b"v") for j in range(i * 20, i * 20 + 20)])
+                assert k.produce(topic, 0, batch)[0] == 0
+            assert k.offsets_for_leader_epoch(topic, 0, 0, current_leader_epoch=0) == (0, 0, 100)
+        # Controlled shutdown moves the leadership at once: epoch 1.
+        assert c.node(first).terminate() == 0
+        second = wait_until(lambda: (lambda l: l if l not in (first, -1) else None)(
+            c.leaders(topic, c.bootstrap_node())[0]), 20, what="a new leader")
+        with kp.Conn(c.node(second).bootstrap) as k:
+            batch = kp.encode_batch([(b"k%d" % j, b"v") for j in range(100, 150)])
+            assert k.produce(topic, 0, batch)[0] == 0
+            assert k.offsets_for_leader_epoch(topic, 0, 0) == (0, 0, 100)
+            assert k.offsets_for_leader_epoch(topic, 0, 1, current_leader_epoch=1) == (0, 1, 150)
+            assert k.offsets_for_leader_epoch(topic, 0, 1, current_leader_epoch=0)[0] == kp.FENCED_LEADER_EPOCH
+            assert k.offsets_for_leader_epoch(topic, 0, 2, current_leader_epoch=2)[0] == kp.UNKNOWN_LEADER_EPOCH
+        # The first leader returns, catches up, and gets its preferred
+        # leadership back (epoch 2): it answers from its own epoch cache.
+        c.node(first).start()
+        wait_until(lambda: c.leaders(topic, c.node(second))[0] == first, 30, what="preferred leader back")
+        with kp.Conn(c.node(first).bootstrap) as k:
+            assert k.offsets_for_leader_epoch(topic, 0, 0) == (0, 0, 100)
+            assert k.offsets_for_leader_epoch(topic, 0, 1) == (0, 1, 150)
+            assert k.offsets_for_leader_epoch(topic, 0, 2, current_leader_epoch=2) == (0, 2, 150)
+        with kp.Conn(c.node(second).bootstrap) as k:
+            assert k.offsets_for_leader_epoch(topic, 0, 1)[0] == kp.NOT_LEADER_OR_FOLLOWER

@@ -88,3 +88,22 @@ def test_fetch_offsets_and_bounds(broker):
         f = c.fetch(topic, 0, 0, max_wait_ms=100, max_bytes=10)
         batches = kp.decode_batches(f["records"])
         assert batches and batches[0]["base_offset"] == 0 and batches[0]["count"] == 5
+
+
+def test_offsets_for_leader_epoch_on_a_single_broker(broker):
+    """A single broker's partitions are in leader epoch 0 (as Metadata says):
+    epoch 0 ends at the log end; a newer epoch is unknown; a client that
+    believes in a newer current epoch gets UNKNOWN_LEADER_EPOCH."""
+    topic = unique_topic("raw-ofle")
+    create_topic(broker.bootstrap, topic, 1)
+    with kp.Conn(broker.bootstrap) as c:
+        for i in range(3):
+            assert c.produce(topic, 0, kp.encode_batch([(b"k%d" % i, b"v")]))[0] == 0
+        assert c.offsets_for_leader_epoch(topic, 0, 0) == (0, 0, 3)
+        assert c.offsets_for_leader_epoch(topic, 0, 0, current_leader_epoch=0) == (0, 0, 3)
+        assert c.offsets_for_leader_epoch(topic, 0, 5) == (0, -1, -1)
+        assert c.offsets_for_leader_epoch(topic, 0, 0, current_leader_epoch=1)[0] == kp.UNKNOWN_LEADER_EPOCH
+        assert c.offsets_for_leader_epoch(topic, 7, 0)[0] == kp.UNKNOWN_TOPIC_OR_PARTITION
+        # The batches carry the epoch the cache answers for.
+        f = c.fetch(topic, 0, 0)
+        assert [b["leader_epoch"] for b in kp.decode_batches(f["records"])] == [0, 0, 0]

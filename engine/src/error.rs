@@ -101,6 +101,12 @@ pub enum EngineError {
         "the partition changed since (partition epoch {current}, the change was made against {given})"
     )]
     StalePartitionEpoch { current: i32, given: i32 },
+    /// A request made in an older leader epoch than the partition's.
+    #[error("leader epoch {given} is older than the partition's {current}")]
+    FencedLeaderEpoch { current: i32, given: i32 },
+    /// A request made in a newer leader epoch than this broker knows yet.
+    #[error("leader epoch {given} is newer than the partition's {current} here")]
+    UnknownLeaderEpoch { current: i32, given: i32 },
     /// The group's `__consumer_offsets` partition is led by another broker.
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,

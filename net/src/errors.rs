@@ -43,6 +43,8 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::UnknownTopicId => E::UnknownTopicId,
         EngineError::NotLeaderOrFollower => E::NotLeaderOrFollower,
         EngineError::NotCoordinator => E::NotCoordinator,
+        EngineError::FencedLeaderEpoch { .. } => E::FencedLeaderEpoch,
+        EngineError::UnknownLeaderEpoch { .. } => E::UnknownLeaderEpoch,
         EngineError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         EngineError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
         EngineError::NoQuorum(_) => E::RequestTimedOut,

@@ -17,7 +17,8 @@
 //! needs), ListGroups v5 (the group type filter of `Admin.listGroups`), and the
 //! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions,
 //! DescribeTopicPartitions) at
-//! Kafka 4's ranges.
+//! Kafka 4's ranges, as is OffsetForLeaderEpoch (2–4: consumers check for
+//! truncation with it after a leader change).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -172,6 +173,7 @@ apis! {
     DescribeLogDirs 1..=4 => |s, r, f| Ok(r.respond(handlers::describe_log_dirs::handle(s.clone(), r.decode(f)?))),
     CreatePartitions 0..=3 => |s, r, f| Ok(r.respond(handlers::create_partitions::handle(s.clone(), r.decode(f)?))),
     DescribeTopicPartitions 0..=0 => |s, r, f| Ok(r.respond(handlers::describe_topic_partitions::handle(s.clone(), r.decode(f)?))),
+    OffsetForLeaderEpoch 2..=4 => |s, r, f| Ok(r.respond(handlers::offset_for_leader_epoch::handle(s.clone(), r.decode(f)?))),
 }
 
 /// The served API for `key`, if any.
@@ -226,6 +228,7 @@ mod tests {
             ApiKey::AlterReplicaLogDirs => AlterReplicaLogDirsRequest::VERSIONS,
             ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
             ApiKey::DescribeTopicPartitions => DescribeTopicPartitionsRequest::VERSIONS,
+            ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in APIS {

@@ -595,6 +595,18 @@ impl Partition {
     }
 
     /// The offset and timestamp of the batch with the largest timestamp, if any.
+    /// The leader-epoch cache as clients are answered from it: a partition
+    /// with nothing written since epochs were recorded is in its current
+    /// epoch from its log start, as Kafka records at every leadership start.
+    pub fn epochs_for_clients(&self) -> std::borrow::Cow<'_, EpochCache> {
+        if self.epochs.latest().is_some() {
+            return std::borrow::Cow::Borrowed(&self.epochs);
+        }
+        let mut c = EpochCache::default();
+        c.assign(self.leader_epoch, self.log_start);
+        std::borrow::Cow::Owned(c)
+    }
+
     pub fn max_timestamp(&self) -> Option<TimestampMs> {
         self.segments.iter().filter_map(|s| s.max_timestamp).max()
     }

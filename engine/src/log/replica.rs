@@ -54,6 +54,34 @@ impl EpochCache {
         Some((found, end))
     }
 
+    /// The epoch the record at `offset` was written in (-1: before any
+    /// known epoch), as ListOffsets reports it.
+    pub fn epoch_at(&self, offset: Offset) -> i32 {
+        let i = self.entries.partition_point(|(_, start)| *start <= offset);
+        i.checked_sub(1).map_or(-1, |i| self.entries[i].0)
+    }
+
+    /// OffsetsForLeaderEpoch's answer for `requested` (Kafka's
+    /// `LeaderEpochFileCache.endOffsetFor`, exactly): the latest epoch ends at
+    /// `log_end`; an older one at the start of the next epoch, reported with
+    /// the largest known epoch ≤ it, or with itself when it precedes them
+    /// all; an undefined or unknown newer epoch is (-1, -1).
+    pub fn offsets_for_leader_epoch(&self, requested: i32, log_end: Offset) -> (i32, i64) {
+        const UNDEFINED: (i32, i64) = (-1, -1);
+        if requested < 0 {
+            return UNDEFINED;
+        }
+        if self.latest() == Some(requested) {
+            return (requested, log_end.0 as i64);
+        }
+        let i = self.entries.partition_point(|(e, _)| *e <= requested);
+        match (self.entries.get(i), i.checked_sub(1)) {
+            (None, _) => UNDEFINED,
+            (Some((_, next_start)), None) => (requested, next_start.0 as i64),
+            (Some((_, next_start)), Some(floor)) => (self.entries[floor].0, next_start.0 as i64),
+        }
+    }
+
     /// The log was truncated to `end`: epochs that start at or after it go.
     pub fn truncate_to(&mut self, end: Offset) {
         self.entries.retain(|(_, start)| *start < end);
@@ -329,6 +357,20 @@ mod tests {
         assert_eq!(c.end_offset_for(2, Offset(40)), Some((2, Offset(30))));
         assert_eq!(c.end_offset_for(7, Offset(40)), Some((5, Offset(40))));
         assert_eq!(c.end_offset_for(-1, Offset(40)), None);
+        // OffsetsForLeaderEpoch, as Kafka answers it.
+        let api = |e| c.offsets_for_leader_epoch(e, Offset(40));
+        assert_eq!(api(5), (5, 40), "the latest epoch ends at the log end");
+        assert_eq!(api(2), (2, 30));
+        assert_eq!(api(1), (0, 10), "an unknown epoch between: the floor");
+        assert_eq!(api(7), (-1, -1), "newer than any known");
+        assert_eq!(api(-1), (-1, -1));
+        let mut late = EpochCache::default();
+        late.assign(3, Offset(100));
+        late.assign(4, Offset(120));
+        assert_eq!(late.offsets_for_leader_epoch(1, Offset(130)), (1, 100));
+        assert_eq!(late.epoch_at(Offset(99)), -1);
+        assert_eq!(late.epoch_at(Offset(100)), 3);
+        assert_eq!(late.epoch_at(Offset(125)), 4);
         assert_eq!(EpochCache::decode(&c.encode()), Some(c.clone()));
         c.truncate_to(Offset(30));
         assert_eq!(c.latest(), Some(2));

@@ -50,6 +50,9 @@ pub struct ListedOffset {
     pub offset: Option<Offset>,
     pub timestamp: Option<TimestampMs>,
     pub batch: Option<Bytes>,
+    /// The leader epoch of the record at `offset` (-1: unknown); for the
+    /// latest offset, the partition's latest epoch, as Kafka answers.
+    pub leader_epoch: i32,
 }
 
 /// A refused Produce partition entry. `log_start` is the partition's log start
@@ -278,6 +281,45 @@ impl Shard {
         Box::pin(async move { fut.await? })
     }
 
+    /// OffsetsForLeaderEpoch on the leader: where `requested` ends in this
+    /// log, as (epoch, end offset). `current` (≥ 0) is the leader epoch the
+    /// client believes in: older is FENCED_LEADER_EPOCH, newer
+    /// UNKNOWN_LEADER_EPOCH, as Kafka checks it.
+    pub fn end_offset_for_epoch(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        current: i32,
+        requested: i32,
+    ) -> LocalFuture<Result<(i32, i64), EngineError>> {
+        let owner = shard_of(&tp, self.shards());
+        let answer = move |cell: Result<PartitionRef, EngineError>| {
+            let cell = cell?;
+            let p = cell.state.borrow();
+            if current >= 0 && current < p.leader_epoch {
+                return Err(EngineError::FencedLeaderEpoch {
+                    current: p.leader_epoch,
+                    given: current,
+                });
+            }
+            if current > p.leader_epoch {
+                return Err(EngineError::UnknownLeaderEpoch {
+                    current: p.leader_epoch,
+                    given: current,
+                });
+            }
+            Ok((p.epochs_for_clients()).offsets_for_leader_epoch(requested, p.log_end))
+        };
+        if owner == self.id {
+            let r = answer(self.led_partition(&tp));
+            return Box::pin(async move { r });
+        }
+        let fut = self.invoke_on(owner, move |s| {
+            let r = answer(s.led_partition(&tp));
+            async move { r }
+        });
+        Box::pin(async move { fut.await? })
+    }
+
     async fn list_offset_local(
         cell: Result<PartitionRef, EngineError>,
         q: OffsetQuery,
@@ -287,6 +329,7 @@ impl Shard {
             offset: None,
             timestamp: None,
             batch: None,
+            leader_epoch: -1,
         };
         let (hw, start, target, candidates) = {
             let p = cell.state.borrow();
@@ -294,12 +337,14 @@ impl Shard {
                 OffsetQuery::Earliest => {
                     return Ok(ListedOffset {
                         offset: Some(p.log_start),
+                        leader_epoch: p.epochs_for_clients().epoch_at(p.log_start),
                         ..none
                     });
                 }
                 OffsetQuery::Latest => {
                     return Ok(ListedOffset {
                         offset: Some(p.high_watermark),
+                        leader_epoch: p.epochs_for_clients().latest().unwrap_or(-1),
                         ..none
                     });
                 }
@@ -321,10 +366,12 @@ impl Shard {
                 if hit.base_offset >= hw {
                     break;
                 }
+                let at = hit.base_offset.max(start);
                 return Ok(ListedOffset {
-                    offset: Some(hit.base_offset.max(start)),
+                    offset: Some(at),
                     timestamp: Some(hit.max_timestamp),
                     batch: Some(hit.batch),
+                    leader_epoch: cell.state.borrow().epochs_for_clients().epoch_at(at),
                 });
             }
         }

@@ -136,6 +136,9 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         ApiKey::DescribeTopicPartitions => {
             drop(round_trip::<DescribeTopicPartitionsRequest>(buf, v, flexible))
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            drop(round_trip::<OffsetForLeaderEpochRequest>(buf, v, flexible))
+        }
         other => panic!("{other:?} is in routes::APIS but not in this fuzz target"),
     }
 }

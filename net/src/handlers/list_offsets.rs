@@ -18,7 +18,6 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 
 use crate::errors;
-use crate::handlers::metadata::LEADER_EPOCH;
 use crate::server::ShardServer;
 
 /// The query a timestamp asks for at `version`. Kafka answers a negative
@@ -124,8 +123,9 @@ pub async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// From v4 a found offset carries leader epoch 0, the epoch Metadata reports
-/// (Brook's only leader has always been this broker); none found, or an error, -1.
+/// From v4 a found offset carries the leader epoch it was written in (the
+/// latest epoch for the latest offset), as OffsetsForLeaderEpoch and the
+/// batches themselves report it; none found, unknown, or an error: -1.
 fn answer(
     p: &ListOffsetsPartition,
     a: Result<ListedOffset, EngineError>,
@@ -136,7 +136,7 @@ fn answer(
         Ok(l) => {
             let (offset, timestamp) = refine(&l, p.timestamp);
             let epoch = if offset >= 0 && version >= 4 {
-                LEADER_EPOCH
+                l.leader_epoch
             } else {
                 -1
             };
