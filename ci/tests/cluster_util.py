@@ -64,7 +64,14 @@ class Cluster:
 
 @contextlib.contextmanager
 def cluster(tmp_path, request, **kw):
-    c = Cluster(tmp_path, **kw)
+    with cluster_of(Cluster(tmp_path, **kw), request) as c:
+        yield c
+
+
+@contextlib.contextmanager
+def cluster_of(c, request):
+    """Starts the brokers of `c` (a Cluster its caller may have adjusted),
+    waits for all of them, and stops them on leaving."""
     try:
         for b in c.brokers:
             b.start()

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import KafkaException
 
 from apache_kafka import free_port
-from cluster_util import SESSION_MS, cluster, create, partitions_of, preferred
+from cluster_util import SESSION_MS, cluster, cluster_of, create, partitions_of, preferred
 from util import admin, check_keyed, consume_all, produce_keyed, producer, unique_topic, wait_until
 
 
@@ -481,3 +481,63 @@ def test_offsets_for_leader_epoch_across_a_failover(tmp_path, request):
             assert k.offsets_for_leader_epoch(topic, 0, 2, current_leader_epoch=2) == (0, 2, 150)
         with kp.Conn(c.node(second).bootstrap) as k:
             assert k.offsets_for_leader_epoch(topic, 0, 1)[0] == kp.NOT_LEADER_OR_FOLLOWER
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="mounting a file system needs root")
+def test_a_failed_disk_moves_its_replicas_out_of_the_isr(tmp_path, request):
+    """Node 2 keeps some partitions on a second, loop-mounted disk, which
+    fails (EXT4_IOC_SHUTDOWN: every later I/O is EIO). Node 2 stays up and
+    serves its other partitions; it reports the lost copies to the
+    controller, which takes them out of their ISRs and moves their
+    leaderships, so acks=all writes go on; Metadata lists them offline.
+    Restarted with the disk back, node 2 opens them again, catches up and
+    rejoins every ISR; nothing acknowledged is lost."""
+    from test_jbod import LoopDisk
+    from cluster_util import Cluster
+    disk = LoopDisk(tmp_path / "disk.img", tmp_path / "disk")
+    disk.attach()
+    try:
+        c = Cluster(tmp_path)
+        c.node(2).extra_args += ["--data-dir", str(disk.mount / "brook")]
+        with cluster_of(c, request):
+            topic = unique_topic("diskfail")
+            create(c, topic, 6, via=c.node(1), rf=3, config={"min.insync.replicas": "2"})
+            wait_until(lambda: all(isr == [1, 2, 3] for _, _, isr in partitions_of(c, topic, c.node(1)).values())
+                       and len(partitions_of(c, topic, c.node(1))) == 6, 15, what="every ISR full")
+            on_disk = sorted(q for q in range(6) if (disk.mount / "brook" / ("%s-%d" % (topic, q))).is_dir())
+            assert on_disk and len(on_disk) < 6, on_disk
+            p = producer(c.bootstrap, acks="all", **{"enable.idempotence": True})
+            dr = produce_keyed(p, topic, 1200)
+            assert not dr.errors, dr.errors[:3]
+
+            disk.shut_down()
+            # A write to one of those copies hits the dead disk (as leader or
+            # follower); the report follows.
+            dr = produce_keyed(p, topic, 1200, start=1200, dr=dr)
+            assert not dr.errors, dr.errors[:3]
+
+            def moved():
+                parts = partitions_of(c, topic, c.node(3))
+                return all(2 not in parts[q][2] and parts[q][0] != 2 for q in on_disk) and parts
+            parts = wait_until(moved, 30, what="node 2's lost copies out of their ISRs")
+            for q in range(6):
+                if q not in on_disk:
+                    assert 2 in parts[q][2], (q, parts[q])
+            md = admin(c.node(1).bootstrap).list_topics(topic, timeout=10).topics[topic].partitions
+            for q in on_disk:
+                assert 2 in md[q].replicas and md[q].leader in (1, 3), md[q]
+            assert c.live_brokers(c.node(1)) == [1, 2, 3], "node 2 itself stays up"
+            dr = produce_keyed(p, topic, 1200, start=2400, dr=dr)
+            assert not dr.errors, dr.errors[:3]
+
+            # Node 2 restarts with the disk mounted again: its copies open,
+            # catch up and rejoin.
+            assert c.node(2).terminate() == 0
+            disk.detach()
+            disk.attach()
+            c.node(2).start()
+            wait_until(lambda: all(isr == [1, 2, 3] for _, _, isr in partitions_of(c, topic, c.node(1)).values()),
+                       40, what="node 2 back in every ISR")
+            check_keyed(consume_all(c.node(1).bootstrap, topic, 6), 3600, acked=dr.acked)
+    finally:
+        disk.detach()

@@ -85,6 +85,15 @@ pub enum MetaRecord {
         partition: u32,
         leader: NodeId,
     },
+    /// Broker `node` (in its start `incarnation`) lost its copies of these
+    /// partitions (a failed log directory, a write or fsync that failed): they
+    /// are offline until it starts again, it leaves their ISRs (except as the
+    /// last member) and its leaderships pass to another in-sync replica.
+    MarkReplicasOffline {
+        node: NodeId,
+        incarnation: u64,
+        partitions: Vec<(String, u32)>,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
     AllocateProducerIds {
         node: NodeId,
@@ -132,6 +141,18 @@ pub struct PartitionInfo {
     /// AlterPartition made against an older one is refused.
     #[serde(default)]
     pub partition_epoch: i32,
+    /// Replicas whose copy is offline on a live broker (its disk failed or a
+    /// write could not be made durable): they neither lead nor join the ISR
+    /// until that broker starts again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline: Vec<NodeId>,
+}
+
+impl PartitionInfo {
+    /// Whether `node`'s copy can lead or be in sync, given who is live.
+    fn usable(&self, node: NodeId, live: &[NodeId]) -> bool {
+        live.contains(&node) && !self.offline.contains(&node)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +197,16 @@ impl ClusterImage {
                 rack,
                 incarnation,
             } => {
+                let restarted =
+                    (self.brokers.get(node)).is_none_or(|b| b.incarnation != *incarnation);
+                if restarted {
+                    // A new start opens its copies again.
+                    for t in self.topics.values_mut() {
+                        for p in &mut t.partitions {
+                            p.offline.retain(|n| n != node);
+                        }
+                    }
+                }
                 self.brokers.insert(
                     *node,
                     BrokerInfo {
@@ -260,6 +291,14 @@ impl ClusterImage {
                         "broker {n} is fenced and cannot join the ISR of {topic}-{partition}"
                     )));
                 }
+                if let Some(n) = isr
+                    .iter()
+                    .find(|n| !p.isr.contains(n) && p.offline.contains(n))
+                {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "broker {n}'s copy of {topic}-{partition} is offline and cannot join its ISR"
+                    )));
+                }
                 p.isr = isr.clone();
                 p.partition_epoch += 1;
             }
@@ -272,9 +311,9 @@ impl ClusterImage {
                 let p = (self.topics.get_mut(topic))
                     .and_then(|t| t.partitions.get_mut(*partition as usize))
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
-                if !live || !p.isr.contains(leader) {
+                if !live || !p.isr.contains(leader) || p.offline.contains(leader) {
                     return Err(EngineError::InvalidRequest(format!(
-                        "broker {leader} cannot lead {topic}-{partition}: not live or not in the ISR"
+                        "broker {leader} cannot lead {topic}-{partition}: not live, not in the ISR or offline"
                     )));
                 }
                 if p.leader != *leader {
@@ -288,13 +327,15 @@ impl ClusterImage {
                 partition,
                 leader,
             } => {
-                let live = self.is_live(*leader);
+                let live = self.live_brokers();
                 let any_isr_live = (self.partition(topic, *partition))
-                    .is_some_and(|p| p.isr.iter().any(|n| self.is_live(*n)));
+                    .is_some_and(|p| p.isr.iter().any(|n| p.usable(*n, &live)));
                 let p = (self.topics.get_mut(topic))
                     .and_then(|t| t.partitions.get_mut(*partition as usize))
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
-                if p.leader != NO_LEADER || any_isr_live || !live || !p.replicas.contains(leader) {
+                let usable = p.usable(*leader, &live);
+                if p.leader != NO_LEADER || any_isr_live || !usable || !p.replicas.contains(leader)
+                {
                     return Err(EngineError::InvalidRequest(format!(
                         "no unclean election of {leader} for {topic}-{partition}: it has a leader \
                          or a live ISR member, or {leader} is not a live replica"
@@ -304,6 +345,39 @@ impl ClusterImage {
                 p.isr = vec![*leader];
                 p.leader_epoch += 1;
                 p.partition_epoch += 1;
+            }
+            MetaRecord::MarkReplicasOffline {
+                node,
+                incarnation,
+                partitions,
+            } => {
+                if (self.brokers.get(node)).is_none_or(|b| b.incarnation != *incarnation) {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "broker {node}'s offline report is from another start"
+                    )));
+                }
+                let live = self.live_brokers();
+                for (topic, partition) in partitions {
+                    let Some(p) = (self.topics.get_mut(topic))
+                        .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    else {
+                        continue; // deleted since
+                    };
+                    if !p.replicas.contains(node) || p.offline.contains(node) {
+                        continue;
+                    }
+                    p.offline.push(*node);
+                    if p.isr.len() > 1 {
+                        p.isr.retain(|n| n != node);
+                    }
+                    if p.leader == *node {
+                        p.leader = (p.isr.iter().copied())
+                            .find(|n| p.usable(*n, &live))
+                            .unwrap_or(NO_LEADER);
+                        p.leader_epoch += 1;
+                    }
+                    p.partition_epoch += 1;
+                }
             }
             MetaRecord::AllocateProducerIds { count, .. } => {
                 let first = self.next_producer_id;
@@ -343,6 +417,7 @@ impl ClusterImage {
             leader,
             leader_epoch: 0,
             partition_epoch: 0,
+            offline: Vec::new(),
         }
     }
 
@@ -362,7 +437,7 @@ impl ClusterImage {
                 }
                 if p.leader == node {
                     p.leader = (p.isr.iter().copied())
-                        .find(|n| live.contains(n))
+                        .find(|n| p.usable(*n, &live))
                         .unwrap_or(NO_LEADER);
                     p.leader_epoch += 1;
                 }
@@ -378,7 +453,7 @@ impl ClusterImage {
     fn lead_orphans(&mut self, node: NodeId) {
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
-                if p.leader == NO_LEADER && p.isr.contains(&node) {
+                if p.leader == NO_LEADER && p.isr.contains(&node) && !p.offline.contains(&node) {
                     p.leader = node;
                     p.leader_epoch += 1;
                     p.partition_epoch += 1;
@@ -396,7 +471,8 @@ impl ClusterImage {
                 let Some(&preferred) = p.replicas.first() else {
                     continue;
                 };
-                if p.leader != preferred && self.is_live(preferred) && p.isr.contains(&preferred) {
+                let usable = self.is_live(preferred) && !p.offline.contains(&preferred);
+                if p.leader != preferred && usable && p.isr.contains(&preferred) {
                     out.push(MetaRecord::ElectLeader {
                         topic: t.name.clone(),
                         partition: i as u32,
@@ -413,12 +489,13 @@ impl ClusterImage {
     /// lead: the elections the controller proposes.
     pub fn unclean_elections(&self, allowed: impl Fn(&TopicInfo) -> bool) -> Vec<MetaRecord> {
         let mut out = Vec::new();
+        let live = self.live_brokers();
         for t in self.topics.values().filter(|t| allowed(t)) {
             for (i, p) in t.partitions.iter().enumerate() {
-                if p.leader != NO_LEADER || p.isr.iter().any(|n| self.is_live(*n)) {
+                if p.leader != NO_LEADER || p.isr.iter().any(|n| p.usable(*n, &live)) {
                     continue;
                 }
-                if let Some(&leader) = p.replicas.iter().find(|n| self.is_live(**n)) {
+                if let Some(&leader) = p.replicas.iter().find(|n| p.usable(**n, &live)) {
                     out.push(MetaRecord::UncleanElection {
                         topic: t.name.clone(),
                         partition: i as u32,
@@ -749,6 +826,70 @@ mod tests {
         // A second copy of the election is refused: the partition has a leader.
         assert!(apply(&mut img, elections[..1].to_vec()).is_err());
         assert!(img.unclean_elections(all).is_empty());
+    }
+
+    #[test]
+    fn an_offline_copy_leaves_the_isr_and_comes_back_with_a_new_start() {
+        let mut img = three_brokers_one_topic();
+        let led_by_2: Vec<u32> = (0..6u32)
+            .filter(|&p| img.partition("t", p).unwrap().leader == 2)
+            .collect();
+        assert!(!led_by_2.is_empty());
+        let offline = MetaRecord::MarkReplicasOffline {
+            node: 2,
+            incarnation: 1,
+            partitions: (0..6).map(|p| ("t".to_string(), p)).collect(),
+        };
+        // A report from another start of the broker is refused.
+        let stale = MetaRecord::MarkReplicasOffline {
+            node: 2,
+            incarnation: 9,
+            partitions: vec![("t".to_string(), 0)],
+        };
+        assert!(apply(&mut img, vec![stale]).is_err());
+        apply(&mut img, vec![offline]).unwrap();
+        for p in 0..6u32 {
+            let pi = img.partition("t", p).unwrap();
+            assert_eq!(pi.offline, vec![2]);
+            assert!(!pi.isr.contains(&2) && pi.leader != 2, "{p}: {pi:?}");
+        }
+        // Broker 2 is live, but its copies cannot lead or rejoin an ISR.
+        assert!(
+            img.preferred_elections()
+                .iter()
+                .all(|e| !matches!(e, MetaRecord::ElectLeader { leader: 2, .. }))
+        );
+        let p0 = img.partition("t", 0).unwrap().clone();
+        let rejoin = MetaRecord::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p0.leader,
+            leader_epoch: p0.leader_epoch,
+            partition_epoch: p0.partition_epoch,
+            isr: [p0.isr.clone(), vec![2]].concat(),
+        };
+        assert!(apply(&mut img, vec![rejoin]).is_err());
+        // The same start registering again changes nothing; a new start
+        // brings its copies back.
+        apply(&mut img, vec![register(2)]).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().offline, vec![2]);
+        let mut again = register(2);
+        if let MetaRecord::RegisterBroker { incarnation, .. } = &mut again {
+            *incarnation = 2;
+        }
+        apply(&mut img, vec![again]).unwrap();
+        assert!(img.partition("t", 0).unwrap().offline.is_empty());
+        let p0 = img.partition("t", 0).unwrap().clone();
+        let rejoin = MetaRecord::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader: p0.leader,
+            leader_epoch: p0.leader_epoch,
+            partition_epoch: p0.partition_epoch,
+            isr: [p0.isr.clone(), vec![2]].concat(),
+        };
+        apply(&mut img, vec![rejoin]).unwrap();
+        assert!(img.partition("t", 0).unwrap().isr.contains(&2));
     }
 
     #[test]

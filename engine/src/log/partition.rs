@@ -652,6 +652,9 @@ impl Partition {
             let _ = w.send(Err(EngineError::Storage(why.clone())));
         }
         self.poisoned = Some(why);
+        if let Some(f) = ON_POISONED.with_borrow(|h| h.clone()) {
+            f(&self.tp);
+        }
     }
 
     /// Takes the partition offline (its log directory failed): nothing more
@@ -1168,6 +1171,20 @@ thread_local! {
     /// What this shard does when a write or sync reports a failing disk
     /// (set by the shard: fail the log directory, take its partitions offline).
     static ON_DISK_FAILURE: RefCell<Option<DiskFailureHook>> = const { RefCell::new(None) };
+}
+
+/// A reaction to a partition of this shard being poisoned (it must not be
+/// called back into the partition: it runs while the partition is borrowed).
+pub type PoisonedHook = Rc<dyn Fn(&TopicPartition)>;
+
+thread_local! {
+    static ON_POISONED: RefCell<Option<PoisonedHook>> = const { RefCell::new(None) };
+}
+
+/// Sets this thread's reaction to a poisoned partition (in a cluster: tell
+/// the controller its copy here is offline).
+pub fn on_poisoned(f: PoisonedHook) {
+    ON_POISONED.with_borrow_mut(|h| *h = Some(f));
 }
 
 /// Sets this thread's reaction to a disk failure under a partition.

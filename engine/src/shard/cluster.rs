@@ -242,9 +242,16 @@ impl Shard {
                 if self.partitions.borrow().contains_key(&tp) {
                     continue;
                 }
+                let me = self.node_id();
+                let copy_offline = (img.partition(&t.name, p))
+                    .is_some_and(|pi| me.is_some_and(|me| pi.offline.contains(&me)));
+                if copy_offline {
+                    continue; // until this broker starts again
+                }
                 if let Err(e) = self.open_partition(t, p, true) {
                     tracing::error!(partition = %tp, error = %e, "cannot open a partition the cluster gave this broker; it stays offline");
-                    self.shared.set_offline(tp, Some(e.to_string()));
+                    self.shared.set_offline(tp.clone(), Some(e.to_string()));
+                    self.report_offline(vec![tp]);
                 }
             }
         }
@@ -264,6 +271,50 @@ impl Shard {
             })
             .detach();
         }
+    }
+
+    /// This broker's copies of `tps` are offline (poisoned, or their log
+    /// directory failed or would not open): tells the controller, so that
+    /// they leave their ISRs and their leaderships move. Retried until the
+    /// image shows them offline (the broker may not be registered yet), for
+    /// at most a minute.
+    pub(super) fn report_offline(self: &Rc<Self>, tps: Vec<TopicPartition>) {
+        let (Some(c), Some(me)) = (self.cluster(), self.node_id()) else {
+            return;
+        };
+        let incarnation = c.incarnation;
+        let shard = self.clone();
+        compio::runtime::spawn(async move {
+            for _ in 0..60 {
+                let img = shard.cluster_image().unwrap_or_default();
+                let left: Vec<(String, u32)> = (tps.iter())
+                    .filter(|tp| {
+                        img.partition(&tp.topic, tp.partition)
+                            .is_some_and(|pi| pi.replicas.contains(&me) && !pi.offline.contains(&me))
+                    })
+                    .map(|tp| (tp.topic.clone(), tp.partition))
+                    .collect();
+                if left.is_empty() && img.brokers.get(&me).is_some_and(|b| b.incarnation == incarnation) {
+                    return;
+                }
+                if !left.is_empty() {
+                    let record = MetaRecord::MarkReplicasOffline {
+                        node: me,
+                        incarnation,
+                        partitions: left,
+                    };
+                    match shard.propose(vec![record]).await {
+                        Ok(_) => {
+                            tracing::warn!(partitions = ?tps, "reported this broker's copies offline to the controller");
+                            continue;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "offline report not taken yet; retrying"),
+                    }
+                }
+                compio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+        .detach();
     }
 
     /// This broker serves clients now (called on shard 0 once listening):

@@ -280,7 +280,8 @@ impl Shard {
                         partition: p,
                     };
                     tracing::error!(partition = %tp, error = %e, "cannot open partition; it stays offline, the others serve");
-                    shard.shared.set_offline(tp, Some(e.to_string()));
+                    shard.shared.set_offline(tp.clone(), Some(e.to_string()));
+                    shard.report_offline(vec![tp]);
                 }
             }
         }
@@ -304,6 +305,14 @@ impl Shard {
         crate::log::partition::on_disk_failure(Rc::new(move |dir, why| {
             fail_log_dir(&shared, dir, why)
         }));
+        if shard.shared.cluster.is_some() {
+            let weak = Rc::downgrade(&shard);
+            crate::log::partition::on_poisoned(Rc::new(move |tp| {
+                if let Some(s) = weak.upgrade() {
+                    s.report_offline(vec![tp.clone()]);
+                }
+            }));
+        }
         Ok(shard)
     }
 

@@ -60,6 +60,9 @@ impl Shard {
             let Some(pi) = img.partition(&p.tp.topic, p.tp.partition) else {
                 continue;
             };
+            if pi.offline.contains(&me) {
+                continue; // this copy neither leads nor follows until a restart
+            }
             if pi.leader == me {
                 match p.leader_state() {
                     Some(l) if l.epoch == pi.leader_epoch => {
@@ -140,7 +143,7 @@ impl Shard {
             let Some(pi) = img.partition(&tp.topic, tp.partition) else {
                 continue;
             };
-            if pi.leader == me || pi.leader == NO_LEADER {
+            if pi.leader == me || pi.leader == NO_LEADER || pi.offline.contains(&me) {
                 continue;
             }
             let p = lp.cell.state.borrow();

@@ -73,7 +73,9 @@ pub fn partition(srv: &ShardServer, topic: &str, p: u32, offline_here: bool) -> 
                     replicas: pi.replicas.clone(),
                     isr: pi.isr.clone(),
                     offline: (pi.replicas.iter())
-                        .filter(|n| !live(n) || (**n == me && offline_here))
+                        .filter(|n| {
+                            !live(n) || pi.offline.contains(n) || (**n == me && offline_here)
+                        })
                         .copied()
                         .collect(),
                 }
