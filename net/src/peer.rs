@@ -30,8 +30,16 @@ use compio::net::{TcpListener, TcpStream};
 const MAX_FRAME: usize = 256 << 20;
 /// Wait between attempts to reach a peer that is down.
 const RECONNECT: Duration = Duration::from_millis(200);
-/// An observer's bound on connecting to a voter and on writing to it.
+/// A bound on connecting to a peer and on writing to it (a partitioned peer
+/// does not answer SYNs).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Sent data left unacknowledged this long closes the connection
+/// (TCP_USER_TIMEOUT), so that a peer cut off and back is reconnected to at
+/// once instead of after TCP's retransmission backoff (up to minutes).
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection from a peer that carries nothing for this long is dropped:
+/// live peers send several messages a second (heartbeats, fetches).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much longer than the voter's long poll an observer waits for a reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
 
@@ -106,7 +114,10 @@ fn put_frame(out: &mut BytesMut, f: &PeerFrame) {
 }
 
 async fn read_loop(quorum: Rc<Quorum>, mut stream: TcpStream, peer: SocketAddr) {
-    while let Some(frame) = read_frame(&mut stream, &peer).await {
+    limit_unacked(&stream);
+    while let Ok(Some(frame)) =
+        compio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, &peer)).await
+    {
         match frame {
             PeerFrame::Raft(m) => quorum.deliver(m),
             PeerFrame::Propose { data } => quorum.propose_forwarded(data),
@@ -130,28 +141,24 @@ async fn read_loop(quorum: Rc<Quorum>, mut stream: TcpStream, peer: SocketAddr) 
 async fn send_loop(quorum: Rc<Quorum>, peer: NodeId, addr: SocketAddr) {
     let mut reported = false;
     loop {
-        let mut stream = match TcpStream::connect(addr).await {
-            Ok(s) => s,
-            Err(e) => {
-                if !reported {
-                    tracing::debug!(peer, %addr, error = %e, "cannot reach quorum peer");
-                    reported = true;
-                }
-                quorum.report_unreachable(peer);
-                compio::time::sleep(RECONNECT).await;
-                continue;
+        let Some(mut stream) = connect(addr).await else {
+            if !reported {
+                tracing::debug!(peer, %addr, "cannot reach quorum peer");
+                reported = true;
             }
+            quorum.report_unreachable(peer);
+            compio::time::sleep(RECONNECT).await;
+            continue;
         };
         reported = false;
-        let _ = stream.set_nodelay(true);
         loop {
             let msgs = quorum.outgoing(peer).await;
             let mut out = BytesMut::new();
             for m in msgs {
                 put_frame(&mut out, &PeerFrame::Raft(m));
             }
-            let compio::BufResult(res, _) = stream.write_all(out.freeze()).await;
-            if res.is_err() {
+            let sent = compio::time::timeout(CONNECT_TIMEOUT, stream.write_all(out.freeze())).await;
+            if !matches!(sent, Ok(compio::BufResult(Ok(_), _))) {
                 quorum.report_unreachable(peer);
                 break;
             }
@@ -165,9 +172,16 @@ async fn connect(addr: SocketAddr) -> Option<TcpStream> {
     match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
+            limit_unacked(&s);
             Some(s)
         }
         _ => None,
+    }
+}
+
+fn limit_unacked(s: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(s).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a quorum connection");
     }
 }
 

@@ -37,6 +37,13 @@ const RESPONSE_MAX_BYTES: i32 = 16 << 20;
 /// A response slower than this (beyond the long poll) means the leader is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(300);
+/// A leader that does not accept a connection within this is tried again
+/// (a partitioned one does not answer SYNs).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Sent data left unacknowledged this long closes the connection
+/// (TCP_USER_TIMEOUT): after a network partition heals the follower
+/// reconnects at once rather than after TCP's retransmission backoff.
+const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response frame accepted from a leader.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -89,15 +96,18 @@ async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
             continue;
         };
         let addr = format!("{host}:{port}");
-        let mut conn =
-            match compio::time::timeout(RESPONSE_TIMEOUT, TcpStream::connect(&addr)).await {
-                Ok(Ok(s)) => s,
-                _ => {
-                    compio::time::sleep(RETRY).await;
-                    continue;
-                }
-            };
+        let mut conn = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                compio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
         let _ = conn.set_nodelay(true);
+        if let Err(e) = socket2::SockRef::from(&conn).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
+            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a replica fetch connection");
+        }
         let mut correlation = 0i32;
         loop {
             let parts = from_leader(&shard, leader);

@@ -2,9 +2,15 @@
 //! when `acks` is met. The appends are issued before this function returns (see
 //! `dispatch`), which keeps pipelined requests on one connection in order — what
 //! idempotent producers with several requests in flight rely on.
+//!
+//! acks=all waits at most the request's `timeout_ms` (Kafka's produce
+//! purgatory): a leader that cannot reach its ISR answers REQUEST_TIMED_OUT
+//! then (the batch stays in its log; an idempotent retry is deduplicated),
+//! rather than holding the request until it learns it was replaced.
 
 use std::future::Future;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use brook_engine::log::batch::any_transactional;
 use brook_engine::{Acks, EngineError, TopicPartition};
@@ -53,6 +59,8 @@ pub fn handle(
 ) -> impl Future<Output = ProduceResponse> + 'static {
     let shard = srv.shard.clone();
     let acks = acks_of(req.acks);
+    let deadline = (acks == Some(Acks::All))
+        .then(|| Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64));
     let refuse = if req.transactional_id.is_some() || has_transactional_batch(&req) {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if acks.is_none() {
@@ -93,10 +101,24 @@ pub fn handle(
             let results = join_all(pendings.into_iter().map(|p| async move {
                 match p {
                     Err(code) => Err((code, None)),
-                    Ok(fut) => fut.await.map_err(|e| {
-                        tracing::debug!(error = %e.error, "produce failed");
-                        (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
-                    }),
+                    Ok(fut) => {
+                        let answered = match deadline {
+                            None => fut.await,
+                            Some(at) => {
+                                let left = at.saturating_duration_since(Instant::now());
+                                match compio::time::timeout(left, fut).await {
+                                    Ok(r) => r,
+                                    Err(_) => {
+                                        return Err((ResponseError::RequestTimedOut.code(), None));
+                                    }
+                                }
+                            }
+                        };
+                        answered.map_err(|e| {
+                            tracing::debug!(error = %e.error, "produce failed");
+                            (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
+                        })
+                    }
                 }
             }))
             .await;
