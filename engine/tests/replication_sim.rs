@@ -9,9 +9,11 @@
 //! one-record batches with an fsynced prefix, and a network that drops,
 //! delays, duplicates and reorders fetches and their answers. A seeded
 //! scheduler picks every step: produce, fsync, fetch, deliver, crash (losing
-//! all that was not fsynced), restart, a controller that fences silent or
-//! suspected brokers, delayed delivery of images to brokers, ISR changes,
-//! preferred elections and clock jumps.
+//! all that was not fsynced), a failed disk (a write or fsync error: the copy
+//! loses what was not fsynced and goes offline while its broker stays up and
+//! reports it, `MarkReplicasOffline`, until it restarts), restart, a
+//! controller that fences silent or suspected brokers, delayed delivery of
+//! images to brokers, ISR changes, preferred elections and clock jumps.
 //!
 //! Checked after every step:
 //! - at most one broker leads a given leader epoch;
@@ -86,8 +88,10 @@ struct Node {
     /// the answer that carries its id.
     fetching: u64,
     next_correlation: u64,
-    /// Bumped at every restart; fetches carry it.
+    /// Bumped at every restart; fetches and registrations carry it.
     incarnation: u64,
+    /// Its disk failed: the copy is offline, the broker itself still up.
+    disk_failed: bool,
 }
 
 impl Node {
@@ -145,6 +149,8 @@ struct World {
     faults: bool,
     producing: bool,
     trace: VecDeque<String>,
+    /// Disk failures whose report the controller took.
+    offline_reports: usize,
 }
 
 impl World {
@@ -168,6 +174,7 @@ impl World {
                     fetching: 0,
                     next_correlation: 1,
                     incarnation: 1,
+                    disk_failed: false,
                 })
                 .collect(),
             net: Vec::new(),
@@ -181,8 +188,9 @@ impl World {
             faults: true,
             producing: true,
             trace: VecDeque::new(),
+            offline_reports: 0,
         };
-        let regs = (1..=NODES).map(register).collect();
+        let regs = (1..=NODES).map(|n| register(n, 1)).collect();
         w.propose(regs).expect("registration");
         let live = w.image().live_brokers();
         let replicas = place_replicas(&live, TOPIC, 0, 1, 3).unwrap();
@@ -289,11 +297,17 @@ impl World {
             }
         }
         self.update_hw(i);
-        // A running broker the image shows fenced registers again.
+        // A running broker the image shows fenced, or registered from an
+        // earlier start, registers (again).
         let img = &self.images[self.nodes[i].seen];
-        let fenced = img.brokers.get(&id).is_none_or(|b| b.fenced);
-        if fenced && !self.isolated.contains(&id) && self.images.len() - 1 == self.nodes[i].seen {
-            let _ = self.propose(vec![register(id)]);
+        let incarnation = self.nodes[i].incarnation;
+        let registered =
+            (img.brokers.get(&id)).is_some_and(|b| !b.fenced && b.incarnation == incarnation);
+        if !registered
+            && !self.isolated.contains(&id)
+            && self.images.len() - 1 == self.nodes[i].seen
+        {
+            let _ = self.propose(vec![register(id, incarnation)]);
         }
     }
 
@@ -424,15 +438,18 @@ impl World {
             }
             85..=87 => self.now_ms += 1 + self.rng.below(2000), // the clock jumps
             88..=89 if self.faults => {
-                if self.nodes[i].up() {
-                    self.crash(i);
-                } else {
+                if !self.nodes[i].up() {
                     self.restart(i);
+                } else if self.rng.chance(25) {
+                    self.fail_disk(i);
+                } else {
+                    self.crash(i);
                 }
             }
             90..=91 if self.faults => {
                 // The controller fences a broker it has not heard from.
-                let silent = !self.nodes[i].up() || self.isolated.contains(&id);
+                let down = !self.nodes[i].up() && !self.nodes[i].disk_failed;
+                let silent = down || self.isolated.contains(&id);
                 let fenced = self.image().brokers.get(&id).is_none_or(|b| b.fenced);
                 if (silent || self.rng.chance(10)) && !fenced {
                     let _ = self.propose(vec![MetaRecord::FenceBroker { node: id }]);
@@ -468,11 +485,31 @@ impl World {
         self.log(format!("n{id} crashed, log {}", self.nodes[i].log.len()));
     }
 
+    /// A write or fsync fails: the copy loses what was not fsynced and goes
+    /// offline; the broker stays up and tells the controller (as
+    /// `Shard::report_offline`), unless it is cut off.
+    fn fail_disk(&mut self, i: usize) {
+        self.crash(i);
+        let n = &mut self.nodes[i];
+        n.disk_failed = true;
+        let (id, incarnation) = (n.id, n.incarnation);
+        self.log(format!("n{id}'s disk failed"));
+        if !self.isolated.contains(&id) {
+            let report = self.propose(vec![MetaRecord::MarkReplicasOffline {
+                node: id,
+                incarnation,
+                partitions: vec![(TOPIC.to_string(), 0)],
+            }]);
+            self.offline_reports += report.is_ok() as usize;
+        }
+    }
+
     fn restart(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         if n.up() {
             return;
         }
+        n.disk_failed = false;
         // Reopened: the high watermark is relearned.
         n.hw = 0;
         n.incarnation += 1;
@@ -759,24 +796,24 @@ impl World {
     }
 }
 
-fn register(node: NodeId) -> MetaRecord {
+fn register(node: NodeId, incarnation: u64) -> MetaRecord {
     MetaRecord::RegisterBroker {
         node,
         host: "127.0.0.1".into(),
         port: 9000 + node,
         rack: None,
-        incarnation: 1,
+        incarnation,
     }
 }
 
-fn run(seed: u64, steps: usize) -> (usize, usize) {
+fn run(seed: u64, steps: usize) -> (usize, usize, usize) {
     let mut w = World::new(seed);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for _ in 0..steps {
             w.tick();
         }
         w.settle();
-        (w.acked.len(), w.images.len())
+        (w.acked.len(), w.images.len(), w.offline_reports)
     }));
     match outcome {
         Ok(r) => r,
@@ -809,11 +846,12 @@ fn replication_survives_seeded_faults() {
         return;
     }
     let seeds = env("SIM_SEEDS", 2000);
-    let (mut acked, mut changes) = (0, 0);
+    let (mut acked, mut changes, mut offline) = (0, 0, 0);
     for seed in 0..seeds {
-        let (a, c) = run(seed, steps);
+        let (a, c, o) = run(seed, steps);
         acked += a;
         changes += c;
+        offline += o;
     }
     // The runs must have done something: acknowledged writes and metadata
     // changes (fencing, elections, ISR changes) in every seed on average.
@@ -824,5 +862,12 @@ fn replication_survives_seeded_faults() {
     assert!(
         changes as u64 > seeds * 5,
         "only {changes} metadata changes over {seeds} seeds"
+    );
+    assert!(
+        offline as u64 >= seeds / 2,
+        "only {offline} disk failures reported over {seeds} seeds"
+    );
+    eprintln!(
+        "{seeds} seeds: {acked} records acknowledged, {changes} metadata changes, {offline} copies reported offline"
     );
 }
