@@ -460,8 +460,13 @@ def test_offsets_for_leader_epoch_across_a_failover(tmp_path, request):
                 batch = kp.encode_batch([(b"k%d" % j, b"v") for j in range(i * 20, i * 20 + 20)])
                 assert k.produce(topic, 0, batch)[0] == 0
             assert k.offsets_for_leader_epoch(topic, 0, 0, current_leader_epoch=0) == (0, 0, 100)
-        # Controlled shutdown moves the leadership at once: epoch 1.
+        # Controlled shutdown moves the leadership at once: epoch 1. The
+        # stopped broker leaves its high watermarks checkpointed (read back
+        # when it starts).
         assert c.node(first).terminate() == 0
+        lines = [line.split() for f in c.node(first).data_dir.glob("high-watermark-checkpoint.shard*")
+                 for line in f.read_text().splitlines()[2:]]
+        assert [topic, "0", "100"] in [line[:3] for line in lines], lines
         second = wait_until(lambda: (lambda l: l if l not in (first, -1) else None)(
             c.leaders(topic, c.bootstrap_node())[0]), 20, what="a new leader")
         with kp.Conn(c.node(second).bootstrap) as k:

@@ -3,6 +3,7 @@
 pub mod aligned;
 pub mod batch;
 pub mod checkpoint;
+pub mod hw_checkpoint;
 pub mod index;
 pub mod open;
 pub mod partition;

@@ -891,6 +891,13 @@ impl Partition {
         self.high_watermark = self.log_start;
     }
 
+    /// A replicated partition just opened with a checkpointed high watermark
+    /// (see `hw_checkpoint`): what was committed before the stop is visible
+    /// again at once, never beyond what this log holds durably.
+    pub fn restore_high_watermark(&mut self, hw: Offset) {
+        self.high_watermark = hw.clamp(self.log_start, self.durable_end);
+    }
+
     pub fn is_follower(&self) -> bool {
         matches!(self.role, Role::Follower { .. })
     }

@@ -192,6 +192,9 @@ impl LogDirs {
                 }
             };
             for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| !t.is_dir()) {
+                    continue; // a checkpoint file, not a partition
+                }
                 let name = entry.file_name();
                 if name.to_string_lossy().ends_with(FUTURE_SUFFIX) {
                     // An AlterReplicaLogDirs copy that a stop interrupted: the

@@ -241,6 +241,11 @@ pub struct Shard {
     replication_changed: crate::log::partition::LocalEvent,
     /// Partitions led here whose ISR change is with the quorum.
     isr_pending: RefCell<std::collections::HashSet<TopicPartition>>,
+    /// Checkpointed high watermarks not yet used (cluster mode; taken by the
+    /// first open of each partition).
+    hw_restore: RefCell<HashMap<TopicPartition, crate::log::hw_checkpoint::Entry>>,
+    /// The checkpoint text last written in each log directory.
+    hw_written: RefCell<HashMap<std::path::PathBuf, String>>,
 }
 
 impl Shard {
@@ -265,7 +270,16 @@ impl Shard {
             pid_lock: futures::lock::Mutex::new(()),
             replication_changed: Default::default(),
             isr_pending: RefCell::default(),
+            hw_restore: RefCell::default(),
+            hw_written: RefCell::default(),
         });
+        if shard.shared.cluster.is_some() {
+            let roots: Vec<std::path::PathBuf> = (shard.shared.log_dirs.describe().into_iter())
+                .filter(|d| d.failed.is_none())
+                .map(|d| d.path)
+                .collect();
+            *shard.hw_restore.borrow_mut() = crate::log::hw_checkpoint::load(&roots, id.0);
+        }
         let started = Instant::now();
         for t in catalog.topics.values() {
             for p in
@@ -372,6 +386,7 @@ impl Shard {
             loop {
                 compio::time::sleep(me.shared.config.checkpoint_interval).await;
                 me.ask_for_checkpoints();
+                me.write_hw_checkpoints().await;
             }
         })
         .detach();
@@ -504,7 +519,12 @@ impl Shard {
             cfg.cache_bytes_per_partition,
         )?;
         if self.shared.cluster.is_some() {
-            part.relearn_high_watermark();
+            match self.hw_restore.borrow_mut().remove(&tp) {
+                Some((id, hw)) if id == topic.id => {
+                    part.restore_high_watermark(crate::types::Offset(hw))
+                }
+                _ => part.relearn_high_watermark(),
+            }
         }
         let cell = PartitionCell::new(part);
         let flusher = compio::runtime::spawn(run_flusher(cell.clone()));
@@ -548,6 +568,7 @@ impl Shard {
     /// partition, all at once: each one's last flush and clean-stop checkpoint
     /// overlap with the others' (the file system commits their fsyncs together).
     pub async fn close_all(&self) {
+        self.write_hw_checkpoints().await;
         let tps: Vec<TopicPartition> = self.partitions.borrow().keys().cloned().collect();
         join_all(tps.iter().map(|tp| self.close_partition(tp))).await;
     }
@@ -558,6 +579,48 @@ impl Shard {
         for lp in self.partitions.borrow().values() {
             if lp.cell.state.borrow_mut().want_checkpoint() {
                 lp.cell.flush_event.notify();
+            }
+        }
+    }
+
+    /// Writes this shard's high-watermark checkpoint in each log directory
+    /// where it changed (cluster mode).
+    async fn write_hw_checkpoints(&self) {
+        use crate::log::hw_checkpoint;
+        if self.shared.cluster.is_none() {
+            return;
+        }
+        let catalog = self.catalog();
+        let mut by_dir: HashMap<std::path::PathBuf, Vec<_>> = HashMap::new();
+        for root in self.hw_written.borrow().keys() {
+            by_dir.entry(root.clone()).or_default();
+        }
+        for (tp, lp) in self.partitions.borrow().iter() {
+            let p = lp.cell.state.borrow();
+            let (Some(meta), Some(root)) = (catalog.topics.get(&tp.topic), p.dir.parent()) else {
+                continue;
+            };
+            (by_dir.entry(root.to_path_buf()).or_default()).push((
+                tp.clone(),
+                meta.id,
+                p.high_watermark.0,
+            ));
+        }
+        for (root, mut entries) in by_dir {
+            entries.sort_by(|a, b| (&a.0.topic, a.0.partition).cmp(&(&b.0.topic, b.0.partition)));
+            let text = hw_checkpoint::encode(&entries);
+            if self.hw_written.borrow().get(&root) == Some(&text) {
+                continue;
+            }
+            let path = hw_checkpoint::path(&root, self.id.0);
+            let t = text.clone();
+            match crate::log::partition::blocking(move || hw_checkpoint::store(&path, &t)).await {
+                Ok(()) => {
+                    self.hw_written.borrow_mut().insert(root, text);
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %root.display(), error = %e, "cannot write the high-watermark checkpoint")
+                }
             }
         }
     }
