@@ -212,7 +212,8 @@ async fn call(
 }
 
 /// Appends (or truncates) what the leader sent. Returns false when nothing
-/// could move forward (every partition refused), so the caller backs off.
+/// could move forward (every partition refused, or every append failed — a
+/// full disk), so the caller backs off.
 async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bool {
     let mut progress = false;
     let mut appends = Vec::new();
@@ -228,8 +229,8 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
                 tracing::debug!(partition = %f.tp, error = ?e, "leader refused a replica fetch");
                 continue;
             }
-            progress = true;
             if p.diverging_epoch.end_offset >= 0 {
+                progress = true;
                 let d = (
                     p.diverging_epoch.epoch,
                     Offset(p.diverging_epoch.end_offset as u64),
@@ -244,12 +245,16 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
             let tp = f.tp.clone();
             let shard = shard.clone();
             appends.push(async move {
-                if let Err(e) = shard.replica_append(&tp, records, hw).await {
-                    tracing::warn!(partition = %tp, error = %e, "cannot append fetched batches");
+                match shard.replica_append(&tp, records, hw).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(partition = %tp, error = %e, "cannot append fetched batches");
+                        false
+                    }
                 }
             });
         }
     }
-    join_all(appends).await;
-    progress
+    let appended = join_all(appends).await;
+    progress || appended.into_iter().any(|ok| ok)
 }

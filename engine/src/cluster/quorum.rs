@@ -107,6 +107,9 @@ const RESEND_AFTER: Duration = Duration::from_secs(1);
 /// quorum left (the other members stopped first) it stops without it.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Wait before writing the quorum log again after a failed write.
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+
 /// Messages kept for a peer that is not connected; older ones are dropped
 /// (Raft resends what matters).
 const OUTBOX_LIMIT: usize = 4096;
@@ -375,9 +378,10 @@ impl Quorum {
             }
             self.step_inputs();
             if let Err(e) = self.handle_ready().await {
-                // The quorum log cannot be written: this member must not vote
-                // or acknowledge anything more. Stop driving it.
-                tracing::error!(error = %e, "metadata quorum log write failed; this member stops taking part in the quorum");
+                // The Raft state could not be staged (a write failure is
+                // retried in `handle_ready`, not reported here): this member
+                // must not vote or acknowledge anything more. Stop driving it.
+                tracing::error!(error = %e, "metadata quorum state broken; this member stops taking part in the quorum");
                 self.fail_waiters(&e);
                 return;
             }
@@ -475,7 +479,27 @@ impl Quorum {
         let Some((mut rd, bytes, file)) = staged else {
             return Ok(());
         };
-        blocking(move || write_durably(file, &bytes)).await?;
+        // Nothing of this Ready is promised before it is on disk: a write
+        // that fails (a full disk) is tried again until it succeeds, and this
+        // member is silent meanwhile, as if paused.
+        let bytes = bytes.freeze();
+        let mut failing = false;
+        loop {
+            let (f, b) = (file.try_clone()?, bytes.clone());
+            match blocking(move || write_durably(f, &b)).await {
+                Ok(()) => break,
+                Err(e) => {
+                    if !failing {
+                        tracing::error!(error = %e, "metadata quorum log write failed; retrying every second, this member takes no part in the quorum meanwhile");
+                        failing = true;
+                    }
+                    compio::time::sleep(WRITE_RETRY).await;
+                }
+            }
+        }
+        if failing {
+            tracing::info!("metadata quorum log writable again; taking part in the quorum");
+        }
         self.send(rd.take_persisted_messages());
         let committed = rd.take_committed_entries();
         self.apply(committed);

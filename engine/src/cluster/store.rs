@@ -286,13 +286,19 @@ impl QuorumStore {
     }
 }
 
-/// Appends staged bytes and syncs them.
+/// Appends staged bytes and syncs them. On failure (a full disk, an I/O
+/// error) the file is cut back to where it was, so that the same bytes can
+/// be written again later without leaving a torn record in the middle.
 pub fn write_durably(mut file: File, bytes: &[u8]) -> std::io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    file.write_all(bytes)?;
-    file.sync_data()
+    let before = file.metadata()?.len();
+    let written = file.write_all(bytes).and_then(|_| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(before);
+    }
+    written
 }
 
 impl Storage for QuorumStore {

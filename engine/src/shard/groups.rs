@@ -204,7 +204,8 @@ impl Shard {
             }
             let batch = Bytes::from(group_log::commit_batch(&req.group, &req.offsets, now_ms()));
             s.produce_local(&Self::offsets_tp(&req.group), &batch, Acks::All)
-                .await?;
+                .await
+                .map_err(as_coordinator_error)?;
             s.with_group(&req.group, |g| g.offsets.extend(req.offsets));
             Ok(())
         })
@@ -291,7 +292,8 @@ impl Shard {
             if !tps.is_empty() {
                 let batch = Bytes::from(group_log::tombstone_batch(&group, &tps, now_ms()));
                 s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
-                    .await?;
+                    .await
+                    .map_err(as_coordinator_error)?;
             }
             s.groups.borrow_mut().remove(&group);
             Ok(())
@@ -342,5 +344,24 @@ fn describe(g: &Group) -> GroupDescription {
         protocol_type: g.protocol_type.clone().unwrap_or_default(),
         protocol,
         members,
+    }
+}
+
+/// What a group's client is told when the coordinator's own append to
+/// `__consumer_offsets` fails, as Kafka maps it (`GroupMetadataManager`): the
+/// partition moved or its disk failed → NOT_COORDINATOR (find the new one);
+/// too few replicas or no quorum → COORDINATOR_NOT_AVAILABLE (retry). Both
+/// are retriable; the partition's own errors are not what a committing
+/// consumer expects (the Java client fails `commitSync` on them).
+fn as_coordinator_error(e: EngineError) -> EngineError {
+    match e {
+        EngineError::NotLeaderOrFollower
+        | EngineError::ShuttingDown
+        | EngineError::Storage(_)
+        | EngineError::DiskFailure(_) => EngineError::NotCoordinator,
+        EngineError::UnknownTopicOrPartition
+        | EngineError::NotEnoughReplicas { .. }
+        | EngineError::NoQuorum(_) => EngineError::CoordinatorNotAvailable,
+        other => other,
     }
 }
