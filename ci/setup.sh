@@ -29,6 +29,14 @@ if ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v losetup >/dev/null 2>&
     $SUDO apt-get install -y -q e2fsprogs mount
 fi
 
+# test_cluster_netns.py builds network namespaces, veths and a bridge with ip.
+if ! command -v ip >/dev/null 2>&1; then
+    echo "setup: installing iproute2"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q iproute2
+fi
+
 PY="${PYTHON:-python3}"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     echo "setup: creating venv $VENV"
