@@ -546,3 +546,36 @@ def test_a_failed_disk_moves_its_replicas_out_of_the_isr(tmp_path, request):
             check_keyed(consume_all(c.node(1).bootstrap, topic, 6), 3600, acked=dr.acked)
     finally:
         disk.detach()
+
+
+def test_produce_to_a_follower_names_the_leader(tmp_path, request):
+    """KIP-951: Produce v10 to a broker that does not lead the partition is
+    refused with NOT_LEADER_OR_FOLLOWER carrying the current leader, its
+    epoch and its endpoint, so the client needs no metadata round trip; v9
+    carries none of it."""
+    import kproto as kp
+    from diff_wire import Conn
+    from diff_scenarios import S, S2
+    from kafka.protocol.producer.produce import ProduceRequest
+    with cluster(tmp_path, request) as c:
+        topic = unique_topic("kip951")
+        create(c, topic, 1, via=c.node(1), rf=3)
+        wait_until(lambda: partitions_of(c, topic, c.node(1)).get(0, (-1,))[0] in (1, 2, 3), 15, what="a leader")
+        leader = partitions_of(c, topic, c.node(1))[0][0]
+        other = next(n for n in (1, 2, 3) if n != leader)
+        batch = kp.encode_batch([(b"k", b"v")])
+        for v in (9, 10):
+            T = S(ProduceRequest, "topic_data", v, name=topic,
+                  partition_data=[S2(ProduceRequest, "topic_data", "partition_data", v, index=0, records=batch)])
+            with Conn(c.node(other).bootstrap) as conn:
+                r = conn.call(ProduceRequest, v, transactional_id=None, acks=-1, timeout_ms=10000, topic_data=[T])
+            p = r.responses[0].partition_responses[0]
+            assert p.error_code == kp.NOT_LEADER_OR_FOLLOWER, p
+            if v < 10:
+                continue
+            assert (p.current_leader.leader_id, p.current_leader.leader_epoch) == (leader, 0), p.current_leader
+            ends = {e.node_id: (e.host, e.port) for e in r.node_endpoints}
+            host, port = c.node(leader).bootstrap.rsplit(":", 1)
+            assert ends == {leader: (host, int(port))}, ends
+        # Nothing was appended by the refused requests.
+        assert consume_all(c.node(leader).bootstrap, topic, 1)[0] == []

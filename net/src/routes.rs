@@ -12,8 +12,9 @@
 //! version that carries RecordBatch v2.
 //!
 //! Newer versions are listed where a client needs them and they change nothing
-//! kafka-python's release guess reads (it keys on ListOffsets, Fetch, Produce and
-//! JoinGroup): Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
+//! kafka-python's release guess reads (it keys on ListOffsets, Fetch, Produce 8,
+//! 9, 11 and 13, and JoinGroup): Produce v10 (KIP-951 leader hints, the same
+//! request as v9), Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
 //! needs), ListGroups v5 (the group type filter of `Admin.listGroups`), and the
 //! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions,
 //! DescribeTopicPartitions) at
@@ -114,7 +115,7 @@ pub const PRODUCE_MIN_DECODABLE: i16 = 3;
 fn produce(s: &Rc<ShardServer>, r: Request, f: &mut Bytes) -> Result<Dispatched, String> {
     let req: ProduceRequest = r.decode(f)?;
     let acks_zero = req.acks == 0;
-    let fut = handlers::produce::handle(s, req, &r.client);
+    let fut = handlers::produce::handle(s, req, r.version, &r.client);
     Ok(if acks_zero {
         Dispatched::NoResponse(Box::pin(async move {
             fut.await;
@@ -140,7 +141,7 @@ macro_rules! apis {
 }
 
 apis! {
-    Produce 0..=9 => |s, r, f| produce(s, r, f),
+    Produce 0..=10 => |s, r, f| produce(s, r, f),
     Fetch 4..=12 => |s, r, f| {
         let id = r.client.client_id.clone();
         Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, id)))

@@ -7,6 +7,10 @@
 //! purgatory): a leader that cannot reach its ISR answers REQUEST_TIMED_OUT
 //! then (the batch stays in its log; an idempotent retry is deduplicated),
 //! rather than holding the request until it learns it was replaced.
+//!
+//! From v10 (KIP-951) a partition refused with NOT_LEADER_OR_FOLLOWER carries
+//! the current leader and its epoch, and the response the leaders' endpoints,
+//! so that a client follows a failover without a metadata round trip.
 
 use std::future::Future;
 use std::rc::Rc;
@@ -16,8 +20,11 @@ use brook_engine::log::batch::any_transactional;
 use brook_engine::{Acks, EngineError, TopicPartition};
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::errors;
 use crate::quota::Direction;
@@ -55,6 +62,7 @@ fn has_transactional_batch(req: &ProduceRequest) -> bool {
 pub fn handle(
     srv: &Rc<ShardServer>,
     req: ProduceRequest,
+    version: i16,
     client: &super::ClientInfo,
 ) -> impl Future<Output = ProduceResponse> + 'static {
     let shard = srv.shard.clone();
@@ -140,12 +148,65 @@ pub fn handle(
                     .with_partition_responses(partition_responses),
             );
         }
+        let node_endpoints = if version >= LEADER_HINTS_VERSION {
+            leader_hints(&shard, &mut responses)
+        } else {
+            Vec::new()
+        };
         // Over quota: answer with the throttle time, and only after it.
         if !throttle.is_zero() {
             compio::time::sleep(throttle).await;
         }
         ProduceResponse::default()
             .with_responses(responses)
+            .with_node_endpoints(node_endpoints)
             .with_throttle_time_ms(throttle.as_millis().min(i32::MAX as u128) as i32)
     }
+}
+
+/// The first Produce version with KIP-951's leader hints.
+const LEADER_HINTS_VERSION: i16 = 10;
+
+/// KIP-951: each partition refused with NOT_LEADER_OR_FOLLOWER gets the
+/// current leader and epoch from this broker's image; returns the endpoints
+/// of those leaders.
+fn leader_hints(
+    shard: &brook_engine::Shard,
+    responses: &mut [TopicProduceResponse],
+) -> Vec<NodeEndpoint> {
+    let Some(img) = shard.cluster_image() else {
+        return Vec::new();
+    };
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    let mut leaders = std::collections::BTreeSet::new();
+    for t in responses.iter_mut() {
+        for p in t
+            .partition_responses
+            .iter_mut()
+            .filter(|p| p.error_code == not_leader)
+        {
+            let Some(pi) = img.partition(t.name.as_str(), p.index.max(0) as u32) else {
+                continue;
+            };
+            if pi.leader < 0 {
+                continue;
+            }
+            p.current_leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(pi.leader))
+                .with_leader_epoch(pi.leader_epoch);
+            leaders.insert(pi.leader);
+        }
+    }
+    (leaders.into_iter())
+        .filter_map(|n| {
+            let b = img.brokers.get(&n)?;
+            Some(
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(n))
+                    .with_host(StrBytes::from_string(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect()
 }
