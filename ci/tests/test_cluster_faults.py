@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import kproto as kp
-from cluster_util import SESSION_MS, Cluster, cluster, create, partitions_of
-from conftest import tail
+from test_jbod import LoopDisk
+from cluster_util import SESSION_MS, Cluster, cluster, cluster_of, create, partitions_of
 from util import (Delivery, admin, check_keyed, consume_all, key_index, payload, produce_keyed, producer,
                   unique_topic, wait_until)
 
@@ -126,27 +126,11 @@ class StreamProducer(threading.Thread):
 
 @contextlib.contextmanager
 def started(c, request, cleanup=()):
-    """cluster_util.cluster() for a Cluster built (and adjusted) by the test:
-    starts every broker, waits for all three in the metadata, and at the end
-    stops them as cluster() does; then runs `cleanup` callables (unmounts)."""
+    """cluster_util.cluster_of() for a Cluster built (and adjusted) by the
+    test, then the `cleanup` callables (unmounts), whatever happens."""
     try:
-        try:
-            for b in c.brokers:
-                b.start()
-            c.wait_brokers([1, 2, 3], c.node(1))
+        with cluster_of(c, request):
             yield c
-        except BaseException:
-            for b in c.brokers:
-                print("---- node %d log ----\n%s" % (b.node, tail(b.log_path, 60)))
-            raise
-        finally:
-            errors = []
-            for b in c.brokers:
-                err = b.stop_for_teardown()
-                if err:
-                    errors.append("node %d: %s" % (b.node, err))
-            if errors and not request.session.testsfailed:
-                pytest.fail("; ".join(errors))
     finally:
         for fn in cleanup:
             fn()
@@ -535,26 +519,15 @@ def test_java_idempotent_producer_across_a_leader_kill(tmp_path, request, procs)
 
 # ------------------------------------------------------------------ 4. a follower's disk fills up
 
-class SmallDisk:
+class SmallDisk(LoopDisk):
     """A small ext4 file system in a file, loop-mounted at `mount` (as
     test_jbod.py's disks), with 1 KiB blocks and none reserved for root
     (Brook runs as root here), and a filler file that takes every free
     block."""
 
     def __init__(self, image, mount, size="256M"):
-        self.image, self.mount = Path(image), Path(mount)
+        super().__init__(image, mount, size=size, mkfs_args=("-m", "0", "-b", "1024"))
         self.filler = self.mount / "filler"
-        subprocess.run(["truncate", "-s", size, str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-b", "1024", str(self.image)], check=True,
-                       capture_output=True)
-        self.mount.mkdir(parents=True, exist_ok=True)
-        self.mounted = False
-
-    def attach(self):
-        r = subprocess.run(["mount", "-o", "loop", str(self.image), str(self.mount)], capture_output=True, text=True)
-        if r.returncode != 0:
-            pytest.skip("cannot loop-mount a file system here: %s" % r.stderr.strip())
-        self.mounted = True
 
     def free_bytes(self):
         st = os.statvfs(str(self.mount))
@@ -581,11 +554,6 @@ class SmallDisk:
 
     def free(self):
         self.filler.unlink()
-
-    def detach(self):
-        if self.mounted:
-            subprocess.run(["umount", str(self.mount)], check=True, timeout=60)
-            self.mounted = False
 
 
 def big_value(i):

@@ -189,10 +189,10 @@ def two_loop_disks(tmp_path):
 class LoopDisk:
     """An ext4 file system in a file, loop-mounted at `mount`."""
 
-    def __init__(self, image, mount):
+    def __init__(self, image, mount, size="512M", mkfs_args=()):
         self.image, self.mount = Path(image), Path(mount)
-        subprocess.run(["truncate", "-s", "512M", str(self.image)], check=True)
-        subprocess.run(["mkfs.ext4", "-q", "-F", str(self.image)], check=True, capture_output=True)
+        subprocess.run(["truncate", "-s", size, str(self.image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", *mkfs_args, str(self.image)], check=True, capture_output=True)
         self.mount.mkdir(parents=True, exist_ok=True)
         self.mounted = False
 

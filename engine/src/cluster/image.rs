@@ -859,16 +859,20 @@ mod tests {
                 .iter()
                 .all(|e| !matches!(e, MetaRecord::ElectLeader { leader: 2, .. }))
         );
-        let p0 = img.partition("t", 0).unwrap().clone();
-        let rejoin = MetaRecord::AlterPartition {
-            topic: "t".into(),
-            partition: 0,
-            leader: p0.leader,
-            leader_epoch: p0.leader_epoch,
-            partition_epoch: p0.partition_epoch,
-            isr: [p0.isr.clone(), vec![2]].concat(),
+        // Partition 0's leader asks for broker 2 back in its ISR.
+        let rejoin = |img: &ClusterImage| {
+            let p0 = img.partition("t", 0).unwrap().clone();
+            MetaRecord::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: p0.leader,
+                leader_epoch: p0.leader_epoch,
+                partition_epoch: p0.partition_epoch,
+                isr: [p0.isr.clone(), vec![2]].concat(),
+            }
         };
-        assert!(apply(&mut img, vec![rejoin]).is_err());
+        let r = rejoin(&img);
+        assert!(apply(&mut img, vec![r]).is_err());
         // The same start registering again changes nothing; a new start
         // brings its copies back.
         apply(&mut img, vec![register(2)]).unwrap();
@@ -879,16 +883,8 @@ mod tests {
         }
         apply(&mut img, vec![again]).unwrap();
         assert!(img.partition("t", 0).unwrap().offline.is_empty());
-        let p0 = img.partition("t", 0).unwrap().clone();
-        let rejoin = MetaRecord::AlterPartition {
-            topic: "t".into(),
-            partition: 0,
-            leader: p0.leader,
-            leader_epoch: p0.leader_epoch,
-            partition_epoch: p0.partition_epoch,
-            isr: [p0.isr.clone(), vec![2]].concat(),
-        };
-        apply(&mut img, vec![rejoin]).unwrap();
+        let r = rejoin(&img);
+        apply(&mut img, vec![r]).unwrap();
         assert!(img.partition("t", 0).unwrap().isr.contains(&2));
     }
 
