@@ -37,9 +37,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// (TCP_USER_TIMEOUT), so that a peer cut off and back is reconnected to at
 /// once instead of after TCP's retransmission backoff (up to minutes).
 const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection from a peer that carries nothing for this long is dropped:
-/// live peers send several messages a second (heartbeats, fetches).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keepalive on connections from peers (idle time before the first probe;
+/// probes 3 s apart, 3 of them): the read side of a peer that vanished
+/// without closing (a partition) ends instead of lingering. A silent
+/// connection is not dropped for being silent: a follower sends nothing to
+/// another follower for as long as neither leads.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 /// How much longer than the voter's long poll an observer waits for a reply.
 const REPLY_GRACE: Duration = Duration::from_secs(2);
 
@@ -115,9 +118,14 @@ fn put_frame(out: &mut BytesMut, f: &PeerFrame) {
 
 async fn read_loop(quorum: Rc<Quorum>, mut stream: TcpStream, peer: SocketAddr) {
     limit_unacked(&stream);
-    while let Ok(Some(frame)) =
-        compio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, &peer)).await
-    {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(Duration::from_secs(3))
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot set keepalive on a quorum connection");
+    }
+    while let Some(frame) = read_frame(&mut stream, &peer).await {
         match frame {
             PeerFrame::Raft(m) => quorum.deliver(m),
             PeerFrame::Propose { data } => quorum.propose_forwarded(data),
