@@ -303,7 +303,7 @@ impl Shard {
                         incarnation,
                         partitions: left,
                     };
-                    match shard.propose(vec![record]).await {
+                    match shard.propose_and_install(vec![record]).await {
                         Ok(_) => {
                             tracing::warn!(partitions = ?tps, "reported this broker's copies offline to the controller");
                             continue;
