@@ -11,16 +11,15 @@ acknowledged record exactly once at its acknowledged offset, offsets dense."""
 
 import contextlib
 import os
-import subprocess
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 import kproto as kp
+from test_java_client import ProduceStream
 from test_jbod import LoopDisk
 from cluster_util import SESSION_MS, Cluster, cluster, cluster_of, create, partitions_of
 from util import (Delivery, admin, check_keyed, consume_all, key_index, payload, produce_keyed, producer,
@@ -439,17 +438,6 @@ def test_rolling_restart_under_idempotent_load_and_a_committing_group(tmp_path, 
 
 # ------------------------------------------------------------------ 3. the Java client
 
-JARS = Path(__file__).resolve().parents[1] / ".lab" / "jars"
-LOG4J = Path(__file__).resolve().parents[1] / "java" / "log4j2-tools.properties"
-
-
-def java_cmd(main, *args):
-    """As test_java_client.py runs the interop programs (ci/java, built by
-    ci/setup.sh into ci/.lab/jars)."""
-    return ["java", "-XX:TieredStopAtLevel=1", "-Dlog4j2.configurationFile=%s" % LOG4J,
-            "-cp", str(JARS / "*"), "dev.brook.interop." + main] + [str(a) for a in args]
-
-
 def test_java_idempotent_producer_across_a_leader_kill(tmp_path, request, procs):
     """The Java client's default producer (idempotent, acks=all; ProduceStream
     prints one "ACK i partition offset" per acknowledged record) keeps sending
@@ -457,61 +445,25 @@ def test_java_idempotent_producer_across_a_leader_kill(tmp_path, request, procs)
     SIGKILLed, fenced, and started again. No send fails; every record is
     acknowledged once and is in the log exactly once, in order, at its
     acknowledged offset."""
-    if not (JARS / "brook-interop.jar").exists():
-        pytest.fail("%s missing: run ci/setup.sh" % (JARS / "brook-interop.jar"))
     with cluster(tmp_path, request) as c:
         topic = unique_topic("java-failover")
         parts, n = 4, 30_000
         create(c, topic, parts, via=c.node(1), rf=3, config={"min.insync.replicas": "2"})
         wait_partitions(c, topic, parts, c.node(1))
-        err = open(tmp_path / "producer.stderr", "wb")
-        p = subprocess.Popen(java_cmd("ProduceStream", c.bootstrap, topic, n, 20), stdout=subprocess.PIPE,
-                             stderr=err, text=True, start_new_session=True)
-        procs.append(p)
-        lines = []
-        progress = [0]
-
-        def read():
-            for line in p.stdout:
-                lines.append(line.rstrip("\n"))
-                if line.startswith("PROGRESS "):
-                    progress[0] = int(line.split()[2])
-
-        t = threading.Thread(target=read, daemon=True)
-        t.start()
-        wait_until(lambda: progress[0] >= 3000 or p.poll() is not None, 90, what="3000 records acknowledged")
-        assert p.poll() is None, "producer finished before the kill; make it slower"
+        run = ProduceStream(procs, c.bootstrap, topic, n, 20, tmp_path)
+        run.wait_progress(3000, 90)
         victim = c.node(c.leaders(topic, c.node(1))[0])
         others = [b for b in c.brokers if b is not victim]
         victim.kill()
         fenced_wait(c, [b.node for b in others], others[0])
         assert c.leaders(topic, others[0])[0] in [b.node for b in others]
-        at_fence = progress[0]
-        wait_until(lambda: progress[0] >= at_fence + 2000 or p.poll() is not None, 90,
-                   what="2000 more acknowledged with the leader gone")
+        at_fence = run.progress
+        run.wait_progress(at_fence + 2000, 90)
         print("java producer: %d acknowledged at the fence, %d at the restart of node %d"
-              % (at_fence, progress[0], victim.node))
+              % (at_fence, run.progress, victim.node))
         victim.start()
-        try:
-            p.wait(150)
-        except subprocess.TimeoutExpired:
-            raise AssertionError("producer still running 150 s after the restart; last lines %r" % lines[-5:])
-        t.join(10)
-        err.close()
-        stderr = (tmp_path / "producer.stderr").read_text(errors="replace")
-        assert p.returncode == 0 and lines and lines[-1].startswith("END "), "exit %s\nstdout:\n%s\nstderr:\n%s" % (
-            p.returncode, "\n".join(lines[-30:]), stderr[-6000:])
-        errs = [l for l in lines if l.startswith("ERR ")]
-        assert not errs, "%d sends failed, e.g. %r" % (len(errs), errs[:5])
-        acked = {}
-        for l in lines:
-            if l.startswith("ACK "):
-                _, i, part, off = l.split()
-                key = ("k%s" % i).encode()
-                assert key not in acked, "acknowledged twice: %s" % l
-                acked[key] = (int(part), int(off))
-        assert len(acked) == n, "%d of %d acknowledged" % (len(acked), n)
-        assert lines[-1] == "END %d 0" % n, lines[-1]
+        acked = run.finish(150)
+        assert run.lines[-1] == "END %d 0" % n, run.lines[-1]
         check_keyed(consume_all(others[0].bootstrap, topic, parts), n, acked=acked)
         # The restarted broker catches up and rejoins every ISR.
         wait_in_every_isr(c, victim.node, others[0])

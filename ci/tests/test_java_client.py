@@ -73,6 +73,60 @@ def explain(lines, stderr):
     return "stdout:\n%s\nstderr (tail):\n%s" % ("\n".join(lines[-60:]), stderr[-6000:])
 
 
+class ProduceStream:
+    """The ProduceStream program (a default KafkaProducer: idempotent,
+    acks=all) sending `n` records to `topic` at `rate`/s, its output read as it
+    runs: `progress` is how many are acknowledged so far. `finish` waits for
+    its end, checks that it exited cleanly and no send failed, and returns
+    {key: (partition, offset)} of the acknowledged records, each once."""
+
+    def __init__(self, procs, bootstrap, topic, n, rate, tmp_path):
+        if not (JARS / "brook-interop.jar").exists():
+            pytest.fail("%s missing: run ci/setup.sh" % (JARS / "brook-interop.jar"))
+        self.n, self.stderr_path = n, tmp_path / "producer.stderr"
+        self.err = open(self.stderr_path, "wb")
+        self.p = spawn(procs, java_cmd("ProduceStream", bootstrap, topic, n, rate), stdout=subprocess.PIPE,
+                       stderr=self.err, text=True)
+        self.lines, self.progress = [], 0
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("PROGRESS "):
+                self.progress = int(line.split()[2])
+
+    def wait_progress(self, count, timeout):
+        """Until `count` records are acknowledged; the program must still run."""
+        wait_until(lambda: self.progress >= count or self.p.poll() is not None, timeout,
+                   what="%d records acknowledged" % count)
+        assert self.p.poll() is None, "producer finished too early; make it slower"
+
+    def finish(self, timeout=150):
+        try:
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("producer still running after %ds; last lines %r" % (timeout, self.lines[-5:]))
+        self.reader.join(10)
+        self.err.close()
+        stderr = self.stderr_path.read_text(errors="replace")
+        lines = self.lines
+        assert self.p.returncode == 0 and lines and lines[-1].startswith("END "), "exit %s\n%s" % (
+            self.p.returncode, explain(lines, stderr))
+        errs = [l for l in lines if l.startswith("ERR ")]
+        assert not errs, "%d sends failed, e.g. %r" % (len(errs), errs[:5])
+        acked = {}
+        for l in lines:
+            if l.startswith("ACK "):
+                _, i, part, off = l.split()
+                key = ("k%s" % i).encode()
+                assert key not in acked, "acknowledged twice: %s" % l
+                acked[key] = (int(part), int(off))
+        assert len(acked) == self.n, "%d of %d acknowledged" % (len(acked), self.n)
+        return acked
+
+
 @pytest.fixture(scope="module")
 def jbroker(request, tmp_path_factory):
     """One broker for the module (tests use unique topics and groups), with the
@@ -430,37 +484,8 @@ def test_idempotent_producer_across_broker_kill(make_broker, procs, tmp_path):
     topic = unique_topic("java-crash")
     partitions, n = 4, 20_000
     create_topic(b, topic, partitions)
-    err = open(tmp_path / "producer.stderr", "wb")
-    p = spawn(procs, java_cmd("ProduceStream", b, topic, n, 40), stdout=subprocess.PIPE, stderr=err, text=True)
-    lines = []
-    progress = [0]
-
-    def read():
-        for line in p.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("PROGRESS "):
-                progress[0] = int(line.split()[2])
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    wait_until(lambda: progress[0] >= 4000 or p.poll() is not None, 60, what="4000 records acknowledged")
-    assert p.poll() is None, "producer finished before the kill; make it slower"
+    run = ProduceStream(procs, b, topic, n, 40, tmp_path)
+    run.wait_progress(4000, 60)
     broker.restart(kill=True)
-    try:
-        p.wait(150)
-    except subprocess.TimeoutExpired:
-        raise AssertionError("producer still running 150 s after the restart; last lines %r" % lines[-5:])
-    t.join(10)
-    err.close()
-    stderr = (tmp_path / "producer.stderr").read_text(errors="replace")
-    assert p.returncode == 0 and lines and lines[-1].startswith("END "), "exit %s\n%s" % (
-        p.returncode, explain(lines, stderr))
-    errs = [l for l in lines if l.startswith("ERR ")]
-    assert not errs, "%d sends failed, e.g. %r" % (len(errs), errs[:5])
-    acked = {}
-    for l in lines:
-        if l.startswith("ACK "):
-            _, i, part, off = l.split()
-            acked[("k%s" % i).encode()] = (int(part), int(off))
-    assert len(acked) == n, "%d of %d acknowledged" % (len(acked), n)
+    acked = run.finish(150)
     check_keyed(consume_all(b, topic, partitions), n, acked=acked)

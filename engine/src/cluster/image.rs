@@ -266,9 +266,7 @@ impl ClusterImage {
                 partition_epoch,
                 isr,
             } => {
-                let p = (self.topics.get_mut(topic))
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
                 if p.leader != *leader || p.leader_epoch != *leader_epoch {
                     return Err(EngineError::NotLeaderOrFollower);
                 }
@@ -308,9 +306,7 @@ impl ClusterImage {
                 leader,
             } => {
                 let live = self.is_live(*leader);
-                let p = (self.topics.get_mut(topic))
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
                 if !live || !p.isr.contains(leader) || p.offline.contains(leader) {
                     return Err(EngineError::InvalidRequest(format!(
                         "broker {leader} cannot lead {topic}-{partition}: not live, not in the ISR or offline"
@@ -328,11 +324,8 @@ impl ClusterImage {
                 leader,
             } => {
                 let live = self.live_brokers();
-                let any_isr_live = (self.partition(topic, *partition))
-                    .is_some_and(|p| p.isr.iter().any(|n| p.usable(*n, &live)));
-                let p = (self.topics.get_mut(topic))
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                    .ok_or(EngineError::UnknownTopicOrPartition)?;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                let any_isr_live = p.isr.iter().any(|n| p.usable(*n, &live));
                 let usable = p.usable(*leader, &live);
                 if p.leader != NO_LEADER || any_isr_live || !usable || !p.replicas.contains(leader)
                 {
@@ -358,9 +351,7 @@ impl ClusterImage {
                 }
                 let live = self.live_brokers();
                 for (topic, partition) in partitions {
-                    let Some(p) = (self.topics.get_mut(topic))
-                        .and_then(|t| t.partitions.get_mut(*partition as usize))
-                    else {
+                    let Ok(p) = partition_mut(&mut self.topics, topic, *partition) else {
                         continue; // deleted since
                     };
                     if !p.replicas.contains(node) || p.offline.contains(node) {
@@ -543,6 +534,17 @@ impl ClusterImage {
         }
         Catalog { topics }
     }
+}
+
+/// Partition `partition` of `topic` in `topics`, to change.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicInfo>,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a mut PartitionInfo, EngineError> {
+    (topics.get_mut(topic))
+        .and_then(|t| t.partitions.get_mut(partition as usize))
+        .ok_or(EngineError::UnknownTopicOrPartition)
 }
 
 /// Replicas for `count` new partitions numbered from `first` on the live

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use brook_engine::log::batch::any_transactional;
 use brook_engine::{Acks, EngineError, TopicPartition};
-use futures::future::join_all;
+use futures::FutureExt;
+use futures::future::{Either, join_all, select};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
@@ -101,31 +102,34 @@ pub fn handle(
         topics.push((t.name, parts));
     }
     let throttle = srv.throttle(&client.client_id, Direction::Produce, bytes);
-    // Phase 2: wait for durability (acks) of every partition.
+    // Phase 2: wait for durability (acks) of every partition; with acks=all,
+    // no longer than the request's deadline (one timer for the request).
     async move {
+        let expired = deadline
+            .map(|at| compio::time::sleep(at.saturating_duration_since(Instant::now())).shared());
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
             let (indexes, pendings): (Vec<i32>, Vec<_>) = parts.into_iter().unzip();
-            let results = join_all(pendings.into_iter().map(|p| async move {
-                match p {
-                    Err(code) => Err((code, None)),
-                    Ok(fut) => {
-                        let answered = match deadline {
-                            None => fut.await,
-                            Some(at) => {
-                                let left = at.saturating_duration_since(Instant::now());
-                                match compio::time::timeout(left, fut).await {
-                                    Ok(r) => r,
-                                    Err(_) => {
+            let results = join_all(pendings.into_iter().map(|p| {
+                let expired = expired.clone();
+                async move {
+                    match p {
+                        Err(code) => Err((code, None)),
+                        Ok(fut) => {
+                            let answered = match expired {
+                                None => fut.await,
+                                Some(timer) => match select(fut, timer).await {
+                                    Either::Left((r, _)) => r,
+                                    Either::Right(_) => {
                                         return Err((ResponseError::RequestTimedOut.code(), None));
                                     }
-                                }
-                            }
-                        };
-                        answered.map_err(|e| {
-                            tracing::debug!(error = %e.error, "produce failed");
-                            (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
-                        })
+                                },
+                            };
+                            answered.map_err(|e| {
+                                tracing::debug!(error = %e.error, "produce failed");
+                                (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
+                            })
+                        }
                     }
                 }
             }))
