@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use brook_engine::log::batch::{ProducerBatchInfo, build_batch, parse_header};
 use brook_engine::log::partition::{
+    Isolation,
     Appended, FetchedData, Partition, PartitionCell, PartitionRef, run_flusher,
 };
 use brook_engine::{EngineError, Offset, TopicConfig, TopicPartition};
@@ -68,7 +69,7 @@ async fn read(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
-    brook_engine::log::partition::fetch(cell, offset, max_bytes).await
+    brook_engine::log::partition::fetch(cell, offset, max_bytes, Isolation::ReadUncommitted).await
 }
 
 /// Base offsets and record counts of the batches in `bytes`, checking each one's CRC.

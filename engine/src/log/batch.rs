@@ -64,8 +64,14 @@ const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0b111;
-const TRANSACTIONAL_BIT: i16 = 1 << 4;
-const CONTROL_BIT: i16 = 1 << 5;
+pub const TRANSACTIONAL_BIT: i16 = 1 << 4;
+pub const CONTROL_BIT: i16 = 1 << 5;
+
+/// [`ProducerBatchInfo::base_sequence`] of a batch the broker writes for a
+/// producer without a sequence (Kafka's `NO_SEQUENCE`, -1 on the wire):
+/// transaction markers and transactional offset commits. Outside the
+/// sequence space `0..=i32::MAX`; clients may not send it.
+pub const NO_SEQUENCE: u32 = u32::MAX;
 /// none, gzip, snappy, lz4, zstd.
 const MAX_COMPRESSION_CODEC: u8 = 4;
 
@@ -250,6 +256,18 @@ fn producer(buf: &[u8]) -> Result<Option<ProducerBatchInfo>, BatchError> {
     if producer_id == -1 {
         return Ok(None);
     }
+    // Kafka writes markers and coordinator batches with NO_SEQUENCE.
+    let attributes = read_i16(buf, ATTRIBUTES_AT);
+    if base_sequence == -1
+        && attributes & TRANSACTIONAL_BIT != 0
+        && let (Ok(producer_id), Ok(epoch)) = (u64::try_from(producer_id), u16::try_from(epoch))
+    {
+        return Ok(Some(ProducerBatchInfo {
+            producer_id,
+            epoch,
+            base_sequence: NO_SEQUENCE,
+        }));
+    }
     match (
         u64::try_from(producer_id),
         u16::try_from(epoch),
@@ -396,6 +414,21 @@ pub fn any_transactional(records: &[u8]) -> bool {
     false
 }
 
+/// The offset after the last batch whose header `records` (stored batches,
+/// the last possibly cut short) holds; `None` when it holds no header.
+pub fn end_offset(records: &[u8]) -> Option<Offset> {
+    let mut rest = records;
+    let mut end = None;
+    while let Ok(info) = parse_header(rest) {
+        end = Some(info.next_offset());
+        match rest.get(info.len as usize..) {
+            Some(next) => rest = next,
+            None => break,
+        }
+    }
+    end
+}
+
 /// Stamps the broker-assigned base offset (outside the CRC).
 pub fn set_base_offset(buf: &mut [u8], o: Offset) {
     assert!(
@@ -452,7 +485,65 @@ fn encode_record(out: &mut Vec<u8>, offset_delta: usize, key: Option<&[u8]>, val
 fn producer_fields(producer: Option<ProducerBatchInfo>) -> (i64, i16, i32) {
     match producer {
         None => (-1, -1, -1),
+        Some(p) if p.base_sequence == NO_SEQUENCE => (p.producer_id as i64, p.epoch as i16, -1),
         Some(p) => (p.producer_id as i64, p.epoch as i16, p.base_sequence as i32),
+    }
+}
+
+/// A transaction marker: the end of producer's transaction in one partition.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub commit: bool,
+    /// The epoch of the transaction coordinator that wrote it.
+    pub coordinator_epoch: i32,
+}
+
+/// A control batch holding one end-transaction marker, as Kafka's
+/// `EndTransactionMarker`: key `i16 version 0 | i16 type (0 abort, 1 commit)`,
+/// value `i16 version 0 | i32 coordinator epoch`, sequence NO_SEQUENCE.
+pub fn build_marker(
+    base: Offset,
+    producer_id: u64,
+    epoch: u16,
+    marker: Marker,
+    timestamp_ms: i64,
+) -> Vec<u8> {
+    let mut key = 0i16.to_be_bytes().to_vec();
+    key.extend_from_slice(&i16::from(marker.commit).to_be_bytes());
+    let mut value = 0i16.to_be_bytes().to_vec();
+    value.extend_from_slice(&marker.coordinator_epoch.to_be_bytes());
+    let producer = ProducerBatchInfo {
+        producer_id,
+        epoch,
+        base_sequence: NO_SEQUENCE,
+    };
+    build_batch_with(
+        base,
+        &[(Some(&key), Some(&value))],
+        timestamp_ms,
+        Some(producer),
+        TRANSACTIONAL_BIT | CONTROL_BIT,
+    )
+}
+
+/// The marker in a whole, validated control batch; `None` for any other batch
+/// or a control record that is not an end-transaction marker.
+pub fn read_marker(batch: &[u8], info: &BatchInfo) -> Option<Marker> {
+    if !info.is_control {
+        return None;
+    }
+    let rec = crate::log::records::uncompressed_records(batch, info).ok()?;
+    let (key, value) = (rec.first()?.key?, rec.first()?.value);
+    let kind = i16::from_be_bytes(key.get(2..4)?.try_into().ok()?);
+    let coordinator_epoch = value
+        .and_then(|v| v.get(2..6))
+        .map_or(0, |v| i32::from_be_bytes(v.try_into().expect("4 bytes")));
+    match kind {
+        0 | 1 => Some(Marker {
+            commit: kind == 1,
+            coordinator_epoch,
+        }),
+        _ => None,
     }
 }
 
@@ -467,6 +558,17 @@ pub fn build_batch(
     records: &[KeyValue<'_>],
     timestamp_ms: i64,
     producer: Option<ProducerBatchInfo>,
+) -> Vec<u8> {
+    build_batch_with(base, records, timestamp_ms, producer, 0)
+}
+
+/// [`build_batch`] with the given attributes (transactional, control).
+pub fn build_batch_with(
+    base: Offset,
+    records: &[KeyValue<'_>],
+    timestamp_ms: i64,
+    producer: Option<ProducerBatchInfo>,
+    attributes: i16,
 ) -> Vec<u8> {
     assert!(
         !records.is_empty(),
@@ -490,7 +592,7 @@ pub fn build_batch(
     out.extend_from_slice(&(-1i32).to_be_bytes()); // partitionLeaderEpoch
     out.push(MAGIC_V2);
     out.extend_from_slice(&[0; 4]); // crc, filled in below
-    out.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    out.extend_from_slice(&attributes.to_be_bytes());
     out.extend_from_slice(&(count - 1).to_be_bytes());
     out.extend_from_slice(&timestamp_ms.to_be_bytes());
     out.extend_from_slice(&timestamp_ms.to_be_bytes());

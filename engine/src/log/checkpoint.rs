@@ -37,19 +37,22 @@
 //! next position (flag u8, u64), offset index (length u32, bytes), time index
 //! (length u32, bytes), producers (count u32; each: id u64, epoch u16, batches
 //! u8; each batch: first seq u32, last seq u32, base offset u64, last offset
-//! u64), CRC-32C u32.
+//! u64), then (version 2) open transactions (count u32; each: producer id u64,
+//! first offset u64) and aborted transactions (count u32; each: producer id
+//! u64, first offset u64, marker offset u64), CRC-32C u32. Version 1 files
+//! (no transactions) are still read.
 
 use std::path::{Path, PathBuf};
 
 use crate::log::index::{IndexBuilder, OffsetIndex, ResumeState, TimeIndex, TimeIndexEntry};
-use crate::log::producer::{BatchMetadata, ProducerStateTable};
+use crate::log::producer::{AbortedTxn, BatchMetadata, ProducerStateTable};
 use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 
 /// The checkpoint's file name inside a partition directory.
 pub const FILE_NAME: &str = "recovery-checkpoint";
 
 const MAGIC: &[u8; 4] = b"BRCK";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A durable point of a partition's log and its state there.
 #[derive(Clone, Debug)]
@@ -114,6 +117,19 @@ impl Checkpoint {
                 out.extend_from_slice(&b.last_offset.0.to_be_bytes());
             }
         }
+        let ongoing: Vec<_> = self.producers.ongoing().collect();
+        out.extend_from_slice(&(ongoing.len() as u32).to_be_bytes());
+        for (id, first) in ongoing {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&first.0.to_be_bytes());
+        }
+        let aborted = self.producers.aborted();
+        out.extend_from_slice(&(aborted.len() as u32).to_be_bytes());
+        for a in aborted {
+            out.extend_from_slice(&a.producer_id.to_be_bytes());
+            out.extend_from_slice(&a.first_offset.0.to_be_bytes());
+            out.extend_from_slice(&a.last_offset.0.to_be_bytes());
+        }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
@@ -131,8 +147,12 @@ impl Checkpoint {
             return Err("checksum mismatch".into());
         }
         let mut r = Input(body);
-        if r.take(4)? != MAGIC || r.u8()? != VERSION {
-            return Err("not a version 1 recovery checkpoint".into());
+        if r.take(4)? != MAGIC {
+            return Err("not a recovery checkpoint".into());
+        }
+        let version = r.u8()?;
+        if !(1..=VERSION).contains(&version) {
+            return Err(format!("recovery checkpoint version {version}"));
         }
         let clean = r.u8()? == 1;
         let segment = Offset(r.u64()?);
@@ -182,6 +202,21 @@ impl Checkpoint {
                 });
             }
             producers.restore(id, epoch, &batches);
+        }
+        if version >= 2 {
+            let mut ongoing = Vec::new();
+            for _ in 0..r.u32()? {
+                ongoing.push((r.u64()?, Offset(r.u64()?)));
+            }
+            let mut aborted = Vec::new();
+            for _ in 0..r.u32()? {
+                aborted.push(AbortedTxn {
+                    producer_id: r.u64()?,
+                    first_offset: Offset(r.u64()?),
+                    last_offset: Offset(r.u64()?),
+                });
+            }
+            producers.restore_transactions(ongoing, aborted);
         }
         if !r.0.is_empty() {
             return Err(format!("{} bytes after the producers", r.0.len()));
@@ -270,7 +305,7 @@ mod tests {
             let b = build_batch(Offset(offset), &[(None, Some(b"value"))], ts, producer);
             let info = batch::validate(&b).unwrap();
             index.on_batch(FilePos(pos), &info, Offset(40));
-            producers.rebuild_from(&info);
+            producers.rebuild_from(&info, None);
             pos += u64::from(info.len);
             offset = info.next_offset().0;
         }

@@ -25,7 +25,7 @@
 use std::path::Path;
 
 use crate::error::EngineError;
-use crate::log::batch::{BATCH_HEADER_LEN, parse_header};
+use crate::log::batch::{BATCH_HEADER_LEN, BatchInfo, Marker, parse_header};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::log::index::{IndexBuilder, read_offset_index, read_time_index};
@@ -83,7 +83,7 @@ fn scan(
         if max_timestamp.is_none_or(|m| info.max_timestamp > m) {
             max_timestamp = Some(info.max_timestamp);
         }
-        producers.rebuild_from(info);
+        producers.rebuild_from(info, marker_at(&file, pos, info));
     })?;
     Ok(Scanned {
         outcome,
@@ -126,6 +126,17 @@ fn remove_segment_files(dir: &Path, base: Offset) {
     }
 }
 
+/// The transaction marker of the control batch at `pos` (read from the file:
+/// markers are rare and small); `None` for any other batch.
+fn marker_at(file: &std::fs::File, pos: FilePos, info: &BatchInfo) -> Option<Marker> {
+    if !info.is_control {
+        return None;
+    }
+    let mut buf = vec![0u8; info.len as usize];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, pos.0).ok()?;
+    crate::log::batch::read_marker(&buf, info)
+}
+
 /// Replays the batch headers of a sealed segment from `from` on into the
 /// producer table, so an idempotent producer whose last batches sit before a
 /// roll is still known after a restart.
@@ -145,7 +156,8 @@ fn replay_producers(
         let mut p = 0usize;
         while p + BATCH_HEADER_LEN <= n {
             let info = parse_header(&buf[p..n]).map_err(EngineError::CorruptBatch)?;
-            producers.rebuild_from(&info);
+            let at = FilePos(pos + p as u64);
+            producers.rebuild_from(&info, marker_at(&file, at, &info));
             p += info.len as usize;
         }
         pos += p as u64;

@@ -39,7 +39,8 @@ use crate::log::aligned::AlignedBuf;
 use crate::log::batch::{self, BatchError, BatchInfo};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
-use crate::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
+use crate::log::batch::{Marker, NO_SEQUENCE};
+use crate::log::producer::{AbortedTxn, ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::log::read::{self, DiskRead, ReadAhead};
 use crate::log::replica::{EpochCache, LeaderState};
 use crate::log::segment::{self, SealJob, Segment};
@@ -64,6 +65,11 @@ pub struct FetchedData {
     pub records: Bytes,
     pub high_watermark: Offset,
     pub log_start: Offset,
+    /// The last stable offset: the high watermark, or the first offset of the
+    /// oldest transaction not yet decided and replicated, if lower.
+    pub last_stable: Offset,
+    /// read_committed: the aborted transactions in the records returned.
+    pub aborted: Option<Vec<AbortedTxn>>,
 }
 
 /// What a caller must do to finish a read: either the data is in memory, or a disk
@@ -74,7 +80,17 @@ pub enum ReadPlan {
         read: DiskRead,
         high_watermark: Offset,
         log_start: Offset,
+        last_stable: Offset,
     },
+}
+
+/// Which records a consumer may see (Kafka's `IsolationLevel`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Isolation {
+    /// Up to the high watermark.
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions listed.
+    ReadCommitted,
 }
 
 /// Batches smaller than this are copied into the cache; larger ones are kept as
@@ -224,6 +240,10 @@ pub struct Partition {
     /// The next disk range for a catch-up consumer (see `read::ReadAhead`).
     read_ahead: Rc<ReadAhead>,
     producers: ProducerStateTable,
+    /// Transactions whose marker is appended but not yet under the high
+    /// watermark: (first offset, marker offset). They hold the last stable
+    /// offset back as open ones do (Kafka's `unreplicatedTxns`).
+    deciding: Vec<(Offset, Offset)>,
     /// Producers waiting for the high watermark to pass an offset, in offset order.
     waiters: VecDeque<(Offset, Waiter)>,
     /// acks=1 producers waiting for the local fsync to pass an offset.
@@ -316,6 +336,7 @@ impl Partition {
             },
             read_ahead: Rc::default(),
             producers,
+            deciding: Vec::new(),
             waiters: VecDeque::new(),
             durable_waiters: VecDeque::new(),
             data_watchers: Vec::new(),
@@ -351,6 +372,25 @@ impl Partition {
     /// Validates and appends the batches of one Produce partition entry; `now` is
     /// the broker clock the CreateTime timestamps are checked against.
     pub fn append(&mut self, records: &Bytes, now: TimestampMs) -> Result<Appended, EngineError> {
+        self.append_from(records, now, true)
+    }
+
+    /// Appends batches a coordinator built (transactional offset commits):
+    /// their producer fields carry no sequence, so only the epoch is checked.
+    pub fn append_as_coordinator(
+        &mut self,
+        records: &Bytes,
+        now: TimestampMs,
+    ) -> Result<Appended, EngineError> {
+        self.append_from(records, now, false)
+    }
+
+    fn append_from(
+        &mut self,
+        records: &Bytes,
+        now: TimestampMs,
+        from_client: bool,
+    ) -> Result<Appended, EngineError> {
         self.check_writable()?;
         let batches =
             batch::split_incoming(records, self.config.max_message_bytes).map_err(|e| match e {
@@ -359,11 +399,22 @@ impl Partition {
             })?;
         for (_, b) in &batches {
             check_timestamps(b, now, &self.config)?;
+            if let Some(p) = b.producer {
+                if from_client && p.base_sequence == NO_SEQUENCE {
+                    return Err(EngineError::CorruptBatch(BatchError::BadProducerFields {
+                        producer_id: p.producer_id as i64,
+                        epoch: p.epoch as i16,
+                        base_sequence: -1,
+                    }));
+                }
+                self.check_producer_epoch(p.producer_id, p.epoch)?;
+            }
         }
         // Every idempotent batch is checked before anything is written: the
         // request's batches go in all or none.
         let producers = batches
             .iter()
+            .filter(|_| from_client)
             .filter_map(|(_, b)| b.producer.as_ref().map(|p| (p, b.record_count)));
         if let SequenceVerdict::Duplicate { base_offset } = self
             .producers
@@ -408,6 +459,60 @@ impl Partition {
         Ok(())
     }
 
+    /// A batch or marker of `producer_id` at an epoch older than the one
+    /// this partition knows is fenced (Kafka's `checkProducerEpoch`).
+    fn check_producer_epoch(&self, producer_id: u64, epoch: u16) -> Result<(), EngineError> {
+        match self.producers.get(producer_id) {
+            Some(e) if epoch < e.epoch() => Err(map_producer_error(
+                ProducerError::InvalidProducerEpoch {
+                    current: e.epoch(),
+                    received: epoch,
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends a transaction marker for `producer_id` (WriteTxnMarkers);
+    /// returns the offset after it.
+    pub fn append_marker(
+        &mut self,
+        producer_id: u64,
+        epoch: u16,
+        marker: Marker,
+        now: TimestampMs,
+    ) -> Result<Offset, EngineError> {
+        self.check_writable()?;
+        self.check_producer_epoch(producer_id, epoch)?;
+        let bytes = Bytes::from(batch::build_marker(
+            self.log_end,
+            producer_id,
+            epoch,
+            marker,
+            now.0,
+        ));
+        let info = batch::validate(&bytes).map_err(EngineError::CorruptBatch)?;
+        self.reserve(bytes.len() as u64)?;
+        self.append_one(bytes, info)?;
+        Ok(self.log_end)
+    }
+
+    /// The last stable offset: where read_committed consumers stop.
+    pub fn last_stable_offset(&self) -> Offset {
+        let hw = self.high_watermark;
+        let deciding = self.deciding.iter().filter(|(_, m)| *m >= hw).map(|(f, _)| *f);
+        self.producers
+            .first_unstable()
+            .into_iter()
+            .chain(deciding)
+            .fold(hw, Offset::min)
+    }
+
+    /// The partition's producer and transaction state.
+    pub fn producer_state(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+
     /// Appends a batch whose offset and leader epoch are final.
     fn store_batch(&mut self, bytes: Bytes, info: BatchInfo) {
         if self.epochs.assign(info.leader_epoch, info.base_offset) {
@@ -417,9 +522,13 @@ impl Partition {
             .last_mut()
             .expect("an active segment")
             .append(&bytes, &info);
-        if let Some(p) = &info.producer {
-            self.producers
-                .record(p, info.record_count, info.base_offset);
+        if info.producer.is_some() {
+            let marker = batch::read_marker(&bytes, &info);
+            if let Some(done) = self.producers.stored(&info, marker) {
+                let hw = self.high_watermark;
+                self.deciding.retain(|(_, m)| *m >= hw);
+                self.deciding.push((done.first_offset, done.marker_offset));
+            }
         }
         self.cache.push(
             info.base_offset,
@@ -487,8 +596,17 @@ impl Partition {
     }
 
     /// Plans a read of batches from `offset`, at most `max_bytes` (at least one batch).
-    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<ReadPlan, EngineError> {
-        self.read_upto(offset, max_bytes, self.high_watermark)
+    pub fn read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<ReadPlan, EngineError> {
+        let visible = match isolation {
+            Isolation::ReadUncommitted => self.high_watermark,
+            Isolation::ReadCommitted => self.last_stable_offset(),
+        };
+        self.read_upto(offset, max_bytes, visible)
     }
 
     /// A follower's read: up to what is fsynced here, past the high watermark.
@@ -507,6 +625,7 @@ impl Partition {
         visible: Offset,
     ) -> Result<ReadPlan, EngineError> {
         let (hw, log_start) = (self.high_watermark, self.log_start);
+        let last_stable = self.last_stable_offset();
         // Kafka's rule: before the log start or past the log end is out of
         // range; between the visible end and the log end there is simply
         // nothing to read yet.
@@ -522,6 +641,8 @@ impl Partition {
                 records,
                 high_watermark: hw,
                 log_start,
+                last_stable,
+                aborted: None,
             })
         };
         if offset >= visible {
@@ -554,6 +675,7 @@ impl Partition {
             read,
             high_watermark: hw,
             log_start,
+            last_stable,
         })
     }
 
@@ -638,6 +760,7 @@ impl Partition {
             s.remove_files();
             deleted += 1;
             self.log_start = self.segments[0].base;
+            self.producers.drop_aborted_before(self.log_start);
         }
         if deleted > 0 {
             tracing::info!(partition = %self.tp, deleted, log_start = %self.log_start, "retention deleted segments");
@@ -978,10 +1101,6 @@ impl Partition {
             }
             self.reserve(records.len() as u64)?;
             for (range, info) in batches {
-                if let Some(p) = &info.producer {
-                    self.producers
-                        .record(p, info.record_count, info.base_offset);
-                }
                 self.store_batch(records.slice(range), info);
             }
         }
@@ -1326,8 +1445,18 @@ pub async fn fetch(
     cell: &PartitionRef,
     offset: Offset,
     max_bytes: usize,
+    isolation: Isolation,
 ) -> Result<FetchedData, EngineError> {
-    fetch_plan(cell, || cell.state.borrow().read(offset, max_bytes)).await
+    let mut data = fetch_plan(cell, || {
+        cell.state.borrow().read(offset, max_bytes, isolation)
+    })
+    .await?;
+    if isolation == Isolation::ReadCommitted {
+        let end = batch::end_offset(&data.records).unwrap_or(offset);
+        let p = cell.state.borrow();
+        data.aborted = Some(p.producers.aborted_between(offset, end));
+    }
+    Ok(data)
 }
 
 /// A follower's fetch: what is fsynced here, past the high watermark.
@@ -1365,10 +1494,13 @@ async fn fetch_inner(
             read,
             high_watermark,
             log_start,
+            last_stable,
         } => Ok(FetchedData {
             records: read::read_batches(read).await?,
             high_watermark,
             log_start,
+            last_stable,
+            aborted: None,
         }),
     }
 }

@@ -41,7 +41,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::log::batch::{BatchInfo, ProducerBatchInfo};
+use crate::log::batch::{BatchInfo, Marker, NO_SEQUENCE, ProducerBatchInfo};
 use crate::types::Offset;
 
 /// Batches remembered per producer for duplicate detection (Kafka's
@@ -141,10 +141,38 @@ impl ProducerEntry {
     }
 }
 
+/// A transaction that ended with an abort marker: read_committed consumers
+/// skip `producer_id`'s batches from `first_offset` up to the marker at
+/// `last_offset` (Kafka's `AbortedTxn`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: u64,
+    pub first_offset: Offset,
+    pub last_offset: Offset,
+}
+
+/// A transaction a marker just ended in this partition.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: u64,
+    pub first_offset: Offset,
+    pub marker_offset: Offset,
+    pub commit: bool,
+}
+
 /// Producer state of one partition; owned by the partition's shard.
+///
+/// Besides the sequences it tracks transactions, like Kafka's
+/// `ProducerStateManager`: the first offset of each producer's open
+/// transaction here (the first unstable offset is their minimum) and the
+/// aborted transactions, which read_committed fetches report.
 #[derive(Clone, Debug, Default)]
 pub struct ProducerStateTable {
     producers: HashMap<u64, ProducerEntry>,
+    /// Producer id → offset of its open transaction's first batch here.
+    ongoing: HashMap<u64, Offset>,
+    /// Ascending by `last_offset`.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl ProducerStateTable {
@@ -241,7 +269,7 @@ impl ProducerStateTable {
     /// Replays a batch read back from the log (recovery, replication). The
     /// log is the source of truth, so nothing is refused; an end-transaction
     /// marker (a control batch) moves the producer to its epoch.
-    pub fn rebuild_from(&mut self, info: &BatchInfo) {
+    pub fn rebuild_from(&mut self, info: &BatchInfo, marker: Option<Marker>) {
         let Some(p) = info.producer else { return };
         if let Some(entry) = self.producers.get(&p.producer_id)
             && p.epoch < entry.epoch
@@ -254,12 +282,88 @@ impl ProducerStateTable {
                 "log holds an older producer epoch after a newer one"
             );
         }
-        if info.is_control {
-            let entry = self.entry(p.producer_id, p.epoch);
-            entry.set_epoch(p.epoch);
+        self.stored(info, marker);
+    }
+
+    /// Brings the table up to a batch just stored (by the leader, a follower
+    /// or recovery): sequences of a client batch, the epoch of a marker or
+    /// of a coordinator's batch, and the transaction it opens or ends.
+    pub fn stored(&mut self, info: &BatchInfo, marker: Option<Marker>) -> Option<CompletedTxn> {
+        let p = info.producer?;
+        if info.is_control || p.base_sequence == NO_SEQUENCE {
+            self.entry(p.producer_id, p.epoch).set_epoch(p.epoch);
         } else {
             self.apply(&p, info.last_offset_delta, info.base_offset);
         }
+        if !info.is_transactional {
+            return None;
+        }
+        if !info.is_control {
+            self.ongoing.entry(p.producer_id).or_insert(info.base_offset);
+            return None;
+        }
+        let marker = marker?;
+        let first_offset = self.ongoing.remove(&p.producer_id)?;
+        if !marker.commit {
+            self.aborted.push(AbortedTxn {
+                producer_id: p.producer_id,
+                first_offset,
+                last_offset: info.base_offset,
+            });
+        }
+        Some(CompletedTxn {
+            producer_id: p.producer_id,
+            first_offset,
+            marker_offset: info.base_offset,
+            commit: marker.commit,
+        })
+    }
+
+    /// The first offset of the oldest transaction still open here.
+    pub fn first_unstable(&self) -> Option<Offset> {
+        self.ongoing.values().min().copied()
+    }
+
+    /// Whether `producer_id` has a transaction open here.
+    pub fn in_transaction(&self, producer_id: u64) -> bool {
+        self.ongoing.contains_key(&producer_id)
+    }
+
+    /// Open transactions: (producer id, first offset).
+    pub fn ongoing(&self) -> impl Iterator<Item = (u64, Offset)> + '_ {
+        self.ongoing.iter().map(|(p, o)| (*p, *o))
+    }
+
+    /// Every aborted transaction known, oldest marker first.
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
+    }
+
+    /// Aborted transactions a fetch of `from..to` must report: those whose
+    /// marker is at or after `from` and which began before `to`.
+    pub fn aborted_between(&self, from: Offset, to: Offset) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+
+    /// Forgets aborted transactions wholly before `log_start` (retention).
+    pub fn drop_aborted_before(&mut self, log_start: Offset) {
+        let n = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..n);
+    }
+
+    /// Puts back an open transaction and the aborted ones (a snapshot).
+    pub fn restore_transactions(
+        &mut self,
+        ongoing: impl IntoIterator<Item = (u64, Offset)>,
+        aborted: Vec<AbortedTxn>,
+    ) {
+        self.ongoing.extend(ongoing);
+        self.aborted = aborted;
     }
 
     /// Every producer id with its state, in no particular order.

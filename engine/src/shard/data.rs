@@ -12,7 +12,7 @@ use futures::future::select_all;
 
 use super::{LocalFuture, Shard, is_internal_topic, shard_of};
 use crate::error::EngineError;
-use crate::log::partition::{self, Appended, FetchedData, PartitionRef};
+use crate::log::partition::{self, Appended, FetchedData, Isolation, PartitionRef};
 use crate::log::read;
 use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
 
@@ -36,6 +36,8 @@ pub struct Produced {
 pub enum OffsetQuery {
     Earliest,
     Latest,
+    /// read_committed's latest: the last stable offset.
+    LatestStable,
     MaxTimestamp,
     /// The first batch whose max timestamp is at least this.
     Timestamp(TimestampMs),
@@ -179,6 +181,7 @@ impl Shard {
         tp: TopicPartition,
         offset: Offset,
         max_bytes: usize,
+        isolation: Isolation,
     ) -> LocalFuture<Result<FetchedData, EngineError>> {
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
@@ -186,10 +189,11 @@ impl Shard {
                 self.led_partition(&tp),
                 offset,
                 max_bytes,
+                isolation,
             ));
         }
         let fut = self.invoke_on(owner, move |s| {
-            Self::fetch_local(s.led_partition(&tp), offset, max_bytes)
+            Self::fetch_local(s.led_partition(&tp), offset, max_bytes, isolation)
         });
         Box::pin(async move { fut.await? })
     }
@@ -198,8 +202,9 @@ impl Shard {
         cell: Result<PartitionRef, EngineError>,
         offset: Offset,
         max_bytes: usize,
+        isolation: Isolation,
     ) -> Result<FetchedData, EngineError> {
-        partition::fetch(&cell?, offset, max_bytes).await
+        partition::fetch(&cell?, offset, max_bytes, isolation).await
     }
 
     /// Waits until the high watermark of any of these partitions passes the given
@@ -344,6 +349,13 @@ impl Shard {
                 OffsetQuery::Latest => {
                     return Ok(ListedOffset {
                         offset: Some(p.high_watermark),
+                        leader_epoch: p.epochs_for_clients().latest().unwrap_or(-1),
+                        ..none
+                    });
+                }
+                OffsetQuery::LatestStable => {
+                    return Ok(ListedOffset {
+                        offset: Some(p.last_stable_offset()),
                         leader_epoch: p.epochs_for_clients().latest().unwrap_or(-1),
                         ..none
                     });

@@ -8,14 +8,14 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use brook_engine::log::partition::FetchedData;
+use brook_engine::log::partition::{FetchedData, Isolation};
 use brook_engine::{EngineError, Offset, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use crate::errors;
 use crate::quota::Direction;
@@ -91,6 +91,7 @@ async fn read_all(
     wants: &[Wanted],
     budget: usize,
     replica: Option<(i32, u64)>,
+    isolation: Isolation,
 ) -> Vec<Result<Read, EngineError>> {
     let mut out = Vec::with_capacity(wants.len());
     let mut left = budget;
@@ -108,7 +109,7 @@ async fn read_all(
             let read: std::pin::Pin<Box<dyn std::future::Future<Output = _>>> =
                 match (w.offset(), replica) {
                     (Ok(offset), None) => {
-                        let f = srv.shard.fetch(tp, offset, cap);
+                        let f = srv.shard.fetch(tp, offset, cap, isolation);
                         Box::pin(async move {
                             f.await.map(|data| Read {
                                 data,
@@ -125,6 +126,8 @@ async fn read_all(
                                     records: r.records,
                                     high_watermark: r.high_watermark,
                                     log_start: r.log_start,
+                                    last_stable: r.high_watermark,
+                                    aborted: None,
                                 },
                                 diverging: r.diverging,
                             })
@@ -158,8 +161,8 @@ fn response_budget(req: &FetchRequest) -> usize {
 /// As Kafka's `FetchResponse.partitionResponse`: an error entry carries -1 for
 /// the high watermark, last stable offset and log start, and no aborted
 /// transactions list; a read_uncommitted answer has none either (null), a
-/// read_committed one an empty list (Brook has no transactions to abort).
-fn partition_data(w: &Wanted, r: Result<Read, EngineError>, read_committed: bool) -> PartitionData {
+/// read_committed one the aborted transactions among the records returned.
+fn partition_data(w: &Wanted, r: Result<Read, EngineError>) -> PartitionData {
     let base = PartitionData::default().with_partition_index(w.index);
     match r {
         Ok(Read { data: d, diverging }) => base
@@ -170,9 +173,17 @@ fn partition_data(w: &Wanted, r: Result<Read, EngineError>, read_committed: bool
                 None => EpochEndOffset::default(),
             })
             .with_high_watermark(d.high_watermark.0 as i64)
-            .with_last_stable_offset(d.high_watermark.0 as i64)
+            .with_last_stable_offset(d.last_stable.0 as i64)
             .with_log_start_offset(d.log_start.0 as i64)
-            .with_aborted_transactions(read_committed.then(Vec::new))
+            .with_aborted_transactions(d.aborted.map(|list| {
+                list.into_iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id as i64))
+                            .with_first_offset(a.first_offset.0 as i64)
+                    })
+                    .collect()
+            }))
             .with_records(Some(d.records)),
         Err(e) => base
             .with_error_code(errors::code(&e))
@@ -208,7 +219,12 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     let replica = (req.replica_id.0 >= 0).then_some((req.replica_id.0, incarnation));
-    let mut results = read_all(&srv, &wants, budget_bytes, replica).await;
+    let isolation = if req.isolation_level == 1 && replica.is_none() {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
+    let mut results = read_all(&srv, &wants, budget_bytes, replica, isolation).await;
     loop {
         let total: usize = results
             .iter()
@@ -227,7 +243,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         srv.shard
             .wait_for_data(watch, deadline, replica.is_some())
             .await;
-        results = read_all(&srv, &wants, budget_bytes, replica).await;
+        results = read_all(&srv, &wants, budget_bytes, replica, isolation).await;
     }
     // The first non-empty partition always goes whole; later ones while they fit.
     let mut budget = budget_bytes;
@@ -244,7 +260,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
                 sent_any = true;
             }
         }
-        let pd = partition_data(w, r, req.isolation_level == 1);
+        let pd = partition_data(w, r);
         match topics.last_mut() {
             Some(t) if t.topic == w.topic => t.partitions.push(pd),
             _ => topics.push(

@@ -24,8 +24,9 @@ use crate::server::ShardServer;
 /// timestamp that is no special value, or one newer than the request's version
 /// (-3 before v7), UNSUPPORTED_VERSION (`isListOffsetsTimestampUnsupported`);
 /// the special values past -3 need versions Brook does not list.
-fn query_of(ts: i64, version: i16) -> Result<OffsetQuery, EngineError> {
+fn query_of(ts: i64, version: i16, read_committed: bool) -> Result<OffsetQuery, EngineError> {
     match ts {
+        -1 if read_committed => Ok(OffsetQuery::LatestStable),
         -1 => Ok(OffsetQuery::Latest),
         -2 => Ok(OffsetQuery::Earliest),
         -3 if version >= 7 => Ok(OffsetQuery::MaxTimestamp),
@@ -103,7 +104,7 @@ pub async fn handle(
                     "{tp} is listed twice in one ListOffsets request"
                 )))
             } else {
-                query_of(p.timestamp, version)
+                query_of(p.timestamp, version, req.isolation_level == 1)
             };
             let shard = srv.shard.clone();
             async move { shard.list_offset(tp, query?).await }
