@@ -78,6 +78,7 @@ fn run_shard(
             return;
         }
         brook_net::replica_fetcher::start(shard.clone());
+        brook_net::txn_markers::install(&shard);
         let server = ShardServer::new(shard.clone(), net.clone(), connections);
         let _ = ready.send(Ok(()));
         let Ok(listener) = stop.listen.await else {

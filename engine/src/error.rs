@@ -117,6 +117,28 @@ pub enum EngineError {
     /// lost it before the change was committed. Retriable.
     #[error("the metadata quorum did not commit the change: {0}")]
     NoQuorum(String),
+    /// Another operation on this transactional id is in progress (retriable).
+    #[error("a transaction operation on this transactional id is in progress")]
+    ConcurrentTransactions,
+    /// A newer instance with the same transactional id took over.
+    #[error("producer fenced: epoch {given} is not the current epoch {current}")]
+    ProducerFenced { current: u16, given: u16 },
+    /// The producer id is not the one the transactional id holds.
+    #[error("producer id {given} is not the one of this transactional id")]
+    InvalidProducerIdMapping { given: i64 },
+    /// The request does not fit the transaction's state.
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    #[error("transaction timeout {given} ms is outside 1..={max} ms")]
+    InvalidTransactionTimeout { given: i32, max: i32 },
+    /// Offsets of this partition are part of a transaction not yet decided.
+    #[error("an offset commit of this partition awaits its transaction's end")]
+    UnstableOffsetCommit,
+    #[error("unknown transactional id")]
+    TransactionalIdNotFound,
+    /// A marker from a coordinator older than the last one seen.
+    #[error("transaction coordinator epoch {given} is older than {current}")]
+    TransactionCoordinatorFenced { current: i32, given: i32 },
 }
 
 impl From<std::io::Error> for EngineError {

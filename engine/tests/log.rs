@@ -7,8 +7,7 @@ use std::time::SystemTime;
 
 use brook_engine::log::batch::{ProducerBatchInfo, build_batch, parse_header};
 use brook_engine::log::partition::{
-    Isolation,
-    Appended, FetchedData, Partition, PartitionCell, PartitionRef, run_flusher,
+    Appended, FetchedData, Isolation, Partition, PartitionCell, PartitionRef, run_flusher,
 };
 use brook_engine::{EngineError, Offset, TopicConfig, TopicPartition};
 

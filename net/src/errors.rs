@@ -48,6 +48,14 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         EngineError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
         EngineError::NoQuorum(_) => E::RequestTimedOut,
+        EngineError::ConcurrentTransactions => E::ConcurrentTransactions,
+        EngineError::ProducerFenced { .. } => E::ProducerFenced,
+        EngineError::InvalidProducerIdMapping { .. } => E::InvalidProducerIdMapping,
+        EngineError::InvalidTxnState(_) => E::InvalidTxnState,
+        EngineError::InvalidTransactionTimeout { .. } => E::InvalidTransactionTimeout,
+        EngineError::UnstableOffsetCommit => E::UnstableOffsetCommit,
+        EngineError::TransactionalIdNotFound => E::TransactionalIdNotFound,
+        EngineError::TransactionCoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
         _ => E::UnknownServerError,
     };
     kafka.code()

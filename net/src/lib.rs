@@ -16,6 +16,7 @@
 //!   leaders (Kafka's Fetch with a replica id), on each partition's shard.
 //!
 //! **Lives on:** every type here is per shard (`Rc`), except [`NetConfig`].
+pub mod broker_call;
 pub mod conn;
 pub mod dispatch;
 pub mod errors;
@@ -27,5 +28,6 @@ pub mod quota;
 pub mod replica_fetcher;
 pub mod routes;
 pub mod server;
+pub mod txn_markers;
 
 pub use server::{ConnectionCounts, NetConfig, ShardServer};

@@ -18,16 +18,12 @@ use std::time::Duration;
 use brook_engine::cluster::NodeId;
 use brook_engine::shard::Followed;
 use brook_engine::{Offset, Shard};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use compio::io::{AsyncReadExt, AsyncWriteExt};
 use compio::net::TcpStream;
 use futures::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 const FETCH_VERSION: i16 = 12;
 /// How long a leader may hold a fetch with nothing new.
@@ -37,13 +33,6 @@ const RESPONSE_MAX_BYTES: i32 = 16 << 20;
 /// A response slower than this (beyond the long poll) means the leader is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(300);
-/// A leader that does not accept a connection within this is tried again
-/// (a partitioned one does not answer SYNs).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Sent data left unacknowledged this long closes the connection
-/// (TCP_USER_TIMEOUT): after a network partition heals the follower
-/// reconnects at once rather than after TCP's retransmission backoff.
-const UNACKED_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest response frame accepted from a leader.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -96,18 +85,10 @@ async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
             continue;
         };
         let addr = format!("{host}:{port}");
-        let mut conn = match compio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr)).await
-        {
-            Ok(Ok(s)) => s,
-            _ => {
-                compio::time::sleep(RETRY).await;
-                continue;
-            }
+        let Ok(mut conn) = crate::broker_call::connect(&addr).await else {
+            compio::time::sleep(RETRY).await;
+            continue;
         };
-        let _ = conn.set_nodelay(true);
-        if let Err(e) = socket2::SockRef::from(&conn).set_tcp_user_timeout(Some(UNACKED_TIMEOUT)) {
-            tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a replica fetch connection");
-        }
         let mut correlation = 0i32;
         loop {
             let parts = from_leader(&shard, leader);
@@ -164,49 +145,22 @@ async fn call(
     correlation: i32,
     client_id: &StrBytes,
 ) -> std::io::Result<FetchResponse> {
-    let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation)
-        .with_client_id(Some(client_id.clone()));
-    let mut buf = BytesMut::new();
-    buf.put_u32(0);
-    header
-        .encode(&mut buf, FetchRequest::header_version(FETCH_VERSION))
-        .and_then(|_| req.encode(&mut buf, FETCH_VERSION))
-        .map_err(|e| bad(format!("encoding a fetch: {e}")))?;
-    let len = (buf.len() - 4) as u32;
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    let compio::BufResult(res, _) = conn.write_all(buf.freeze()).await;
-    res?;
-    let read = async {
-        let compio::BufResult(res, len) = conn.read_exact([0u8; 4]).await;
-        res?;
-        let len = u32::from_be_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(bad(format!("fetch response of {len} bytes")));
-        }
-        let compio::BufResult(res, body) = conn.read_exact(Vec::with_capacity(len)).await;
-        res?;
-        Ok(body)
-    };
-    let body = compio::time::timeout(RESPONSE_TIMEOUT, read)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch response"))??;
-    let mut frame = Bytes::from(body);
-    let header = ResponseHeader::decode(&mut frame, FetchResponse::header_version(FETCH_VERSION))
-        .map_err(|e| bad(format!("fetch response header: {e}")))?;
-    if header.correlation_id != correlation {
-        return Err(bad("fetch response out of order".into()));
-    }
-    let resp = FetchResponse::decode(&mut frame, FETCH_VERSION)
-        .map_err(|e| bad(format!("fetch response: {e}")))?;
-    if frame.has_remaining() {
-        return Err(bad("trailing bytes after a fetch response".into()));
-    }
+    let resp: FetchResponse = crate::broker_call::call(
+        conn,
+        ApiKey::Fetch,
+        FETCH_VERSION,
+        req,
+        correlation,
+        client_id,
+        MAX_FRAME,
+        RESPONSE_TIMEOUT,
+    )
+    .await?;
     if resp.error_code != 0 {
-        return Err(bad(format!("fetch refused: error {}", resp.error_code)));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("fetch refused: error {}", resp.error_code),
+        ));
     }
     Ok(resp)
 }

@@ -19,7 +19,11 @@
 //! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions,
 //! DescribeTopicPartitions) at
 //! Kafka 4's ranges, as is OffsetForLeaderEpoch (2–4: consumers check for
-//! truncation with it after a leader change).
+//! truncation with it after a leader change). The transaction APIs are listed
+//! at the versions of transaction version 1 (Brook does not advertise the
+//! `transaction.version` feature, so 4.x clients use version 1):
+//! AddPartitionsToTxn 0–3 (4+ are for brokers), EndTxn 0–4 and
+//! TxnOffsetCommit 0–4 (5 is version 2's), WriteTxnMarkers 1.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,7 +155,7 @@ apis! {
     ApiVersions 0..=3 => |_s, r, f| Ok(r.respond(handlers::api_versions::handle(r.decode(f)?, api_versions()))),
     CreateTopics 2..=7 => |s, r, f| Ok(r.respond(handlers::create_topics::handle(s.clone(), r.decode(f)?, r.version))),
     DeleteTopics 1..=6 => |s, r, f| Ok(r.respond(handlers::delete_topics::handle(s.clone(), r.decode(f)?, r.version))),
-    InitProducerId 0..=4 => |s, r, f| Ok(r.respond(handlers::init_producer_id::handle(s.clone(), r.decode(f)?))),
+    InitProducerId 0..=4 => |s, r, f| Ok(r.respond(handlers::init_producer_id::handle(s.clone(), r.decode(f)?, r.version))),
     FindCoordinator 0..=4 => |s, r, f| Ok(r.respond(handlers::find_coordinator::handle(s.clone(), r.decode(f)?, r.version))),
     JoinGroup 0..=7 => |s, r, f| {
         let req = r.decode(f)?;
@@ -175,6 +179,13 @@ apis! {
     CreatePartitions 0..=3 => |s, r, f| Ok(r.respond(handlers::create_partitions::handle(s.clone(), r.decode(f)?))),
     DescribeTopicPartitions 0..=0 => |s, r, f| Ok(r.respond(handlers::describe_topic_partitions::handle(s.clone(), r.decode(f)?))),
     OffsetForLeaderEpoch 2..=4 => |s, r, f| Ok(r.respond(handlers::offset_for_leader_epoch::handle(s.clone(), r.decode(f)?))),
+    AddPartitionsToTxn 0..=3 => |s, r, f| Ok(r.respond(handlers::txn::add_partitions(s.clone(), r.decode(f)?, r.version))),
+    AddOffsetsToTxn 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::add_offsets(s.clone(), r.decode(f)?, r.version))),
+    EndTxn 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::end_txn(s.clone(), r.decode(f)?, r.version))),
+    WriteTxnMarkers 1..=1 => |s, r, f| Ok(r.respond(handlers::txn::write_markers(s.clone(), r.decode(f)?))),
+    TxnOffsetCommit 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::txn_offset_commit(s.clone(), r.decode(f)?, r.version))),
+    DescribeTransactions 0..=0 => |s, r, f| Ok(r.respond(handlers::txn::describe(s.clone(), r.decode(f)?))),
+    ListTransactions 0..=1 => |s, r, f| Ok(r.respond(handlers::txn::list(s.clone(), r.decode(f)?))),
 }
 
 /// The served API for `key`, if any.

@@ -153,6 +153,9 @@ pub struct Group {
     /// if everyone known has joined, so a starting fleet lands in one generation.
     initial_delay: bool,
     pub offsets: BTreeMap<TopicPartition, CommittedOffset>,
+    /// TxnOffsetCommit offsets per producer id, applied to `offsets` by the
+    /// transaction's commit marker and dropped by its abort marker.
+    pub txn_offsets: HashMap<u64, BTreeMap<TopicPartition, CommittedOffset>>,
     next_seq: u64,
 }
 
@@ -195,6 +198,7 @@ impl Group {
             rebalance_deadline: None,
             initial_delay: false,
             offsets: BTreeMap::new(),
+            txn_offsets: HashMap::new(),
             next_seq: 0,
         }
     }
@@ -702,7 +706,26 @@ impl Group {
     }
 
     pub fn is_empty_of_everything(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty() && self.pending.is_empty()
+        self.members.is_empty()
+            && self.offsets.is_empty()
+            && self.pending.is_empty()
+            && self.txn_offsets.is_empty()
+    }
+
+    /// Whether a transaction not yet decided holds an offset of `tp`
+    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_pending_txn_offset(&self, tp: &TopicPartition) -> bool {
+        self.txn_offsets.values().any(|o| o.contains_key(tp))
+    }
+
+    /// A transaction marker for `producer_id` reached this group's offsets
+    /// partition: its pending offsets become committed, or are dropped.
+    pub fn complete_txn(&mut self, producer_id: u64, commit: bool) {
+        if let Some(offsets) = self.txn_offsets.remove(&producer_id)
+            && commit
+        {
+            self.offsets.extend(offsets);
+        }
     }
 }
 

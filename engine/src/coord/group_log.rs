@@ -159,9 +159,13 @@ fn apply(groups: &mut HashMap<String, Group>, rec: OffsetRecord) {
     }
 }
 
-/// Rebuilds committed offsets from one `__consumer_offsets` partition directory
-/// (already recovered, so every batch up to the first invalid one is good).
-pub fn replay_partition(dir: &Path, groups: &mut HashMap<String, Group>) -> std::io::Result<usize> {
+/// Calls `f` with every valid batch of a partition directory, oldest first
+/// (already recovered, so every batch up to the first invalid one is good);
+/// returns the sum of what `f` returned.
+pub fn for_each_batch(
+    dir: &Path,
+    mut f: impl FnMut(&[u8], &BatchInfo) -> usize,
+) -> std::io::Result<usize> {
     let mut logs: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
@@ -176,14 +180,57 @@ pub fn replay_partition(dir: &Path, groups: &mut HashMap<String, Group>) -> std:
             let Ok(info) = batch::validate(&bytes[pos..]) else {
                 break;
             };
-            applied += replay_batch(&bytes[pos..pos + info.len as usize], &info, groups);
+            applied += f(&bytes[pos..pos + info.len as usize], &info);
             pos += info.len as usize;
         }
     }
     Ok(applied)
 }
 
-fn replay_batch(bytes: &[u8], info: &BatchInfo, groups: &mut HashMap<String, Group>) -> usize {
+/// Rebuilds committed offsets from one `__consumer_offsets` partition directory.
+/// Transactional commits (TxnOffsetCommit) are held per producer until their
+/// marker: a commit marker applies them, an abort drops them; those still
+/// undecided at the end are left pending in their groups.
+pub fn replay_partition(dir: &Path, groups: &mut HashMap<String, Group>) -> std::io::Result<usize> {
+    let mut pending: HashMap<u64, Vec<OffsetRecord>> = HashMap::new();
+    let n = for_each_batch(dir, |bytes, info| {
+        replay_batch(bytes, info, groups, &mut pending)
+    })?;
+    for (producer_id, recs) in pending {
+        for (group, tp, value) in recs {
+            if let Some(c) = value {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(group))
+                    .txn_offsets
+                    .entry(producer_id)
+                    .or_default()
+                    .insert(tp, c);
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn replay_batch(
+    bytes: &[u8],
+    info: &BatchInfo,
+    groups: &mut HashMap<String, Group>,
+    pending: &mut HashMap<u64, Vec<OffsetRecord>>,
+) -> usize {
+    let txn_producer = info
+        .producer
+        .filter(|_| info.is_transactional)
+        .map(|p| p.producer_id);
+    if let Some(marker) = batch::read_marker(bytes, info) {
+        let recs = txn_producer.and_then(|p| pending.remove(&p));
+        if marker.commit {
+            for rec in recs.into_iter().flatten() {
+                apply(groups, rec);
+            }
+        }
+        return 1;
+    }
     let Ok(records) = uncompressed_records(bytes, info) else {
         return 0;
     };
@@ -192,11 +239,45 @@ fn replay_batch(bytes: &[u8], info: &BatchInfo, groups: &mut HashMap<String, Gro
         if let Some(key) = r.key
             && let Some(rec) = decode_offset_record(key, r.value)
         {
-            apply(groups, rec);
+            match txn_producer {
+                Some(p) => pending.entry(p).or_default().push(rec),
+                None => apply(groups, rec),
+            }
             n += 1;
         }
     }
     n
+}
+
+/// Transactional offset commits of `producer_id` as one batch (Kafka writes
+/// them with the producer's id and epoch, no sequence, transactional).
+pub fn txn_commit_batch(
+    group: &str,
+    commits: &[(TopicPartition, CommittedOffset)],
+    producer_id: u64,
+    epoch: u16,
+    now_ms: i64,
+) -> Vec<u8> {
+    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
+        .iter()
+        .map(|(tp, c)| (offset_key(group, tp), Some(offset_value(c))))
+        .collect();
+    let refs: Vec<batch::KeyValue<'_>> = kvs
+        .iter()
+        .map(|(k, v)| (Some(&k[..]), v.as_deref()))
+        .collect();
+    let producer = batch::ProducerBatchInfo {
+        producer_id,
+        epoch,
+        base_sequence: batch::NO_SEQUENCE,
+    };
+    batch::build_batch_with(
+        Offset(0),
+        &refs,
+        now_ms,
+        Some(producer),
+        batch::TRANSACTIONAL_BIT,
+    )
 }
 
 #[cfg(test)]

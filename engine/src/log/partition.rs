@@ -37,9 +37,9 @@ use crate::config::{FlushPolicy, TopicConfig};
 use crate::error::EngineError;
 use crate::log::aligned::AlignedBuf;
 use crate::log::batch::{self, BatchError, BatchInfo};
+use crate::log::batch::{Marker, NO_SEQUENCE};
 use crate::log::checkpoint::Checkpoint;
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
-use crate::log::batch::{Marker, NO_SEQUENCE};
 use crate::log::producer::{AbortedTxn, ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::log::read::{self, DiskRead, ReadAhead};
 use crate::log::replica::{EpochCache, LeaderState};
@@ -463,12 +463,12 @@ impl Partition {
     /// this partition knows is fenced (Kafka's `checkProducerEpoch`).
     fn check_producer_epoch(&self, producer_id: u64, epoch: u16) -> Result<(), EngineError> {
         match self.producers.get(producer_id) {
-            Some(e) if epoch < e.epoch() => Err(map_producer_error(
-                ProducerError::InvalidProducerEpoch {
+            Some(e) if epoch < e.epoch() => {
+                Err(map_producer_error(ProducerError::InvalidProducerEpoch {
                     current: e.epoch(),
                     received: epoch,
-                },
-            )),
+                }))
+            }
             _ => Ok(()),
         }
     }
@@ -500,7 +500,11 @@ impl Partition {
     /// The last stable offset: where read_committed consumers stop.
     pub fn last_stable_offset(&self) -> Offset {
         let hw = self.high_watermark;
-        let deciding = self.deciding.iter().filter(|(_, m)| *m >= hw).map(|(f, _)| *f);
+        let deciding = self
+            .deciding
+            .iter()
+            .filter(|(_, m)| *m >= hw)
+            .map(|(f, _)| *f);
         self.producers
             .first_unstable()
             .into_iter()

@@ -299,7 +299,9 @@ impl ProducerStateTable {
             return None;
         }
         if !info.is_control {
-            self.ongoing.entry(p.producer_id).or_insert(info.base_offset);
+            self.ongoing
+                .entry(p.producer_id)
+                .or_insert(info.base_offset);
             return None;
         }
         let marker = marker?;

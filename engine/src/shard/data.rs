@@ -138,6 +138,26 @@ impl Shard {
         records: &Bytes,
         acks: Acks,
     ) -> LocalFuture<Result<Produced, EngineError>> {
+        self.produce_local_from(tp, records, acks, false)
+    }
+
+    /// A coordinator's own batch (no sequence; see
+    /// `Partition::append_as_coordinator`), acks=all.
+    pub(crate) fn produce_as_coordinator(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+    ) -> LocalFuture<Result<Produced, EngineError>> {
+        self.produce_local_from(tp, records, Acks::All, true)
+    }
+
+    fn produce_local_from(
+        &self,
+        tp: &TopicPartition,
+        records: &Bytes,
+        acks: Acks,
+        as_coordinator: bool,
+    ) -> LocalFuture<Result<Produced, EngineError>> {
         let cell = match self.led_partition(tp) {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
@@ -147,7 +167,11 @@ impl Shard {
         {
             return Box::pin(async move { Err(e) });
         }
-        let appended = cell.state.borrow_mut().append(records, TimestampMs::now());
+        let appended = if as_coordinator {
+            (cell.state.borrow_mut()).append_as_coordinator(records, TimestampMs::now())
+        } else {
+            cell.state.borrow_mut().append(records, TimestampMs::now())
+        };
         let (base_offset, end) = match appended {
             Ok(Appended::New {
                 base_offset,

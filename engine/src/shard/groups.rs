@@ -78,12 +78,31 @@ fn now_ms() -> i64 {
     crate::types::TimestampMs::now().0
 }
 
+/// The `__consumer_offsets` partition of `group`.
+pub(crate) fn offsets_tp(group: &str) -> TopicPartition {
+    TopicPartition {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition: offsets_partition_of(group),
+    }
+}
+
 impl Shard {
     fn offsets_tp(group: &str) -> TopicPartition {
-        TopicPartition {
-            topic: OFFSETS_TOPIC.to_string(),
-            partition: offsets_partition_of(group),
-        }
+        offsets_tp(group)
+    }
+
+    /// Runs `f` on the shard that coordinates `group`.
+    pub(super) fn on_group_shard<R, F, Fut>(
+        self: &Rc<Self>,
+        group: &str,
+        f: F,
+    ) -> LocalFuture<Result<R, EngineError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<R, EngineError>> + 'static,
+    {
+        self.on_group(group, f)
     }
 
     /// Runs `f` on the shard that coordinates `group`.
@@ -353,7 +372,7 @@ fn describe(g: &Group) -> GroupDescription {
 /// too few replicas or no quorum → COORDINATOR_NOT_AVAILABLE (retry). Both
 /// are retriable; the partition's own errors are not what a committing
 /// consumer expects (the Java client fails `commitSync` on them).
-fn as_coordinator_error(e: EngineError) -> EngineError {
+pub(crate) fn as_coordinator_error(e: EngineError) -> EngineError {
     match e {
         EngineError::NotLeaderOrFollower
         | EngineError::ShuttingDown

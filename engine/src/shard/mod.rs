@@ -24,6 +24,7 @@ mod quotas;
 mod replication;
 pub mod ring;
 mod topics;
+pub mod txns;
 
 pub use cluster::ClusterShared;
 pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
@@ -173,7 +174,7 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
 }
 
 /// `__consumer_offsets`'s settings: 100 MiB segments, kept forever.
-fn offsets_topic_overrides() -> BTreeMap<String, String> {
+pub(super) fn offsets_topic_overrides() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("segment.bytes".to_string(), (100u64 << 20).to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
@@ -207,7 +208,7 @@ fn fail_log_dir(shared: &Arc<EngineShared>, dir: &std::path::Path, why: &str) {
 
 /// Topics the broker owns; clients may read them but not delete them.
 pub fn is_internal_topic(name: &str) -> bool {
-    name == OFFSETS_TOPIC
+    name == OFFSETS_TOPIC || name == crate::coord::txn::TXN_TOPIC
 }
 
 struct LocalPartition {
@@ -246,6 +247,13 @@ pub struct Shard {
     hw_restore: RefCell<HashMap<TopicPartition, crate::log::hw_checkpoint::Entry>>,
     /// The checkpoint text last written in each log directory.
     hw_written: RefCell<HashMap<std::path::PathBuf, String>>,
+    /// Transactional ids coordinated here (their `__transaction_state`
+    /// partition is on this shard).
+    txns: RefCell<HashMap<String, crate::coord::txn::TxnMeta>>,
+    /// Transactional ids with an operation in flight.
+    txn_busy: RefCell<std::collections::HashSet<String>>,
+    /// How markers reach other brokers (installed by the network layer).
+    marker_sender: RefCell<Option<txns::MarkerSender>>,
 }
 
 impl Shard {
@@ -272,6 +280,9 @@ impl Shard {
             isr_pending: RefCell::default(),
             hw_restore: RefCell::default(),
             hw_written: RefCell::default(),
+            txns: RefCell::default(),
+            txn_busy: RefCell::default(),
+            marker_sender: RefCell::default(),
         });
         if shard.shared.cluster.is_some() {
             let roots: Vec<std::path::PathBuf> = (shard.shared.log_dirs.describe().into_iter())
@@ -313,7 +324,10 @@ impl Shard {
             // Groups are loaded as this broker takes the lead of their
             // __consumer_offsets partitions (`apply_roles`).
             Some(img) => shard.apply_roles(&img),
-            None => shard.replay_group_offsets()?,
+            None => {
+                shard.replay_group_offsets()?;
+                shard.replay_txns()?;
+            }
         }
         let shared = shard.shared.clone();
         crate::log::partition::on_disk_failure(Rc::new(move |dir, why| {
@@ -395,6 +409,7 @@ impl Shard {
             loop {
                 compio::time::sleep(GROUP_TICK).await;
                 me.tick_groups();
+                me.tick_txns();
             }
         })
         .detach();

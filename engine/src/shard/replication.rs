@@ -14,6 +14,7 @@ use super::{LocalFuture, Shard, shard_of};
 use crate::cluster::image::{MetaRecord, NodeId};
 use crate::cluster::{ClusterImage, NO_LEADER};
 use crate::coord::group::{OFFSETS_TOPIC, offsets_partition_of};
+use crate::coord::txn::TXN_TOPIC;
 use crate::error::EngineError;
 use crate::log::partition::{self, Partition, PartitionRef};
 use crate::log::replica::{EpochCache, LeaderState, divergence, truncation_point};
@@ -46,7 +47,7 @@ pub struct ReplicaFetched {
 
 impl Shard {
     /// Gives every open partition of this shard its role from the image.
-    pub(super) fn apply_roles(&self, img: &ClusterImage) {
+    pub(super) fn apply_roles(self: &Rc<Self>, img: &ClusterImage) {
         let Some(me) = self.node_id() else {
             return;
         };
@@ -55,6 +56,7 @@ impl Shard {
             .map(|lp| lp.cell.clone())
             .collect();
         let (mut coordinating, mut resigning) = (Vec::new(), Vec::new());
+        let (mut txn_coordinating, mut txn_resigning) = (Vec::new(), Vec::new());
         for cell in cells {
             let mut p = cell.state.borrow_mut();
             let Some(pi) = img.partition(&p.tp.topic, p.tp.partition) else {
@@ -72,6 +74,8 @@ impl Shard {
                         tracing::debug!(partition = %p.tp, epoch = pi.leader_epoch, isr = ?pi.isr, "leading");
                         if p.tp.topic == OFFSETS_TOPIC {
                             coordinating.push((p.tp.partition, p.dir.clone()));
+                        } else if p.tp.topic == TXN_TOPIC {
+                            txn_coordinating.push((p.tp.partition, p.dir.clone()));
                         }
                         let start = p.log_end;
                         let mut l = LeaderState::new(
@@ -91,6 +95,9 @@ impl Shard {
                 if p.tp.topic == OFFSETS_TOPIC && p.leader_state().is_some() {
                     resigning.push(p.tp.partition);
                 }
+                if p.tp.topic == TXN_TOPIC && p.leader_state().is_some() {
+                    txn_resigning.push(p.tp.partition);
+                }
                 p.become_follower(pi.leader_epoch);
             }
             store_epochs(&mut p);
@@ -98,6 +105,9 @@ impl Shard {
         self.isr_pending.borrow_mut().clear();
         self.replication_changed.notify();
         self.move_groups(&coordinating, &resigning);
+        if !(txn_coordinating.is_empty() && txn_resigning.is_empty()) {
+            self.move_txns(&txn_coordinating, &txn_resigning);
+        }
     }
 
     /// The group coordinator follows `__consumer_offsets` leadership: groups of

@@ -1,16 +1,11 @@
-//! FindCoordinator: a single broker coordinates every group; in a cluster the
-//! coordinator is the leader of the group's `__consumer_offsets` partition.
+//! FindCoordinator: a single broker coordinates every group and transactional
+//! id; in a cluster the coordinator is the leader of the key's partition of
+//! `__consumer_offsets` (groups, key type 0) or `__transaction_state`
+//! (transactional ids, key type 1). Both topics are created on first use.
 //!
-//! Other key types get an error a client treats as final, so that it fails at
-//! once instead of retrying until its timeout:
-//! - transaction (1): Brook has no transaction coordinator yet. It answers as a
-//!   Kafka cluster whose ACLs allow no transactional id does:
-//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, with a message saying why. That is the
-//!   one FindCoordinator error that every client treats as fatal (librdkafka
-//!   retries anything else, UNSUPPORTED_VERSION included; COORDINATOR_NOT_AVAILABLE
-//!   is retried by all of them until `transaction.timeout.ms` or `max.block.ms`).
-//! - share (2) and unknown types: INVALID_REQUEST, Kafka's own answer when the
-//!   share coordinator is absent or the key type is not one it knows.
+//! Share groups (2) and unknown key types get INVALID_REQUEST, Kafka's own
+//! answer when the share coordinator is absent or the key type is not one it
+//! knows, which a client treats as final.
 
 use std::rc::Rc;
 
@@ -29,27 +24,24 @@ type Answer = (i16, Option<StrBytes>, BrokerId, StrBytes, i32);
 async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str) -> Answer {
     const GROUP: i8 = 0;
     const TRANSACTION: i8 = 1;
-    if key_type != GROUP {
-        let (error, message) = match key_type {
-            TRANSACTION => (
-                ResponseError::TransactionalIdAuthorizationFailed,
-                "Brook does not support transactions yet",
-            ),
-            _ => (
-                ResponseError::InvalidRequest,
-                "Brook has no coordinator of this key type",
-            ),
-        };
+    if key_type != GROUP && key_type != TRANSACTION {
         return (
-            error.code(),
-            Some(StrBytes::from_static_str(message)),
+            ResponseError::InvalidRequest.code(),
+            Some(StrBytes::from_static_str(
+                "Brook has no coordinator of this key type",
+            )),
             BrokerId(-1),
             StrBytes::default(),
             -1,
         );
     }
     if srv.shard.cluster().is_some() {
-        return in_cluster(srv, key).await;
+        return in_cluster(srv, key_type == TRANSACTION, key).await;
+    }
+    if key_type == TRANSACTION
+        && let Err(e) = srv.shard.ensure_txn_topic().await
+    {
+        return failed(&e);
     }
     let host = StrBytes::from_string(srv.config.advertise_host.clone());
     (
@@ -61,27 +53,33 @@ async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str) -> Answer {
     )
 }
 
-/// The group's coordinator in a cluster: the leader of its
-/// `__consumer_offsets` partition (the topic is created on first use).
-async fn in_cluster(srv: &Rc<ShardServer>, group: &str) -> Answer {
-    let failed = |e: &brook_engine::EngineError| {
-        let code = match e {
-            // Retriable: the client asks again until the topic has leaders.
-            brook_engine::EngineError::NoQuorum(_)
-            | brook_engine::EngineError::InvalidReplicationFactor(_) => {
-                ResponseError::CoordinatorNotAvailable.code()
-            }
-            e => errors::code(e),
-        };
-        (
-            code,
-            Some(StrBytes::from_string(e.to_string())),
-            BrokerId(-1),
-            StrBytes::default(),
-            -1,
-        )
+fn failed(e: &brook_engine::EngineError) -> Answer {
+    let code = match e {
+        // Retriable: the client asks again until the topic has leaders.
+        brook_engine::EngineError::NoQuorum(_)
+        | brook_engine::EngineError::InvalidReplicationFactor(_) => {
+            ResponseError::CoordinatorNotAvailable.code()
+        }
+        e => errors::code(e),
     };
-    let node = match srv.shard.group_coordinator(group).await {
+    (
+        code,
+        Some(StrBytes::from_string(e.to_string())),
+        BrokerId(-1),
+        StrBytes::default(),
+        -1,
+    )
+}
+
+/// The key's coordinator in a cluster: the leader of its partition of
+/// `__consumer_offsets` or `__transaction_state` (created on first use).
+async fn in_cluster(srv: &Rc<ShardServer>, transaction: bool, key: &str) -> Answer {
+    let node = if transaction {
+        srv.shard.txn_coordinator(key).await
+    } else {
+        srv.shard.group_coordinator(key).await
+    };
+    let node = match node {
         Ok(n) => n,
         Err(e) => return failed(&e),
     };

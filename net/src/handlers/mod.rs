@@ -26,6 +26,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod txn;
 
 /// Who sent a request, for the APIs that record it (JoinGroup).
 #[derive(Clone, Debug)]

@@ -1,5 +1,8 @@
 //! OffsetFetch: committed offsets (-1 where none), for one group (v0–7) or a
 //! batch of groups (v8). A null topic list means every committed partition.
+//! With `require_stable` (v7+, read_committed consumers), a partition whose
+//! offset awaits a transaction's end is UNSTABLE_OFFSET_COMMIT, which the
+//! client retries.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -17,11 +20,13 @@ use super::topic_name;
 use crate::errors;
 use crate::server::ShardServer;
 
-type Committed = Vec<(TopicPartition, Option<CommittedOffset>)>;
+/// A partition's committed offset, or its error code.
+type Row = Result<Option<CommittedOffset>, i16>;
+type Committed = Vec<(TopicPartition, Row)>;
 
 /// Groups the answer by topic, keeping partition order.
-fn by_topic(rows: Committed) -> BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> {
-    let mut out: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> = BTreeMap::new();
+fn by_topic(rows: Committed) -> BTreeMap<String, Vec<(i32, Row)>> {
+    let mut out: BTreeMap<String, Vec<(i32, Row)>> = BTreeMap::new();
     for (tp, c) in rows {
         out.entry(tp.topic)
             .or_default()
@@ -30,14 +35,17 @@ fn by_topic(rows: Committed) -> BTreeMap<String, Vec<(i32, Option<CommittedOffse
     out
 }
 
-fn fields(c: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+/// (offset, leader epoch, metadata, error code)
+fn fields(c: &Row) -> (i64, i32, Option<StrBytes>, i16) {
     match c {
-        Some(c) => (
+        Ok(Some(c)) => (
             c.offset.map_or(-1, |o| o.0 as i64),
             c.leader_epoch.unwrap_or(-1),
             Some(StrBytes::from_string(c.metadata.clone())),
+            errors::NONE,
         ),
-        None => (-1, -1, Some(StrBytes::default())),
+        Ok(None) => (-1, -1, Some(StrBytes::default()), errors::NONE),
+        Err(code) => (-1, -1, Some(StrBytes::default()), *code),
     }
 }
 
@@ -45,6 +53,7 @@ async fn lookup(
     srv: &Rc<ShardServer>,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<Committed, i16> {
     let tps = topics.map(|ts| {
         ts.into_iter()
@@ -56,10 +65,28 @@ async fn lookup(
             })
             .collect()
     });
-    srv.shard
-        .fetch_offsets(group, tps)
+    let rows = srv
+        .shard
+        .fetch_offsets(group.clone(), tps)
         .await
-        .map_err(|e| errors::code(&e))
+        .map_err(|e| errors::code(&e))?;
+    let unstable = if require_stable {
+        let tps = rows.iter().map(|(tp, _)| tp.clone()).collect();
+        (srv.shard.unstable_offsets(group, tps).await).map_err(|e| errors::code(&e))?
+    } else {
+        Default::default()
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(tp, c)| {
+            let row = if unstable.contains(&tp) {
+                Err(kafka_protocol::error::ResponseError::UnstableOffsetCommit.code())
+            } else {
+                Ok(c)
+            };
+            (tp, row)
+        })
+        .collect())
 }
 
 pub async fn handle(
@@ -76,30 +103,34 @@ pub async fn handle(
                     .collect()
             });
             let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match lookup(&srv, g.group_id.to_string(), topics).await {
-                Err(code) => group.with_error_code(code),
-                Ok(rows) => group.with_topics(
-                    by_topic(rows)
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            let partitions = ps
-                                .iter()
-                                .map(|(p, c)| {
-                                    let (offset, epoch, md) = fields(c);
-                                    OffsetFetchResponsePartitions::default()
-                                        .with_partition_index(*p)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(epoch)
-                                        .with_metadata(md)
-                                })
-                                .collect();
-                            OffsetFetchResponseTopics::default()
-                                .with_name(topic_name(&t))
-                                .with_partitions(partitions)
-                        })
-                        .collect(),
-                ),
-            });
+            let stable = req.require_stable;
+            groups.push(
+                match lookup(&srv, g.group_id.to_string(), topics, stable).await {
+                    Err(code) => group.with_error_code(code),
+                    Ok(rows) => group.with_topics(
+                        by_topic(rows)
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                let partitions = ps
+                                    .iter()
+                                    .map(|(p, c)| {
+                                        let (offset, epoch, md, code) = fields(c);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(*p)
+                                            .with_error_code(code)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(md)
+                                    })
+                                    .collect();
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(topic_name(&t))
+                                    .with_partitions(partitions)
+                            })
+                            .collect(),
+                    ),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -108,7 +139,8 @@ pub async fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    match lookup(&srv, req.group_id.to_string(), topics).await {
+    let stable = version >= 7 && req.require_stable;
+    match lookup(&srv, req.group_id.to_string(), topics, stable).await {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(rows) => {
             let topics = by_topic(rows)
@@ -117,9 +149,10 @@ pub async fn handle(
                     let partitions = ps
                         .iter()
                         .map(|(p, c)| {
-                            let (offset, epoch, md) = fields(c);
+                            let (offset, epoch, md, code) = fields(c);
                             let r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(*p)
+                                .with_error_code(code)
                                 .with_committed_offset(offset)
                                 .with_metadata(md);
                             if version >= 5 {

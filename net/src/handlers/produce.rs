@@ -50,8 +50,8 @@ fn failed(index: i32, code: i16, log_start: Option<i64>) -> PartitionProduceResp
 }
 
 /// Kafka refuses a whole request carrying a transactional batch without a
-/// transactional id (`KafkaApis.handleProduceRequest`); Brook has no transactions
-/// at all, so such a batch would open one that never ends.
+/// transactional id (`KafkaApis.handleProduceRequest`): no coordinator would
+/// ever end the transaction it opens.
 fn has_transactional_batch(req: &ProduceRequest) -> bool {
     req.topic_data.iter().any(|t| {
         t.partition_data
@@ -70,7 +70,7 @@ pub fn handle(
     let acks = acks_of(req.acks);
     let deadline = (acks == Some(Acks::All))
         .then(|| Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64));
-    let refuse = if req.transactional_id.is_some() || has_transactional_batch(&req) {
+    let refuse = if req.transactional_id.is_none() && has_transactional_batch(&req) {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if acks.is_none() {
         Some(ResponseError::InvalidRequiredAcks.code())
