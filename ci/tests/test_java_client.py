@@ -2,8 +2,9 @@
 Java application uses it: the default producer (idempotent, acks=all) with every
 codec, KafkaConsumer in a classic-protocol group (three members, one SIGKILLed,
 the survivors take over; commitSync/commitAsync, seek, offsetsForTimes,
-pause/resume), the AdminClient calls, and the features brook lacks (transactions,
-the KIP-848 consumer protocol), which must fail at once with Kafka's error; plus
+pause/resume), the AdminClient calls, and the feature brook lacks (the KIP-848
+consumer protocol), which must fail at once with Kafka's error (transactions
+are in test_transactions.py); plus
 static membership, KIP-74 fetch sizes, auto-creation, an oversized record, and
 the idempotent producer across a broker SIGKILL + restart.
 
@@ -432,14 +433,6 @@ def fail_fast(broker, what, want):
         what, want, FAIL_FAST_BOUND_S, cls, ms, detail)
     assert int(ms) < FAIL_FAST_BOUND_S * 1000, "%s failed correctly but only after %s ms" % (what, ms)
     return int(ms), detail
-
-
-def test_transactional_producer_fails_fast(jbroker):
-    """initTransactions() on a broker without a transaction coordinator: brook
-    answers FindCoordinator(TRANSACTION) with TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-    which the Java client treats as fatal (TransactionManager.FindCoordinatorHandler),
-    instead of blocking max.block.ms (60 s)."""
-    fail_fast(jbroker, "txn", "org.apache.kafka.common.errors.TransactionalIdAuthorizationException")
 
 
 def test_consumer_protocol_fails_fast(jbroker):

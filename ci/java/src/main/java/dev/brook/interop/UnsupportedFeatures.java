@@ -13,14 +13,12 @@ import java.util.concurrent.TimeoutException;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
-import org.apache.kafka.clients.producer.KafkaProducer;
-import org.apache.kafka.clients.producer.ProducerConfig;
 
 /**
  * Features Brook lacks, used as an unmodified application would: each must fail
  * with an exception instead of blocking until a client timeout.
  *
- * Usage: UnsupportedFeatures BOOTSTRAP (txn|consumer-protocol) TOPIC BOUND_SECONDS
+ * Usage: UnsupportedFeatures BOOTSTRAP consumer-protocol TOPIC BOUND_SECONDS
  * Prints "RESULT <exception class|HANG|NO_ERROR> <elapsed ms> <cause chain>".
  * The client-side defaults stay (max.block.ms 60 s, default.api.timeout.ms 60 s);
  * the scenario is abandoned after BOUND_SECONDS and reported as HANG.
@@ -38,8 +36,7 @@ public final class UnsupportedFeatures {
         });
         long t0 = System.nanoTime();
         Future<?> f = ex.submit(() -> {
-            if (what.equals("txn")) txn(bootstrap, topic);
-            else if (what.equals("consumer-protocol")) consumerProtocol(bootstrap, topic);
+            if (what.equals("consumer-protocol")) consumerProtocol(bootstrap, topic);
             else throw new IllegalArgumentException(what);
             return null;
         });
@@ -64,21 +61,6 @@ public final class UnsupportedFeatures {
         out("RESULT " + result + " " + ms + " " + detail);
         // A hung client thread must not keep the JVM (and its sockets) alive.
         Runtime.getRuntime().halt(0);
-    }
-
-    /** A transactional producer: initTransactions() needs a transaction coordinator. */
-    static void txn(String bootstrap, String topic) {
-        Properties p = producerProps(bootstrap);
-        p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, "brook-java-txn-" + topic);
-        KafkaProducer<byte[], byte[]> prod = producer(p);
-        try {
-            prod.initTransactions();
-            prod.beginTransaction();
-            prod.send(new org.apache.kafka.clients.producer.ProducerRecord<>(topic, bytes("k"), bytes("v")));
-            prod.commitTransaction();
-        } finally {
-            prod.close(Duration.ofSeconds(1));
-        }
     }
 
     /** The KIP-848 consumer: group.protocol=consumer needs ConsumerGroupHeartbeat. */
