@@ -56,7 +56,14 @@ fn check_info(data: &[u8], info: &BatchInfo) {
             assert_eq!(p.producer_id as i64, be_i64(data, 43));
             assert!(p.producer_id <= i64::MAX as u64);
             assert!(p.epoch <= i16::MAX as u16);
-            assert!(p.base_sequence <= i32::MAX as u32);
+            // NO_SEQUENCE (-1) only on transactional batches (markers and
+            // coordinator batches); clients' are refused on append.
+            assert!(
+                p.base_sequence <= i32::MAX as u32
+                    || (p.base_sequence == batch::NO_SEQUENCE
+                        && be_i32(data, 53) == -1
+                        && attributes & 0x10 != 0)
+            );
         }
     }
     assert_eq!(

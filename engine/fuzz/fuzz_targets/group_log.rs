@@ -6,12 +6,14 @@
 //! mode bit 0: the value is null (a tombstone); bit 1: instead of decoding one
 //! record, write the bytes as a `.log` file and replay it; bit 2 (replay):
 //! recompute every batch's CRC; bit 3 (replay): shorten a batch that runs past
-//! the end.
+//! the end; bit 4: the same for `__transaction_state` records
+//! (`coord::txn::decode_key` / `decode_value`, `txn::replay_partition`).
 #![no_main]
 
 use std::collections::HashMap;
 
 use brook_engine::coord::group_log::{decode_offset_record, offset_key, offset_value, replay_partition};
+use brook_engine::coord::txn;
 use fuzz_util::fix_batches;
 use libfuzzer_sys::fuzz_target;
 
@@ -31,6 +33,18 @@ fuzz_target!(|input: &[u8]| {
         return;
     }
     let split = split.min(data.len());
+    if mode & 16 != 0 {
+        let (key, value) = data.split_at(split);
+        let Some(id) = txn::decode_key(key) else {
+            return;
+        };
+        assert_eq!(txn::key(&id), key[..4 + id.len()]);
+        if let Some(m) = txn::decode_value(id.clone(), value) {
+            // What the coordinator writes for this state decodes to it again.
+            assert_eq!(txn::decode_value(id, &txn::value(&m)), Some(m));
+        }
+        return;
+    }
     let (key, value) = data.split_at(split);
     let value = (mode & 1 == 0).then_some(value);
     let Some((group, tp, committed)) = decode_offset_record(key, value) else {
@@ -59,6 +73,12 @@ fn replay(data: &[u8], mode: u8) {
     DIR.with(|dir| {
         let path = dir.path().join("00000000000000000000.log");
         std::fs::write(&path, &bytes).unwrap();
+        if mode & 16 != 0 {
+            let mut txns = HashMap::new();
+            let applied = txn::replay_partition(dir.path(), &mut txns).expect("replay reads the file");
+            assert!(txns.len() <= applied && applied <= bytes.len());
+            return;
+        }
         let mut groups = HashMap::new();
         let applied = replay_partition(dir.path(), &mut groups).expect("replay reads the file");
         // Each applied record takes at least a 61-byte batch header share plus

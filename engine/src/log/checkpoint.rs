@@ -309,6 +309,12 @@ mod tests {
             pos += u64::from(info.len);
             offset = info.next_offset().0;
         }
+        let aborted = AbortedTxn {
+            producer_id: 9,
+            first_offset: Offset(20),
+            last_offset: Offset(30),
+        };
+        producers.restore_transactions([(7, Offset(41)), (11, Offset(42))], vec![aborted]);
         Checkpoint {
             segment: Offset(40),
             pos: FilePos(pos),
@@ -323,6 +329,14 @@ mod tests {
     fn round_trips_and_resumes_the_index_builder() {
         let c = sample();
         let d = Checkpoint::decode(&c.encode()).unwrap();
+        let open = |t: &ProducerStateTable| {
+            let mut v: Vec<_> = t.ongoing().collect();
+            v.sort();
+            v
+        };
+        assert_eq!(open(&d.producers), vec![(7, Offset(41)), (11, Offset(42))]);
+        assert_eq!(d.producers.aborted(), c.producers.aborted());
+        assert_eq!(d.producers.first_unstable(), Some(Offset(41)));
         assert_eq!(
             (d.segment, d.pos, d.next_offset, d.clean),
             (c.segment, c.pos, c.next_offset, true)

@@ -562,23 +562,114 @@ mod tests {
         let (mut live, mut rebuilt) = (ProducerStateTable::new(), ProducerStateTable::new());
         for i in 0..8u32 {
             produce(&mut live, pb(2, i * 3), 3, u64::from(i) * 3);
-            rebuilt.rebuild_from(&stored(pb(2, i * 3), u64::from(i) * 3, 3, false));
+            rebuilt.rebuild_from(&stored(pb(2, i * 3), u64::from(i) * 3, 3, false), None);
         }
         assert_eq!(live.get(PID), rebuilt.get(PID));
         let mut no_producer = stored(pb(0, 0), 0, 1, false);
         no_producer.producer = None;
-        rebuilt.rebuild_from(&no_producer);
+        rebuilt.rebuild_from(&no_producer, None);
         assert_eq!(rebuilt.len(), 1);
     }
 
     #[test]
     fn control_marker_moves_the_epoch_and_clears_batches() {
         let mut t = ProducerStateTable::new();
-        t.rebuild_from(&stored(pb(1, 0), 0, 4, false));
-        t.rebuild_from(&stored(pb(2, 0), 4, 1, true));
+        t.rebuild_from(&stored(pb(1, 0), 0, 4, false), None);
+        t.rebuild_from(&stored(pb(2, 0), 4, 1, true), None);
         let entry = t.get(PID).unwrap();
         assert_eq!((entry.epoch(), entry.batches().len()), (2, 0));
         assert_eq!(t.check(&pb(2, 4), 1), out_of_order(0, 4));
         assert_eq!(t.check(&pb(2, 0), 1), Ok(SequenceVerdict::Append));
+    }
+
+    fn txn_batch(pid: u64, base: u64, count: u32) -> BatchInfo {
+        let mut b = stored(
+            ProducerBatchInfo {
+                producer_id: pid,
+                epoch: 0,
+                base_sequence: 0,
+            },
+            base,
+            count,
+            false,
+        );
+        b.is_transactional = true;
+        b
+    }
+
+    fn marker(pid: u64, at: u64) -> BatchInfo {
+        stored(
+            ProducerBatchInfo {
+                producer_id: pid,
+                epoch: 0,
+                base_sequence: NO_SEQUENCE,
+            },
+            at,
+            1,
+            true,
+        )
+    }
+
+    const COMMIT: Marker = Marker {
+        commit: true,
+        coordinator_epoch: 0,
+    };
+    const ABORT: Marker = Marker {
+        commit: false,
+        coordinator_epoch: 0,
+    };
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_end_at_their_marker() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(t.stored(&txn_batch(7, 10, 2), None), None);
+        assert_eq!(t.stored(&txn_batch(8, 12, 1), None), None);
+        // A second batch of an open transaction does not move its start.
+        assert_eq!(t.stored(&txn_batch(7, 13, 1), None), None);
+        assert_eq!(t.first_unstable(), Some(Offset(10)));
+        assert!(t.in_transaction(7) && t.in_transaction(8));
+        let done = t.stored(&marker(7, 14), Some(ABORT)).unwrap();
+        assert_eq!(
+            (done.first_offset, done.marker_offset, done.commit),
+            (Offset(10), Offset(14), false)
+        );
+        assert_eq!(t.first_unstable(), Some(Offset(12)));
+        assert_eq!(t.stored(&marker(8, 15), Some(COMMIT)).unwrap().commit, true);
+        assert_eq!(t.first_unstable(), None);
+        // Only the abort is listed, for any fetch range that overlaps it.
+        let aborted = AbortedTxn {
+            producer_id: 7,
+            first_offset: Offset(10),
+            last_offset: Offset(14),
+        };
+        assert_eq!(t.aborted(), &[aborted]);
+        assert_eq!(t.aborted_between(Offset(0), Offset(11)), vec![aborted]);
+        assert_eq!(t.aborted_between(Offset(14), Offset(20)), vec![aborted]);
+        assert!(t.aborted_between(Offset(15), Offset(20)).is_empty());
+        assert!(t.aborted_between(Offset(0), Offset(10)).is_empty());
+        // A marker for a producer with nothing open here ends nothing.
+        assert_eq!(t.stored(&marker(9, 16), Some(ABORT)), None);
+        t.drop_aborted_before(Offset(15));
+        assert!(t.aborted().is_empty());
+    }
+
+    #[test]
+    fn replay_rebuilds_open_and_aborted_transactions() {
+        let mut live = ProducerStateTable::new();
+        let mut rebuilt = ProducerStateTable::new();
+        for (b, m) in [
+            (txn_batch(1, 0, 3), None),
+            (txn_batch(2, 3, 1), None),
+            (marker(1, 4), Some(ABORT)),
+            (txn_batch(1, 5, 1), None),
+        ] {
+            live.stored(&b, m);
+            rebuilt.rebuild_from(&b, m);
+        }
+        assert_eq!(live.aborted(), rebuilt.aborted());
+        let mut open: Vec<_> = rebuilt.ongoing().collect();
+        open.sort();
+        assert_eq!(open, vec![(1, Offset(5)), (2, Offset(3))]);
+        assert_eq!(rebuilt.first_unstable(), Some(Offset(3)));
     }
 }

@@ -239,6 +239,7 @@ impl Shard {
         watch: Vec<(TopicPartition, Offset)>,
         deadline: Instant,
         replica: bool,
+        isolation: Isolation,
     ) {
         let mut by_shard: HashMap<ShardId, Vec<(TopicPartition, Offset)>> = HashMap::new();
         for (tp, o) in watch {
@@ -250,10 +251,12 @@ impl Shard {
         let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = Vec::new();
         for (owner, list) in by_shard {
             if owner == self.id {
-                waits.push(Box::pin(self.wait_local(list, deadline, replica)));
+                waits.push(Box::pin(
+                    self.wait_local(list, deadline, replica, isolation),
+                ));
             } else {
                 let fut = self.invoke_on(owner, move |s| async move {
-                    s.wait_local(list, deadline, replica).await
+                    s.wait_local(list, deadline, replica, isolation).await
                 });
                 waits.push(Box::pin(async move {
                     let _ = fut.await;
@@ -271,6 +274,7 @@ impl Shard {
         list: Vec<(TopicPartition, Offset)>,
         deadline: Instant,
         replica: bool,
+        isolation: Isolation,
     ) {
         let mut rxs = Vec::new();
         for (tp, offset) in list {
@@ -278,8 +282,12 @@ impl Shard {
                 return;
             };
             let mut p = cell.state.borrow_mut();
+            // The last stable offset moves only with the high watermark (a
+            // marker is stable once replicated), so both wait for its moves.
             let visible = if replica {
                 p.durable_end
+            } else if isolation == Isolation::ReadCommitted {
+                p.last_stable_offset()
             } else {
                 p.high_watermark
             };

@@ -139,6 +139,15 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         ApiKey::OffsetForLeaderEpoch => {
             drop(round_trip::<OffsetForLeaderEpochRequest>(buf, v, flexible))
         }
+        ApiKey::AddPartitionsToTxn => drop(round_trip::<AddPartitionsToTxnRequest>(buf, v, flexible)),
+        ApiKey::AddOffsetsToTxn => drop(round_trip::<AddOffsetsToTxnRequest>(buf, v, flexible)),
+        ApiKey::EndTxn => drop(round_trip::<EndTxnRequest>(buf, v, flexible)),
+        ApiKey::WriteTxnMarkers => drop(round_trip::<WriteTxnMarkersRequest>(buf, v, flexible)),
+        ApiKey::TxnOffsetCommit => drop(round_trip::<TxnOffsetCommitRequest>(buf, v, flexible)),
+        ApiKey::DescribeTransactions => {
+            drop(round_trip::<DescribeTransactionsRequest>(buf, v, flexible))
+        }
+        ApiKey::ListTransactions => drop(round_trip::<ListTransactionsRequest>(buf, v, flexible)),
         other => panic!("{other:?} is in routes::APIS but not in this fuzz target"),
     }
 }

@@ -241,7 +241,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
             .filter_map(|w| Some((w.tp.clone(), w.offset().ok()?)))
             .collect();
         srv.shard
-            .wait_for_data(watch, deadline, replica.is_some())
+            .wait_for_data(watch, deadline, replica.is_some(), isolation)
             .await;
         results = read_all(&srv, &wants, budget_bytes, replica, isolation).await;
     }
