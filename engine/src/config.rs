@@ -77,6 +77,7 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "message.timestamp.before.max.ms",
     "min.insync.replicas",
     "unclean.leader.election.enable",
+    "message.timestamp.type",
 ];
 
 impl TopicConfig {
@@ -138,6 +139,13 @@ impl TopicConfig {
                     _ => return Err(bad()),
                 }
             }
+            // Kafka Streams names it on every topic it creates.
+            "message.timestamp.type" if value == "CreateTime" => {}
+            "message.timestamp.type" => {
+                return Err(EngineError::InvalidConfig(format!(
+                    "message.timestamp.type={value}: only CreateTime is supported"
+                )));
+            }
             "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
                 return Err(EngineError::InvalidConfig(format!(
@@ -168,6 +176,7 @@ impl TopicConfig {
             ("max.message.bytes", self.max_message_bytes.to_string()),
             ("flush.ms", flush),
             ("cleanup.policy", "delete".to_string()),
+            ("message.timestamp.type", "CreateTime".to_string()),
             (
                 "message.timestamp.after.max.ms",
                 self.timestamp_after_max_ms.to_string(),
