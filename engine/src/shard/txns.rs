@@ -46,6 +46,11 @@ pub type MarkerResults = Vec<(TopicPartition, Result<(), EngineError>)>;
 /// Sends a [`MarkerRequest`] to another broker; installed by the network layer.
 pub type MarkerSender = Rc<dyn Fn(NodeId, MarkerRequest) -> LocalFuture<MarkerResults>>;
 
+/// How often, and how many times, an AddPartitionsToTxn looks again whether
+/// the previous transaction has completed (at most 100 ms in all).
+const SETTLE_POLL: Duration = Duration::from_millis(1);
+const SETTLE_POLLS: u32 = 100;
+
 /// Longest wait between two rounds of markers a partition refused.
 const MARKER_RETRY_MAX: Duration = Duration::from_secs(1);
 
@@ -134,6 +139,22 @@ impl Shard {
             shard: self.clone(),
             id: id.to_string(),
         })
+    }
+
+    /// Waits (briefly, bounded) while the previous transaction's markers are
+    /// being written or another operation holds the id. The next
+    /// transaction's first AddPartitionsToTxn usually arrives during that
+    /// window; answered CONCURRENT_TRANSACTIONS the client would retry after
+    /// its backoff (20 ms in the Java client, more in others), which is most
+    /// of a small transaction's time when markers are fsynced.
+    async fn wait_until_settled(&self, id: &str) {
+        for _ in 0..SETTLE_POLLS {
+            let prepared = self.txn(id).is_some_and(|m| m.state.is_prepared());
+            if !prepared && !self.txn_busy.borrow().contains(id) {
+                return;
+            }
+            compio::time::sleep(SETTLE_POLL).await;
+        }
     }
 
     fn txn(&self, id: &str) -> Option<TxnMeta> {
@@ -275,6 +296,7 @@ impl Shard {
         tps: Vec<TopicPartition>,
     ) -> LocalFuture<Result<(), EngineError>> {
         self.on_txn(&id.clone(), move |s| async move {
+            s.wait_until_settled(&id).await;
             let _busy = s.begin_txn_op(&id)?;
             let mut m = s
                 .txn(&id)
