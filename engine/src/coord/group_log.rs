@@ -47,24 +47,26 @@ pub fn offset_value(c: &CommittedOffset) -> Vec<u8> {
     v
 }
 
-struct Reader<'a>(&'a [u8], usize);
+/// Big-endian reads of Kafka's record fields (strings as i16 length + UTF-8),
+/// each `None` past the end.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8], pub(crate) usize);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&[u8]> {
         let s = self.0.get(self.1..self.1.checked_add(n)?)?;
         self.1 += n;
         Some(s)
     }
-    fn i16(&mut self) -> Option<i16> {
+    pub(crate) fn i16(&mut self) -> Option<i16> {
         Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
     }
-    fn i32(&mut self) -> Option<i32> {
+    pub(crate) fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn i64(&mut self) -> Option<i64> {
+    pub(crate) fn i64(&mut self) -> Option<i64> {
         Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn string(&mut self) -> Option<String> {
+    pub(crate) fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.i16()?).ok()?;
         String::from_utf8(self.take(len)?.to_vec()).ok()
     }
@@ -116,11 +118,17 @@ pub fn commit_batch(
     commits: &[(TopicPartition, CommittedOffset)],
     now_ms: i64,
 ) -> Vec<u8> {
-    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
+    encode(&commit_records(group, commits), now_ms)
+}
+
+fn commit_records(
+    group: &str,
+    commits: &[(TopicPartition, CommittedOffset)],
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    commits
         .iter()
         .map(|(tp, c)| (offset_key(group, tp), Some(offset_value(c))))
-        .collect();
-    encode(&kvs, now_ms)
+        .collect()
 }
 
 /// Encodes tombstones for the given offsets as one batch.
@@ -258,10 +266,7 @@ pub fn txn_commit_batch(
     epoch: u16,
     now_ms: i64,
 ) -> Vec<u8> {
-    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> = commits
-        .iter()
-        .map(|(tp, c)| (offset_key(group, tp), Some(offset_value(c))))
-        .collect();
+    let kvs = commit_records(group, commits);
     let refs: Vec<batch::KeyValue<'_>> = kvs
         .iter()
         .map(|(k, v)| (Some(&k[..]), v.as_deref()))

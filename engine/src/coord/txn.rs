@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use crate::coord::group::offsets_partition_of;
+use crate::coord::group_log::Reader;
 use crate::log::batch::{self, BatchInfo};
 use crate::log::records::uncompressed_records;
 use crate::types::{Offset, TopicPartition};
@@ -172,41 +173,15 @@ pub fn record_batch(m: &TxnMeta, now_ms: i64) -> Vec<u8> {
     batch::build_batch(Offset(0), &[(Some(&k), Some(&v))], now_ms, None)
 }
 
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
-        self.0 = b;
-        Some(a)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        Some(i16::from_be_bytes(self.take(2)?.try_into().ok()?))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn str(&mut self) -> Option<String> {
-        let len = usize::try_from(self.i16()?).ok()?;
-        String::from_utf8(self.take(len)?.to_vec()).ok()
-    }
-}
-
 /// The transactional id of a key; `None` for another key version.
 pub fn decode_key(k: &[u8]) -> Option<String> {
-    let mut r = Reader(k);
+    let mut r = Reader(k, 0);
     (r.i16()? == 0).then_some(())?;
-    r.str()
+    r.string()
 }
 
 pub fn decode_value(transactional_id: String, v: &[u8]) -> Option<TxnMeta> {
-    let mut r = Reader(v);
+    let mut r = Reader(v, 0);
     let version = r.i16()?;
     if version != 0 {
         return None;
@@ -214,12 +189,12 @@ pub fn decode_value(transactional_id: String, v: &[u8]) -> Option<TxnMeta> {
     let producer_id = u64::try_from(r.i64()?).ok()?;
     let epoch = u16::try_from(r.i16()?).ok()?;
     let timeout_ms = r.i32()?;
-    let state = TxnState::from_code(r.i8()?)?;
+    let state = TxnState::from_code(r.take(1)?[0] as i8)?;
     let mut partitions = BTreeSet::new();
     // Counts come from the bytes: each element takes bytes, so the loop ends
     // with the input whatever the count says.
     for _ in 0..r.i32()?.max(0) {
-        let topic = r.str()?;
+        let topic = r.string()?;
         for _ in 0..r.i32()?.max(0) {
             let partition = u32::try_from(r.i32()?).ok()?;
             partitions.insert(TopicPartition {

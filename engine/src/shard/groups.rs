@@ -92,7 +92,7 @@ impl Shard {
     }
 
     /// Runs `f` on the shard that coordinates `group`.
-    pub(super) fn on_group_shard<R, F, Fut>(
+    pub(super) fn on_group<R, F, Fut>(
         self: &Rc<Self>,
         group: &str,
         f: F,
@@ -102,13 +102,16 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, EngineError>> + 'static,
     {
-        self.on_group(group, f)
+        let checked = self.check_coordinator(group);
+        self.on_owner_if(checked, &Self::offsets_tp(group), f)
     }
 
-    /// Runs `f` on the shard that coordinates `group`.
-    fn on_group<R, F, Fut>(
+    /// Runs `f` on the shard that owns `tp` once `checked` is fine (a
+    /// coordinator's routing: the partition that holds its state).
+    pub(super) fn on_owner_if<R, F, Fut>(
         self: &Rc<Self>,
-        group: &str,
+        checked: Result<(), EngineError>,
+        tp: &TopicPartition,
         f: F,
     ) -> LocalFuture<Result<R, EngineError>>
     where
@@ -116,10 +119,10 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, EngineError>> + 'static,
     {
-        if let Err(e) = self.check_coordinator(group) {
+        if let Err(e) = checked {
             return Box::pin(async move { Err(e) });
         }
-        let owner = shard_of(&Self::offsets_tp(group), self.shards());
+        let owner = shard_of(tp, self.shards());
         if owner == self.id {
             return Box::pin(f(self.clone()));
         }

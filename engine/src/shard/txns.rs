@@ -120,15 +120,8 @@ impl Shard {
         F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<R, EngineError>> + 'static,
     {
-        if let Err(e) = self.check_txn_coordinator(transactional_id) {
-            return Box::pin(async move { Err(e) });
-        }
-        let owner = shard_of(&txn_tp(transactional_id), self.shards());
-        if owner == self.id {
-            return Box::pin(f(self.clone()));
-        }
-        let fut = self.invoke_on(owner, f);
-        Box::pin(async move { fut.await? })
+        let checked = self.check_txn_coordinator(transactional_id);
+        self.on_owner_if(checked, &txn_tp(transactional_id), f)
     }
 
     fn begin_txn_op(self: &Rc<Self>, id: &str) -> Result<Busy, EngineError> {
@@ -674,7 +667,7 @@ impl Shard {
         epoch: u16,
     ) -> LocalFuture<Result<(), EngineError>> {
         let group = req.group.clone();
-        self.on_group_shard(&group, move |s| async move {
+        self.on_group(&group, move |s| async move {
             if req.generation >= 0 {
                 let groups = s.groups.borrow();
                 let g = groups
@@ -714,7 +707,7 @@ impl Shard {
         group: String,
         tps: Vec<TopicPartition>,
     ) -> LocalFuture<Result<HashSet<TopicPartition>, EngineError>> {
-        self.on_group_shard(&group.clone(), move |s| {
+        self.on_group(&group.clone(), move |s| {
             let groups = s.groups.borrow();
             let r = match groups.get(&group) {
                 Some(g) => tps
