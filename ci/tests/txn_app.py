@@ -236,7 +236,14 @@ def behind(consumer, src, assigned, at_end):
     parts = [TopicPartition(src, p) for p in sorted(assigned)]
     out = []
     for tp in consumer.position(parts):
-        _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        except KafkaException as e:
+            # A leader moving (its broker was killed) is retriable: not done yet.
+            if not e.args[0].retriable() and e.args[0].code() != KafkaError.NOT_LEADER_FOR_PARTITION:
+                raise
+            say("RETRY watermarks %s" % one_line(e.args[0]))
+            return ["%d:leader moving" % tp.partition]
         at = max(tp.offset, at_end.get(tp.partition, -1))
         if at < high:
             out.append("%d:%d/%d" % (tp.partition, at, high))
