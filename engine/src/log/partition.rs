@@ -512,11 +512,6 @@ impl Partition {
             .fold(hw, Offset::min)
     }
 
-    /// The partition's producer and transaction state.
-    pub fn producer_state(&self) -> &ProducerStateTable {
-        &self.producers
-    }
-
     /// Appends a batch whose offset and leader epoch are final.
     fn store_batch(&mut self, bytes: Bytes, info: BatchInfo) {
         if self.epochs.assign(info.leader_epoch, info.base_offset) {
