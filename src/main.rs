@@ -78,7 +78,7 @@ fn run_shard(
             return;
         }
         brook_net::replica_fetcher::start(shard.clone());
-        brook_net::txn_markers::install(&shard);
+        brook_net::txn_calls::install(&shard);
         let server = ShardServer::new(shard.clone(), net.clone(), connections);
         let _ = ready.send(Ok(()));
         let Ok(listener) = stop.listen.await else {

@@ -397,10 +397,11 @@ class Conn:
                 out[(name, idx)] = (err, epoch, end)
         return out[(topic, partition)]
 
-    def produce(self, topic, partition, records_bytes, acks=-1, timeout_ms=10000, version=None):
+    def produce(self, topic, partition, records_bytes, acks=-1, timeout_ms=10000, version=None,
+                transactional_id=None):
         """Produce one partition's records. Returns (error_code, base_offset)."""
         v = version if version is not None else self.pick_version(PRODUCE, 3, 8)
-        body = (string(None) + i16(acks) + i32(timeout_ms)
+        body = (string(transactional_id) + i16(acks) + i32(timeout_ms)
                 + array([string(topic) + array([i32(partition) + bytes_(records_bytes)])]))
         if acks == 0:
             self.send(PRODUCE, v, body)

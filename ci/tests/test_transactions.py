@@ -784,6 +784,63 @@ def test_kafka_transactions_tool(target):
     assert d[0].get("TopicPartitions", "") == "", d[0]
 
 
+# ---------------------------------------------------------------- 8b. KIP-890
+
+TV2_TXNS = 20
+TV2_TXN_SIZE = 100
+
+
+def test_java_uses_transaction_version_2(target):
+    """ApiVersions finalizes `transaction.version` 2, as Kafka 4 does, so the
+    Java 4.4 client runs transaction version 2: it sends no
+    AddPartitionsToTxn (the partition leader adds the partition on the first
+    Produce v12 of each transaction) and every EndTxn v5 bumps the producer
+    epoch. After InitProducerId (epoch 0) and 20 committed transactions,
+    `kafka-transactions describe` shows epoch 20, and read_committed reads
+    each of the 2000 records."""
+    b = target.bootstrap
+    topic = unique_topic("txn-tv2")
+    create_topic(b, topic, 1)
+    lines, err, rc = run_java("TransactionBench", b, topic, TV2_TXNS * TV2_TXN_SIZE, 100, TV2_TXN_SIZE)
+    result = [l for l in lines if l.startswith("RESULT ")]
+    assert rc == 0 and result and " transactions=%d " % TV2_TXNS in result[0], explain(lines, err)
+    d = table_rows(kafka_transactions(b, "describe", "--transactional-id", "bench-%s-%d" % (topic, TV2_TXN_SIZE)))
+    assert len(d) == 1 and d[0].get("TransactionState") == "CompleteCommit", d
+    assert d[0].get("ProducerEpoch") == str(TV2_TXNS), "epoch not bumped per transaction: %r" % d[0]
+    got = consume_all(b, topic, 1, **RC)[0]
+    assert len(got) == TV2_TXNS * TV2_TXN_SIZE, "read_committed read %d records" % len(got)
+    assert all(v == bytes(ord("a") + i % 26 for i in range(100)) for _o, _k, v, _t in got)
+
+
+def test_stray_transactional_batch_refused(target):
+    """KIP-890 part 1: a transactional batch for a partition the producer did
+    not add to its transaction (a Produce below v12, so the leader only
+    verifies) is refused with INVALID_TXN_STATE, nothing is appended, and no
+    transaction is opened that nobody would end: the last stable offset stays
+    where it was. The same producer's batch after AddPartitionsToTxn is
+    appended."""
+    b = target.bootstrap
+    topic = unique_topic("txn-stray")
+    create_topic(b, topic, 1)
+    tid = topic + "-t"
+    p = Producer({"bootstrap.servers": b, "transactional.id": tid})
+    p.init_transactions(60)  # creates the id; the raw producer below takes it over
+    with kp.Conn(b) as c:
+        err, pid, epoch = c.init_producer_id(transactional_id=tid)
+        assert err == 0, err
+        batch = kp.encode_batch([(b"k", b"stray")], producer_id=pid, producer_epoch=epoch,
+                                base_sequence=0, attributes=0x10)
+        err, _ = c.produce(topic, 0, batch, version=8, transactional_id=tid)
+        assert err == 48, "stray transactional batch: error %d, want INVALID_TXN_STATE (48)" % err
+        assert watermarks(b, topic, 0, "read_uncommitted") == (0, 0)
+    q = Producer({"bootstrap.servers": b, "transactional.id": tid, "linger.ms": 5})
+    q.init_transactions(60)
+    q.begin_transaction()
+    q.produce(topic, key=b"k", value=b"added", partition=0)
+    q.commit_transaction(30)
+    assert [(k, v) for _o, k, v, _t in consume_all(b, topic, 1, **RC)[0]] == [(b"k", b"added")]
+
+
 # ---------------------------------------------------------------- 9. Kafka Streams exactly_once_v2
 
 WORDS = ["w%02d" % i for i in range(12)]

@@ -129,6 +129,10 @@ pub enum EngineError {
     /// The request does not fit the transaction's state.
     #[error("invalid transaction state: {0}")]
     InvalidTxnState(String),
+    /// A partition leader could not reach the transaction coordinator to
+    /// check a transactional batch (retriable).
+    #[error("the transaction coordinator cannot check this batch now: {0}")]
+    TxnCoordinatorUnavailable(String),
     #[error("transaction timeout {given} ms is outside 1..={max} ms")]
     InvalidTransactionTimeout { given: i32, max: i32 },
     /// Offsets of this partition are part of a transaction not yet decided.

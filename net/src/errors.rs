@@ -52,6 +52,9 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::ProducerFenced { .. } => E::ProducerFenced,
         EngineError::InvalidProducerIdMapping { .. } => E::InvalidProducerIdMapping,
         EngineError::InvalidTxnState(_) => E::InvalidTxnState,
+        // Kafka answers a batch its coordinator could not check yet with a
+        // code every client retries.
+        EngineError::TxnCoordinatorUnavailable(_) => E::NotEnoughReplicas,
         EngineError::InvalidTransactionTimeout { .. } => E::InvalidTransactionTimeout,
         EngineError::UnstableOffsetCommit => E::UnstableOffsetCommit,
         EngineError::TransactionalIdNotFound => E::TransactionalIdNotFound,

@@ -28,6 +28,6 @@ pub mod quota;
 pub mod replica_fetcher;
 pub mod routes;
 pub mod server;
-pub mod txn_markers;
+pub mod txn_calls;
 
 pub use server::{ConnectionCounts, NetConfig, ShardServer};

@@ -12,18 +12,22 @@
 //! version that carries RecordBatch v2.
 //!
 //! Newer versions are listed where a client needs them and they change nothing
-//! kafka-python's release guess reads (it keys on ListOffsets, Fetch, Produce 8,
-//! 9, 11 and 13, and JoinGroup): Produce v10 (KIP-951 leader hints, the same
-//! request as v9), Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
+//! kafka-python's release guess reads beyond what Brook does (it keys on
+//! ListOffsets, Fetch, Produce 8, 9, 11 and 13, and JoinGroup; Produce 11
+//! makes it guess 3.8, which changes nothing it does against Brook): Produce
+//! v10 (KIP-951 leader hints, the same request as v9) and v11–12 (KIP-890:
+//! TRANSACTION_ABORTABLE, and v12 is transaction version 2's, whose leader
+//! adds the partition to the transaction; v13 names topics by id and is not
+//! listed), Metadata v12–13 (topics by id, as `Admin.describeTopics` by ids
 //! needs), ListGroups v5 (the group type filter of `Admin.listGroups`), and the
 //! admin APIs added since (DescribeConfigs, DescribeCluster, CreatePartitions,
 //! DescribeTopicPartitions) at
 //! Kafka 4's ranges, as is OffsetForLeaderEpoch (2–4: consumers check for
 //! truncation with it after a leader change). The transaction APIs are listed
-//! at the versions of transaction version 1 (Brook does not advertise the
-//! `transaction.version` feature, so 4.x clients use version 1):
-//! AddPartitionsToTxn 0–3 (4+ are for brokers), EndTxn 0–4 and
-//! TxnOffsetCommit 0–4 (5 is version 2's), WriteTxnMarkers 1.
+//! up to transaction version 2's (ApiVersions finalizes `transaction.version`
+//! 2, so 4.x clients use it): InitProducerId 0–5, AddPartitionsToTxn 0–5
+//! (4+ are from partition leaders), EndTxn 0–5 and TxnOffsetCommit 0–5,
+//! WriteTxnMarkers 1.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -145,7 +149,7 @@ macro_rules! apis {
 }
 
 apis! {
-    Produce 0..=10 => |s, r, f| produce(s, r, f),
+    Produce 0..=12 => |s, r, f| produce(s, r, f),
     Fetch 4..=12 => |s, r, f| {
         let id = r.client.client_id.clone();
         Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, id)))
@@ -155,7 +159,7 @@ apis! {
     ApiVersions 0..=3 => |_s, r, f| Ok(r.respond(handlers::api_versions::handle(r.decode(f)?, api_versions()))),
     CreateTopics 2..=7 => |s, r, f| Ok(r.respond(handlers::create_topics::handle(s.clone(), r.decode(f)?, r.version))),
     DeleteTopics 1..=6 => |s, r, f| Ok(r.respond(handlers::delete_topics::handle(s.clone(), r.decode(f)?, r.version))),
-    InitProducerId 0..=4 => |s, r, f| Ok(r.respond(handlers::init_producer_id::handle(s.clone(), r.decode(f)?, r.version))),
+    InitProducerId 0..=5 => |s, r, f| Ok(r.respond(handlers::init_producer_id::handle(s.clone(), r.decode(f)?, r.version))),
     FindCoordinator 0..=4 => |s, r, f| Ok(r.respond(handlers::find_coordinator::handle(s.clone(), r.decode(f)?, r.version))),
     JoinGroup 0..=7 => |s, r, f| {
         let req = r.decode(f)?;
@@ -179,11 +183,11 @@ apis! {
     CreatePartitions 0..=3 => |s, r, f| Ok(r.respond(handlers::create_partitions::handle(s.clone(), r.decode(f)?))),
     DescribeTopicPartitions 0..=0 => |s, r, f| Ok(r.respond(handlers::describe_topic_partitions::handle(s.clone(), r.decode(f)?))),
     OffsetForLeaderEpoch 2..=4 => |s, r, f| Ok(r.respond(handlers::offset_for_leader_epoch::handle(s.clone(), r.decode(f)?))),
-    AddPartitionsToTxn 0..=3 => |s, r, f| Ok(r.respond(handlers::txn::add_partitions(s.clone(), r.decode(f)?, r.version))),
+    AddPartitionsToTxn 0..=5 => |s, r, f| Ok(r.respond(handlers::txn::add_partitions(s.clone(), r.decode(f)?, r.version))),
     AddOffsetsToTxn 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::add_offsets(s.clone(), r.decode(f)?, r.version))),
-    EndTxn 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::end_txn(s.clone(), r.decode(f)?, r.version))),
+    EndTxn 0..=5 => |s, r, f| Ok(r.respond(handlers::txn::end_txn(s.clone(), r.decode(f)?, r.version))),
     WriteTxnMarkers 1..=1 => |s, r, f| Ok(r.respond(handlers::txn::write_markers(s.clone(), r.decode(f)?))),
-    TxnOffsetCommit 0..=4 => |s, r, f| Ok(r.respond(handlers::txn::txn_offset_commit(s.clone(), r.decode(f)?, r.version))),
+    TxnOffsetCommit 0..=5 => |s, r, f| Ok(r.respond(handlers::txn::txn_offset_commit(s.clone(), r.decode(f)?, r.version))),
     DescribeTransactions 0..=0 => |s, r, f| Ok(r.respond(handlers::txn::describe(s.clone(), r.decode(f)?))),
     ListTransactions 0..=1 => |s, r, f| Ok(r.respond(handlers::txn::list(s.clone(), r.decode(f)?))),
 }

@@ -23,6 +23,7 @@ use std::path::Path;
 
 use crate::coord::group::offsets_partition_of;
 use crate::coord::group_log::Reader;
+use crate::error::EngineError;
 use crate::log::batch::{self, BatchInfo};
 use crate::log::records::uncompressed_records;
 use crate::types::{Offset, TopicPartition};
@@ -94,6 +95,14 @@ impl TxnState {
     }
 }
 
+/// The highest `transaction.version` Brook serves: 2 bumps the producer
+/// epoch at every commit or abort (KIP-890 part 2).
+pub const TRANSACTION_VERSION: i16 = 2;
+
+/// Kafka's `isEpochExhausted`: the coordinator keeps the last epoch for
+/// itself so that it can always fence.
+pub const EPOCH_EXHAUSTED: u16 = i16::MAX as u16 - 1;
+
 /// One transactional id's state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnMeta {
@@ -106,6 +115,35 @@ pub struct TxnMeta {
     pub last_update_ms: i64,
     /// When the current transaction began (-1 when none is open).
     pub start_ms: i64,
+    /// The producer id in use before an epoch overflow gave a new one
+    /// (transaction version 2), so that a retried EndTxn is recognised; -1.
+    pub prev_producer_id: i64,
+    /// The producer id the prepared transaction moves to when it completes
+    /// (its epoch overflowed, transaction version 2); -1.
+    pub next_producer_id: i64,
+    /// The transaction version the client speaks: 2 bumps the epoch at every
+    /// end, 0 and 1 do not.
+    pub client_version: i16,
+}
+
+/// What an EndTxn does, decided by [`TxnMeta::end`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndStep {
+    /// Already done (a retry): answer with this producer id and epoch.
+    Done { producer_id: u64, epoch: u16 },
+    /// Store this prepared state, answer, then write its markers.
+    Prepare(TxnMeta),
+}
+
+/// What an InitProducerId does, decided by [`TxnMeta::init`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InitStep {
+    /// The previous instance's transaction must be aborted first: store this
+    /// (PrepareAbort at a bumped epoch), write its markers, and answer
+    /// CONCURRENT_TRANSACTIONS meanwhile.
+    FenceFirst(TxnMeta),
+    /// Store this and answer with its producer id and epoch.
+    Ready(TxnMeta),
 }
 
 impl TxnMeta {
@@ -119,6 +157,9 @@ impl TxnMeta {
             partitions: BTreeSet::new(),
             last_update_ms: now_ms,
             start_ms: -1,
+            prev_producer_id: -1,
+            next_producer_id: -1,
+            client_version: 0,
         }
     }
 
@@ -128,12 +169,259 @@ impl TxnMeta {
             && self.start_ms >= 0
             && now_ms.saturating_sub(self.start_ms) > i64::from(self.timeout_ms)
     }
+
+    fn bumps_epoch(&self) -> bool {
+        self.client_version >= 2
+    }
+
+    /// A client at `epoch` whose EndTxn was done (transaction version 2: the
+    /// end bumped the epoch by one).
+    fn ended_from(&self, epoch: i16) -> bool {
+        self.bumps_epoch() && i32::from(self.epoch) == i32::from(epoch) + 1
+    }
+
+    /// A client whose EndTxn overflowed the epoch and moved it to a new
+    /// producer id (transaction version 2).
+    fn overflowed_from(&self, producer_id: i64, epoch: i16) -> bool {
+        self.bumps_epoch()
+            && self.prev_producer_id == producer_id
+            && producer_id >= 0
+            && epoch as u16 == EPOCH_EXHAUSTED
+            && self.epoch == 0
+    }
+
+    fn fenced(&self, epoch: i16) -> EngineError {
+        EngineError::ProducerFenced {
+            current: self.epoch,
+            given: epoch.max(0) as u16,
+        }
+    }
+
+    /// The producer id and epoch a request names must be the current ones.
+    pub fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), EngineError> {
+        if producer_id != self.producer_id as i64 {
+            return Err(EngineError::InvalidProducerIdMapping { given: producer_id });
+        }
+        if epoch != self.epoch as i16 {
+            return Err(self.fenced(epoch));
+        }
+        Ok(())
+    }
+
+    /// InitProducerId: the next epoch for a new instance (a new producer id
+    /// when the epoch is exhausted: `fresh_id`, asked for only then, see
+    /// [`Self::init_needs_id`]). `expected` is KIP-360's (producer id, epoch)
+    /// of a producer re-initialising itself, -1 when new.
+    pub fn init(
+        &self,
+        expected: (i64, i16),
+        timeout_ms: i32,
+        fresh_id: Option<u64>,
+    ) -> Result<InitStep, EngineError> {
+        let (pid, epoch) = expected;
+        if pid >= 0
+            && (pid as u64 != self.producer_id || epoch != self.epoch as i16)
+            && !self.overflowed_from(pid, epoch)
+        {
+            return Err(self.fenced(epoch));
+        }
+        match self.state {
+            TxnState::Ongoing => return Ok(InitStep::FenceFirst(self.fence())),
+            st if st.is_prepared() => return Err(EngineError::ConcurrentTransactions),
+            _ => {}
+        }
+        let mut m = self.clone();
+        if self.init_needs_id() {
+            m.prev_producer_id = m.producer_id as i64;
+            m.producer_id = fresh_id.ok_or(EngineError::ConcurrentTransactions)?;
+            m.epoch = 0;
+        } else {
+            m.epoch += 1;
+        }
+        m.state = TxnState::Empty;
+        m.partitions.clear();
+        m.start_ms = -1;
+        m.next_producer_id = -1;
+        m.timeout_ms = timeout_ms;
+        Ok(InitStep::Ready(m))
+    }
+
+    /// Whether [`Self::init`] needs a new producer id.
+    pub fn init_needs_id(&self) -> bool {
+        self.epoch >= EPOCH_EXHAUSTED
+    }
+
+    /// Whether [`Self::end`] needs a new producer id.
+    pub fn end_needs_id(&self, client_version: i16) -> bool {
+        client_version >= 2 && self.epoch >= EPOCH_EXHAUSTED
+    }
+
+    /// Aborts the open transaction at a bumped epoch, fencing the producer
+    /// that opened it (a new instance or a timeout).
+    pub fn fence(&self) -> TxnMeta {
+        let mut m = self.clone();
+        // An open transaction is at most at EPOCH_EXHAUSTED (init and
+        // version 2's end move to a new id there), so this stays an i16.
+        m.epoch = (m.epoch + 1).min(i16::MAX as u16);
+        m.state = TxnState::PrepareAbort;
+        m.next_producer_id = -1;
+        m
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn, or a partition leader adding a
+    /// partition for a transaction version 2 producer: `tps` join the
+    /// transaction, which begins with the first. `None`: nothing changes.
+    pub fn add(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        tps: &[TopicPartition],
+        client_version: i16,
+        now_ms: i64,
+    ) -> Result<Option<TxnMeta>, EngineError> {
+        self.check_producer(producer_id, epoch)?;
+        let mut m = self.clone();
+        match self.state {
+            TxnState::Ongoing if tps.iter().all(|tp| self.partitions.contains(tp)) => {
+                return Ok(None);
+            }
+            TxnState::Ongoing => {}
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                m.state = TxnState::Ongoing;
+                m.partitions.clear();
+                m.start_ms = now_ms;
+                m.client_version = client_version;
+            }
+            _ => return Err(EngineError::ConcurrentTransactions),
+        }
+        m.partitions.extend(tps.iter().cloned());
+        Ok(Some(m))
+    }
+
+    /// A partition leader's check (KIP-890 part 1) that a transactional
+    /// batch belongs to the producer's open transaction.
+    pub fn verify(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        tp: &TopicPartition,
+    ) -> Result<(), EngineError> {
+        self.check_producer(producer_id, epoch)?;
+        match self.state {
+            TxnState::Ongoing if self.partitions.contains(tp) => Ok(()),
+            st if st.is_prepared() => Err(EngineError::ConcurrentTransactions),
+            st => Err(EngineError::InvalidTxnState(format!(
+                "{tp} is not part of the transaction ({})",
+                st.kafka_name()
+            ))),
+        }
+    }
+
+    /// EndTxn: commit or abort. Transaction version 2 bumps the epoch (to a
+    /// new producer id `fresh_id` when exhausted, see [`Self::end_needs_id`]),
+    /// and recognises a retry by the epoch it was sent with.
+    pub fn end(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+        client_version: i16,
+        fresh_id: Option<u64>,
+    ) -> Result<EndStep, EngineError> {
+        use TxnState::*;
+        let overflow_retry = self.overflowed_from(producer_id, epoch);
+        let retry = self.ended_from(epoch) || overflow_retry;
+        if producer_id != self.producer_id as i64 && !overflow_retry {
+            return Err(EngineError::InvalidProducerIdMapping { given: producer_id });
+        }
+        let current = epoch == self.epoch as i16;
+        let valid = match self.state {
+            Ongoing | Empty | Dead | PrepareEpochFence => current,
+            PrepareCommit | PrepareAbort if self.bumps_epoch() => retry,
+            CompleteCommit | CompleteAbort if self.bumps_epoch() => retry || current,
+            _ => current,
+        };
+        if !valid {
+            return Err(self.fenced(epoch));
+        }
+        let wrong = |st: TxnState| {
+            EngineError::InvalidTxnState(format!(
+                "cannot {} a transaction in state {}",
+                if commit { "commit" } else { "abort" },
+                st.kafka_name()
+            ))
+        };
+        let done = EndStep::Done {
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+        };
+        let v2 = client_version >= 2;
+        match (self.state, commit) {
+            (Ongoing, _) => {}
+            // A retry of an EndTxn that was done.
+            (CompleteCommit, true) | (CompleteAbort, false) if retry || !self.bumps_epoch() => {
+                return Ok(done);
+            }
+            (PrepareCommit, true) | (PrepareAbort, false) => {
+                return Err(EngineError::ConcurrentTransactions);
+            }
+            // A version 2 client cannot know whether its first send reached
+            // a partition: aborting an empty transaction is allowed.
+            (Empty | CompleteCommit | CompleteAbort, false) if v2 => {}
+            (st, _) => return Err(wrong(st)),
+        }
+        let mut m = self.clone();
+        m.client_version = client_version;
+        if v2 {
+            if self.end_needs_id(client_version) {
+                m.next_producer_id = fresh_id.ok_or(EngineError::ConcurrentTransactions)? as i64;
+            }
+            m.epoch += 1;
+        }
+        if m.state != Ongoing {
+            m.partitions.clear();
+        }
+        m.state = if commit { PrepareCommit } else { PrepareAbort };
+        Ok(EndStep::Prepare(m))
+    }
+
+    /// The state once every marker of a prepared transaction is written.
+    pub fn complete(&self) -> TxnMeta {
+        let mut m = self.clone();
+        m.state = if self.state == TxnState::PrepareCommit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        m.partitions.clear();
+        m.start_ms = -1;
+        if m.next_producer_id >= 0 {
+            m.prev_producer_id = m.producer_id as i64;
+            m.producer_id = m.next_producer_id as u64;
+            m.epoch = 0;
+            m.next_producer_id = -1;
+        }
+        m
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
     let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&s.as_bytes()[..len as usize]);
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_compact_str(out: &mut Vec<u8>, s: &str) {
+    put_uvarint(out, s.len() as u64 + 1);
+    out.extend_from_slice(s.as_bytes());
 }
 
 pub fn key(transactional_id: &str) -> Vec<u8> {
@@ -143,9 +431,12 @@ pub fn key(transactional_id: &str) -> Vec<u8> {
     k
 }
 
+/// The value in version 1 (Kafka's `TransactionLogValue` v1, flexible, as
+/// Kafka writes it once `transaction.version` ≥ 1): the version 2 fields are
+/// tagged fields 0–2.
 pub fn value(m: &TxnMeta) -> Vec<u8> {
     let mut v = Vec::with_capacity(64);
-    v.extend_from_slice(&0i16.to_be_bytes());
+    v.extend_from_slice(&1i16.to_be_bytes());
     v.extend_from_slice(&(m.producer_id as i64).to_be_bytes());
     v.extend_from_slice(&(m.epoch as i16).to_be_bytes());
     v.extend_from_slice(&m.timeout_ms.to_be_bytes());
@@ -154,16 +445,33 @@ pub fn value(m: &TxnMeta) -> Vec<u8> {
     for tp in &m.partitions {
         by_topic.entry(&tp.topic).or_default().push(tp.partition);
     }
-    v.extend_from_slice(&(by_topic.len() as i32).to_be_bytes());
+    put_uvarint(&mut v, by_topic.len() as u64 + 1);
     for (topic, parts) in by_topic {
-        put_str(&mut v, topic);
-        v.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+        put_compact_str(&mut v, topic);
+        put_uvarint(&mut v, parts.len() as u64 + 1);
         for p in parts {
             v.extend_from_slice(&(p as i32).to_be_bytes());
         }
+        put_uvarint(&mut v, 0);
     }
     v.extend_from_slice(&m.last_update_ms.to_be_bytes());
     v.extend_from_slice(&m.start_ms.to_be_bytes());
+    let mut tags: Vec<(u64, Vec<u8>)> = Vec::new();
+    if m.prev_producer_id != -1 {
+        tags.push((0, m.prev_producer_id.to_be_bytes().to_vec()));
+    }
+    if m.next_producer_id != -1 {
+        tags.push((1, m.next_producer_id.to_be_bytes().to_vec()));
+    }
+    if m.client_version != 0 {
+        tags.push((2, m.client_version.to_be_bytes().to_vec()));
+    }
+    put_uvarint(&mut v, tags.len() as u64);
+    for (tag, data) in tags {
+        put_uvarint(&mut v, tag);
+        put_uvarint(&mut v, data.len() as u64);
+        v.extend_from_slice(&data);
+    }
     v
 }
 
@@ -180,12 +488,48 @@ pub fn decode_key(k: &[u8]) -> Option<String> {
     r.string()
 }
 
+impl Reader<'_> {
+    fn uvarint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.take(1)?[0];
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A compact array or string length (`None` for null or past the end).
+    fn compact_len(&mut self) -> Option<usize> {
+        usize::try_from(self.uvarint()?.checked_sub(1)?).ok()
+    }
+
+    fn compact_string(&mut self) -> Option<String> {
+        let len = self.compact_len()?;
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+
+    /// Skips a struct's tagged fields, handing each (tag, bytes) to `f`.
+    fn tagged(&mut self, mut f: impl FnMut(u64, &[u8]) -> Option<()>) -> Option<()> {
+        for _ in 0..self.uvarint()? {
+            let tag = self.uvarint()?;
+            let len = usize::try_from(self.uvarint()?).ok()?;
+            f(tag, self.take(len)?)?;
+        }
+        Some(())
+    }
+}
+
+/// Reads a value of version 0 or 1; `None` for anything else or damage.
 pub fn decode_value(transactional_id: String, v: &[u8]) -> Option<TxnMeta> {
     let mut r = Reader(v, 0);
     let version = r.i16()?;
-    if version != 0 {
+    if !(0..=1).contains(&version) {
         return None;
     }
+    let flexible = version >= 1;
     let producer_id = u64::try_from(r.i64()?).ok()?;
     let epoch = u16::try_from(r.i16()?).ok()?;
     let timeout_ms = r.i32()?;
@@ -193,17 +537,34 @@ pub fn decode_value(transactional_id: String, v: &[u8]) -> Option<TxnMeta> {
     let mut partitions = BTreeSet::new();
     // Counts come from the bytes: each element takes bytes, so the loop ends
     // with the input whatever the count says.
-    for _ in 0..r.i32()?.max(0) {
-        let topic = r.string()?;
-        for _ in 0..r.i32()?.max(0) {
+    let topics = if flexible {
+        r.compact_len()?
+    } else {
+        usize::try_from(r.i32()?.max(0)).ok()?
+    };
+    for _ in 0..topics {
+        let topic = if flexible {
+            r.compact_string()?
+        } else {
+            r.string()?
+        };
+        let count = if flexible {
+            r.compact_len()?
+        } else {
+            usize::try_from(r.i32()?.max(0)).ok()?
+        };
+        for _ in 0..count {
             let partition = u32::try_from(r.i32()?).ok()?;
             partitions.insert(TopicPartition {
                 topic: topic.clone(),
                 partition,
             });
         }
+        if flexible {
+            r.tagged(|_, _| Some(()))?;
+        }
     }
-    Some(TxnMeta {
+    let mut m = TxnMeta {
         transactional_id,
         producer_id,
         epoch,
@@ -212,7 +573,22 @@ pub fn decode_value(transactional_id: String, v: &[u8]) -> Option<TxnMeta> {
         partitions,
         last_update_ms: r.i64()?,
         start_ms: r.i64()?,
-    })
+        prev_producer_id: -1,
+        next_producer_id: -1,
+        client_version: 0,
+    };
+    if flexible {
+        r.tagged(|tag, data| {
+            match tag {
+                0 => m.prev_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                1 => m.next_producer_id = i64::from_be_bytes(data.try_into().ok()?),
+                2 => m.client_version = i16::from_be_bytes(data.try_into().ok()?),
+                _ => {}
+            }
+            Some(())
+        })?;
+    }
+    Some(m)
 }
 
 /// Applies one stored batch of `__transaction_state`; returns its records.
@@ -312,6 +688,205 @@ mod tests {
         assert_eq!(replay_partition(dir.path(), &mut txns).unwrap(), 3);
         assert_eq!(txns["app-1"].state, TxnState::CompleteCommit);
         assert_eq!(txns["app-1"], m);
+    }
+
+    /// Version 0, as Brook wrote it before transaction version 2 (and as
+    /// Kafka 3.x does): non-flexible, no tagged fields.
+    fn value_v0(m: &TxnMeta) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&0i16.to_be_bytes());
+        v.extend_from_slice(&(m.producer_id as i64).to_be_bytes());
+        v.extend_from_slice(&(m.epoch as i16).to_be_bytes());
+        v.extend_from_slice(&m.timeout_ms.to_be_bytes());
+        v.push(m.state.code() as u8);
+        let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for tp in &m.partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        v.extend_from_slice(&(by_topic.len() as i32).to_be_bytes());
+        for (topic, parts) in by_topic {
+            put_str(&mut v, topic);
+            v.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+            for p in parts {
+                v.extend_from_slice(&(p as i32).to_be_bytes());
+            }
+        }
+        v.extend_from_slice(&m.last_update_ms.to_be_bytes());
+        v.extend_from_slice(&m.start_ms.to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn version_0_values_are_still_read_and_version_2_fields_round_trip() {
+        let m = meta();
+        assert_eq!(decode_value("app-1".into(), &value_v0(&m)), Some(m.clone()));
+        let tv2 = TxnMeta {
+            prev_producer_id: 17,
+            next_producer_id: 4712,
+            client_version: 2,
+            ..m
+        };
+        let v = value(&tv2);
+        assert_eq!(decode_value("app-1".into(), &v), Some(tv2.clone()));
+        for cut in 0..v.len() {
+            assert_eq!(
+                decode_value("app-1".into(), &v[..cut]),
+                None,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    fn ongoing(epoch: u16, client_version: i16) -> TxnMeta {
+        let mut m = TxnMeta::new("app-1".into(), 4711, 60_000, 0);
+        m.epoch = epoch;
+        m.add(4711, epoch as i16, &[tp("out", 0)], client_version, 5)
+            .unwrap()
+            .unwrap()
+    }
+
+    fn tp(topic: &str, partition: u32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+
+    #[test]
+    fn version_2_bumps_the_epoch_at_every_end_and_knows_a_retry() {
+        let m = ongoing(5, 2);
+        let EndStep::Prepare(prepared) = m.end(4711, 5, true, 2, None).unwrap() else {
+            panic!("not prepared")
+        };
+        // Markers go out at the bumped epoch; the client continues at it.
+        assert_eq!(
+            (prepared.state, prepared.epoch),
+            (TxnState::PrepareCommit, 6)
+        );
+        let done = prepared.complete();
+        assert_eq!(
+            (done.state, done.producer_id, done.epoch),
+            (TxnState::CompleteCommit, 4711, 6)
+        );
+        // A retry (the old epoch) while markers are written, and after.
+        assert_eq!(
+            prepared.end(4711, 5, true, 2, None),
+            Err(EngineError::ConcurrentTransactions)
+        );
+        assert_eq!(
+            done.end(4711, 5, true, 2, None),
+            Ok(EndStep::Done {
+                producer_id: 4711,
+                epoch: 6
+            })
+        );
+        // An older epoch than that is a zombie.
+        assert!(matches!(
+            done.end(4711, 4, true, 2, None),
+            Err(EngineError::ProducerFenced { .. })
+        ));
+        // The next transaction runs at the new epoch; the old one is refused.
+        assert!(done.add(4711, 5, &[tp("out", 1)], 2, 9).is_err());
+        assert!(done.add(4711, 6, &[tp("out", 1)], 2, 9).unwrap().is_some());
+        // Version 1 keeps the epoch.
+        let EndStep::Prepare(v1) = ongoing(5, 1).end(4711, 5, false, 1, None).unwrap() else {
+            panic!("not prepared")
+        };
+        assert_eq!((v1.epoch, v1.complete().epoch), (5, 5));
+    }
+
+    #[test]
+    fn version_2_moves_to_a_new_producer_id_when_the_epoch_runs_out() {
+        let m = ongoing(EPOCH_EXHAUSTED, 2);
+        assert!(m.end_needs_id(2));
+        assert_eq!(
+            m.end(4711, EPOCH_EXHAUSTED as i16, true, 2, None),
+            Err(EngineError::ConcurrentTransactions)
+        );
+        let EndStep::Prepare(prepared) = m
+            .end(4711, EPOCH_EXHAUSTED as i16, true, 2, Some(9000))
+            .unwrap()
+        else {
+            panic!("not prepared")
+        };
+        // The markers use the old id at the last epoch, which nobody else
+        // can hold; the client continues with the new id at epoch 0.
+        assert_eq!(
+            (prepared.producer_id, prepared.epoch),
+            (4711, i16::MAX as u16)
+        );
+        let done = prepared.complete();
+        assert_eq!(
+            (done.producer_id, done.epoch, done.prev_producer_id),
+            (9000, 0, 4711)
+        );
+        assert_eq!(
+            done.end(4711, EPOCH_EXHAUSTED as i16, true, 2, None),
+            Ok(EndStep::Done {
+                producer_id: 9000,
+                epoch: 0
+            })
+        );
+        assert!(done.add(9000, 0, &[tp("out", 0)], 2, 9).unwrap().is_some());
+    }
+
+    #[test]
+    fn version_2_may_abort_a_transaction_no_partition_joined() {
+        let mut m = TxnMeta::new("app-1".into(), 4711, 60_000, 0);
+        m.client_version = 2;
+        let EndStep::Prepare(p) = m.end(4711, 0, false, 2, None).unwrap() else {
+            panic!("not prepared")
+        };
+        assert!(p.partitions.is_empty());
+        assert_eq!(p.complete().epoch, 1);
+        assert!(matches!(
+            m.end(4711, 0, true, 2, None),
+            Err(EngineError::InvalidTxnState(_))
+        ));
+        // Version 1 refuses both, as Kafka.
+        assert!(matches!(
+            m.end(4711, 0, false, 1, None),
+            Err(EngineError::InvalidTxnState(_))
+        ));
+    }
+
+    #[test]
+    fn a_new_instance_fences_the_open_transaction_first() {
+        let m = ongoing(3, 2);
+        let Ok(InitStep::FenceFirst(f)) = m.init((-1, -1), 30_000, None) else {
+            panic!("no fence")
+        };
+        assert_eq!((f.state, f.epoch), (TxnState::PrepareAbort, 4));
+        let Ok(InitStep::Ready(r)) = f.complete().init((-1, -1), 30_000, None) else {
+            panic!("not ready")
+        };
+        assert_eq!(
+            (r.state, r.epoch, r.timeout_ms),
+            (TxnState::Empty, 5, 30_000)
+        );
+        // The fenced instance's end is refused.
+        assert!(matches!(
+            r.end(4711, 3, true, 2, None),
+            Err(EngineError::ProducerFenced { .. })
+        ));
+    }
+
+    #[test]
+    fn verification_accepts_only_partitions_of_the_open_transaction() {
+        let m = ongoing(2, 1);
+        assert_eq!(m.verify(4711, 2, &tp("out", 0)), Ok(()));
+        assert!(matches!(
+            m.verify(4711, 2, &tp("out", 1)),
+            Err(EngineError::InvalidTxnState(_))
+        ));
+        assert!(matches!(
+            m.verify(4711, 1, &tp("out", 0)),
+            Err(EngineError::ProducerFenced { .. })
+        ));
+        assert!(matches!(
+            m.verify(99, 2, &tp("out", 0)),
+            Err(EngineError::InvalidProducerIdMapping { .. })
+        ));
     }
 
     #[test]

@@ -414,6 +414,18 @@ pub fn any_transactional(records: &[u8]) -> bool {
     false
 }
 
+/// The producer of the first transactional batch of `records`, if any.
+pub fn transactional_producer(records: &[u8]) -> Option<ProducerBatchInfo> {
+    let mut rest = records;
+    while let Ok(info) = parse_header(rest) {
+        if info.is_transactional && !info.is_control {
+            return info.producer;
+        }
+        rest = rest.get(info.len as usize..)?;
+    }
+    None
+}
+
 /// The offset after the last batch whose header `records` (stored batches,
 /// the last possibly cut short) holds; `None` when it holds no header.
 pub fn end_offset(records: &[u8]) -> Option<Offset> {

@@ -497,6 +497,16 @@ impl Partition {
         Ok(self.log_end)
     }
 
+    /// Whether `producer_id` has a transaction open here at `epoch` (its
+    /// next batches need no check with the coordinator).
+    pub fn in_transaction(&self, producer_id: u64, epoch: u16) -> bool {
+        self.producers.in_transaction(producer_id)
+            && self
+                .producers
+                .get(producer_id)
+                .is_some_and(|e| e.epoch() == epoch)
+    }
+
     /// The last stable offset: where read_committed consumers stop.
     pub fn last_stable_offset(&self) -> Offset {
         let hw = self.high_watermark;

@@ -27,8 +27,8 @@
 //!    the broker no longer answers UNKNOWN_PRODUCER_ID: a producer's state can
 //!    vanish legitimately (retention or DeleteRecords removed all its batches),
 //!    and the client, not the broker, decides whether that was a loss.
-//!    (Kafka 4 makes one exception for transactions v2, which Brook does not
-//!    implement: a transactional producer with no state must start at 0.)
+//!    (Kafka 4 makes one exception for transaction version 2, which Brook
+//!    does not make: a transactional producer with no state must start at 0.)
 //!
 //! # Source of truth and crashes
 //!

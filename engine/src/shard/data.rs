@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::future::select_all;
 
+use super::txns::TxnCheck;
 use super::{LocalFuture, Shard, is_internal_topic, shard_of};
 use crate::error::EngineError;
 use crate::log::partition::{self, Appended, FetchedData, Isolation, PartitionRef};
@@ -69,7 +70,7 @@ pub struct ProduceRefused {
 }
 
 impl ProduceRefused {
-    fn without_log_start(error: EngineError) -> Self {
+    pub(crate) fn without_log_start(error: EngineError) -> Self {
         ProduceRefused {
             error,
             log_start: None,
@@ -94,11 +95,14 @@ impl Shard {
     /// Appends to a partition wherever it lives. The append itself happens before
     /// this returns (locally) or in ring order (remotely), so requests pipelined on
     /// one connection keep their order; the future resolves when `acks` is met.
+    /// `txn`: how a transactional batch is checked with its coordinator
+    /// first (see [`Self::produce_in_txn`]).
     pub fn produce(
         self: &Rc<Self>,
         tp: TopicPartition,
         records: Bytes,
         acks: Acks,
+        txn: Option<TxnCheck>,
     ) -> LocalFuture<Result<Produced, ProduceRefused>> {
         if is_internal_topic(&tp.topic) {
             let e = EngineError::InvalidTopicName(format!(
@@ -109,14 +113,14 @@ impl Shard {
         }
         let owner = shard_of(&tp, self.shards());
         if owner == self.id {
-            return self.produce_answered(&tp, &records, acks);
+            return self.produce_in_txn(tp, records, acks, txn);
         }
-        let fut = self.invoke_on(owner, move |s| s.produce_answered(&tp, &records, acks));
+        let fut = self.invoke_on(owner, move |s| s.produce_in_txn(tp, records, acks, txn));
         Box::pin(async move { fut.await.map_err(ProduceRefused::without_log_start)? })
     }
 
     /// [`Self::produce_local`], with the log start offset a refusal reports.
-    fn produce_answered(
+    pub(crate) fn produce_answered(
         &self,
         tp: &TopicPartition,
         records: &Bytes,

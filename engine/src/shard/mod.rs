@@ -254,6 +254,14 @@ pub struct Shard {
     txn_busy: RefCell<std::collections::HashSet<String>>,
     /// How markers reach other brokers (installed by the network layer).
     marker_sender: RefCell<Option<txns::MarkerSender>>,
+    /// How a partition leader asks another broker's transaction coordinator
+    /// about a batch (installed by the network layer).
+    txn_partition_sender: RefCell<Option<txns::TxnPartitionSender>>,
+    /// Transactional batches waiting for their coordinator's check, per
+    /// partition and producer id; later batches of that producer queue
+    /// behind the last one, so appends keep their order.
+    txn_checks: RefCell<HashMap<(TopicPartition, u64), txns::PendingCheck>>,
+    txn_check_seq: std::cell::Cell<u64>,
 }
 
 impl Shard {
@@ -283,6 +291,9 @@ impl Shard {
             txns: RefCell::default(),
             txn_busy: RefCell::default(),
             marker_sender: RefCell::default(),
+            txn_partition_sender: RefCell::default(),
+            txn_checks: RefCell::default(),
+            txn_check_seq: std::cell::Cell::new(0),
         });
         if shard.shared.cluster.is_some() {
             let roots: Vec<std::path::PathBuf> = (shard.shared.log_dirs.describe().into_iter())

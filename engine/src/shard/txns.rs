@@ -19,15 +19,22 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::Shared;
 
 use super::{LocalFuture, Shard, shard_of};
 use crate::cluster::NO_LEADER;
 use crate::cluster::image::NodeId;
 use crate::coord::group::OFFSETS_TOPIC;
-use crate::coord::txn::{self, MAX_TIMEOUT_MS, TXN_PARTITIONS, TXN_TOPIC, TxnMeta, TxnState};
+use crate::coord::txn::{
+    self, EndStep, InitStep, MAX_TIMEOUT_MS, TXN_PARTITIONS, TXN_TOPIC, TxnMeta, TxnState,
+};
 use crate::error::EngineError;
+use crate::log::batch;
 use crate::log::batch::Marker;
 use crate::shard::Acks;
+use crate::shard::data::{ProduceRefused, Produced};
 use crate::shard::groups::as_coordinator_error;
 use crate::types::{TimestampMs, TopicPartition};
 
@@ -45,6 +52,36 @@ pub type MarkerResults = Vec<(TopicPartition, Result<(), EngineError>)>;
 
 /// Sends a [`MarkerRequest`] to another broker; installed by the network layer.
 pub type MarkerSender = Rc<dyn Fn(NodeId, MarkerRequest) -> LocalFuture<MarkerResults>>;
+
+/// How a partition leader checks a transactional batch with the
+/// transaction coordinator before appending it (KIP-890).
+#[derive(Clone, Debug)]
+pub struct TxnCheck {
+    pub transactional_id: String,
+    /// Transaction version 2 (Produce v12+): the leader adds the partition
+    /// to the transaction itself. Otherwise it only verifies that the
+    /// producer added it (AddPartitionsToTxn with verifyOnly).
+    pub add: bool,
+}
+
+/// One partition check sent to another broker's coordinator
+/// (AddPartitionsToTxn v5 between brokers).
+#[derive(Clone, Debug)]
+pub struct TxnPartitionRequest {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub partition: TopicPartition,
+    pub verify_only: bool,
+}
+
+/// Sends a [`TxnPartitionRequest`]; installed by the network layer.
+pub type TxnPartitionSender =
+    Rc<dyn Fn(NodeId, TxnPartitionRequest) -> LocalFuture<Result<(), EngineError>>>;
+
+/// A batch being checked: its sequence number and a future that resolves
+/// once its append is issued (or refused).
+pub(super) type PendingCheck = (u64, Shared<oneshot::Receiver<()>>);
 
 /// How often, and how many times, an AddPartitionsToTxn looks again whether
 /// the previous transaction has completed (at most 100 ms in all).
@@ -225,140 +262,110 @@ impl Shard {
         }
         self.on_txn(&id.clone(), move |s| async move {
             let _busy = s.begin_txn_op(&id)?;
-            let Some(mut m) = s.txn(&id) else {
+            let Some(m) = s.txn(&id) else {
                 let (pid, _) = s.init_producer_id().await?;
                 s.persist_txn(TxnMeta::new(id, pid, timeout_ms, now_ms()))
                     .await?;
                 return Ok((pid, 0));
             };
-            let (pid, epoch) = expected;
-            if pid >= 0 && (pid as u64 != m.producer_id || epoch != m.epoch as i16) {
-                return Err(EngineError::ProducerFenced {
-                    current: m.epoch,
-                    given: epoch.max(0) as u16,
-                });
-            }
-            match m.state {
-                TxnState::Ongoing => {
-                    // Fence the old instance: its epoch is bumped, its
-                    // transaction aborted with markers of the new epoch.
-                    s.prepare_end(m, false, true).await?;
-                    return Err(EngineError::ConcurrentTransactions);
+            let fresh = match m.init_needs_id() {
+                true => Some(s.init_producer_id().await?.0),
+                false => None,
+            };
+            match m.init(expected, timeout_ms, fresh)? {
+                InitStep::FenceFirst(fenced) => {
+                    // The old instance's transaction is aborted with markers
+                    // of the bumped epoch; the caller retries meanwhile.
+                    s.prepare_end(fenced).await?;
+                    Err(EngineError::ConcurrentTransactions)
                 }
-                st if st.is_prepared() => return Err(EngineError::ConcurrentTransactions),
-                _ => {}
+                InitStep::Ready(m) => {
+                    let answer = (m.producer_id, m.epoch);
+                    s.persist_txn(m).await?;
+                    Ok(answer)
+                }
             }
-            if m.epoch >= i16::MAX as u16 - 1 {
-                let (pid, _) = s.init_producer_id().await?;
-                m.producer_id = pid;
-                m.epoch = 0;
-            } else {
-                m.epoch += 1;
-            }
-            m.state = TxnState::Empty;
-            m.partitions.clear();
-            m.start_ms = -1;
-            m.timeout_ms = timeout_ms;
-            let answer = (m.producer_id, m.epoch);
-            s.persist_txn(m).await?;
-            Ok(answer)
         })
     }
 
-    /// Checks the producer id and epoch a request names against the state.
-    fn check_txn_producer(m: &TxnMeta, producer_id: i64, epoch: i16) -> Result<(), EngineError> {
-        if producer_id != m.producer_id as i64 {
-            return Err(EngineError::InvalidProducerIdMapping { given: producer_id });
-        }
-        if epoch != m.epoch as i16 {
-            return Err(EngineError::ProducerFenced {
-                current: m.epoch,
-                given: epoch.max(0) as u16,
-            });
-        }
-        Ok(())
-    }
-
-    /// AddPartitionsToTxn / AddOffsetsToTxn: `tps` join the transaction
-    /// (which begins with the first of them).
+    /// AddPartitionsToTxn / AddOffsetsToTxn, and a partition leader adding a
+    /// partition for a transaction version 2 producer (`client_version` 2):
+    /// `tps` join the transaction (which begins with the first of them).
     pub fn add_to_txn(
         self: &Rc<Self>,
         id: String,
         producer_id: i64,
         epoch: i16,
         tps: Vec<TopicPartition>,
+        client_version: i16,
     ) -> LocalFuture<Result<(), EngineError>> {
         self.on_txn(&id.clone(), move |s| async move {
             s.wait_until_settled(&id).await;
             let _busy = s.begin_txn_op(&id)?;
-            let mut m = s
+            let m = s
                 .txn(&id)
                 .ok_or(EngineError::InvalidProducerIdMapping { given: producer_id })?;
-            Self::check_txn_producer(&m, producer_id, epoch)?;
-            match m.state {
-                TxnState::Ongoing if tps.iter().all(|tp| m.partitions.contains(tp)) => {
-                    return Ok(());
-                }
-                TxnState::Ongoing => {}
-                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                    m.state = TxnState::Ongoing;
-                    m.partitions.clear();
-                    m.start_ms = now_ms();
-                }
-                _ => return Err(EngineError::ConcurrentTransactions),
+            match m.add(producer_id, epoch, &tps, client_version, now_ms())? {
+                Some(m) => s.persist_txn(m).await,
+                None => Ok(()),
             }
-            m.partitions.extend(tps);
-            s.persist_txn(m).await
+        })
+    }
+
+    /// A partition leader's check (AddPartitionsToTxn with verifyOnly) that
+    /// `tp` is part of the producer's open transaction.
+    pub fn verify_in_txn(
+        self: &Rc<Self>,
+        id: String,
+        producer_id: i64,
+        epoch: i16,
+        tp: TopicPartition,
+    ) -> LocalFuture<Result<(), EngineError>> {
+        self.on_txn(&id.clone(), move |s| async move {
+            s.wait_until_settled(&id).await;
+            let m = s
+                .txn(&id)
+                .ok_or(EngineError::InvalidProducerIdMapping { given: producer_id })?;
+            m.verify(producer_id, epoch, &tp)
         })
     }
 
     /// EndTxn: commits or aborts the open transaction. Answered once the
-    /// decision is in the log; the markers follow in the background.
+    /// decision is in the log, with the producer id and epoch the client
+    /// uses next (bumped under transaction version 2); the markers follow in
+    /// the background.
     pub fn end_txn(
         self: &Rc<Self>,
         id: String,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> LocalFuture<Result<(), EngineError>> {
+        client_version: i16,
+    ) -> LocalFuture<Result<(u64, u16), EngineError>> {
         self.on_txn(&id.clone(), move |s| async move {
             let _busy = s.begin_txn_op(&id)?;
             let m = s
                 .txn(&id)
                 .ok_or(EngineError::InvalidProducerIdMapping { given: producer_id })?;
-            Self::check_txn_producer(&m, producer_id, epoch)?;
-            match (m.state, commit) {
-                (TxnState::Ongoing, _) => s.prepare_end(m, commit, false).await,
-                // A retry of an EndTxn that was done.
-                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                    Err(EngineError::ConcurrentTransactions)
+            let fresh = match m.end_needs_id(client_version) && m.state == TxnState::Ongoing {
+                true => Some(s.init_producer_id().await?.0),
+                false => None,
+            };
+            match m.end(producer_id, epoch, commit, client_version, fresh)? {
+                EndStep::Done { producer_id, epoch } => Ok((producer_id, epoch)),
+                EndStep::Prepare(prepared) => {
+                    let next = prepared.complete();
+                    s.prepare_end(prepared).await?;
+                    Ok((next.producer_id, next.epoch))
                 }
-                (st, _) => Err(EngineError::InvalidTxnState(format!(
-                    "cannot {} a transaction in state {}",
-                    if commit { "commit" } else { "abort" },
-                    st.kafka_name()
-                ))),
             }
         })
     }
 
-    /// Writes the decision (PrepareCommit / PrepareAbort; with the epoch
-    /// bumped when `fence`) and starts writing the markers.
-    async fn prepare_end(
-        self: &Rc<Self>,
-        mut m: TxnMeta,
-        commit: bool,
-        fence: bool,
-    ) -> Result<(), EngineError> {
-        if fence {
-            m.epoch = m.epoch.saturating_add(1);
-        }
-        m.state = if commit {
-            TxnState::PrepareCommit
-        } else {
-            TxnState::PrepareAbort
-        };
+    /// Stores a prepared state (PrepareCommit / PrepareAbort) and starts
+    /// writing its markers.
+    async fn prepare_end(self: &Rc<Self>, m: TxnMeta) -> Result<(), EngineError> {
+        debug_assert!(m.state.is_prepared());
         let id = m.transactional_id.clone();
         self.persist_txn(m).await?;
         let me = self.clone();
@@ -374,7 +381,7 @@ impl Shard {
         let Some(m) = self.txn(&id) else { return };
         let commit = m.state == TxnState::PrepareCommit;
         let mut left: Vec<TopicPartition> = m.partitions.iter().cloned().collect();
-        loop {
+        while !left.is_empty() {
             if self.check_txn_coordinator(&id).is_err() || self.txn(&id).as_ref() != Some(&m) {
                 return;
             }
@@ -407,15 +414,7 @@ impl Shard {
                 return;
             }
             if let Ok(_busy) = self.begin_txn_op(&id) {
-                let mut done = m.clone();
-                done.state = if commit {
-                    TxnState::CompleteCommit
-                } else {
-                    TxnState::CompleteAbort
-                };
-                done.partitions.clear();
-                done.start_ms = -1;
-                match self.persist_txn(done).await {
+                match self.persist_txn(m.complete()).await {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::warn!(transactional_id = %id, error = %e, "cannot record the transaction's end; retrying")
@@ -542,6 +541,131 @@ impl Shard {
         Ok(())
     }
 
+    /// Installs how partition checks reach other brokers' coordinators.
+    pub fn set_txn_partition_sender(&self, f: TxnPartitionSender) {
+        *self.txn_partition_sender.borrow_mut() = Some(f);
+    }
+
+    /// Produce on the partition's owner. A transactional batch whose
+    /// producer has no transaction open here yet is first checked with the
+    /// coordinator (`txn`): added to the transaction under version 2,
+    /// verified to be part of it under version 1, so that a stray or late
+    /// batch cannot open a transaction nobody will end (KIP-890). Later
+    /// batches of the same producer wait for the check, keeping their order.
+    pub(crate) fn produce_in_txn(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        records: Bytes,
+        acks: Acks,
+        txn: Option<TxnCheck>,
+    ) -> LocalFuture<Result<Produced, ProduceRefused>> {
+        let (Some(check), Some(p)) = (txn, batch::transactional_producer(&records)) else {
+            return self.produce_answered(&tp, &records, acks);
+        };
+        let key = (tp.clone(), p.producer_id);
+        let before = self.txn_checks.borrow().get(&key).map(|(_, rx)| rx.clone());
+        let open = move |s: &Shard, tp: &TopicPartition| {
+            s.partition(tp)
+                .is_ok_and(|c| c.state.borrow().in_transaction(p.producer_id, p.epoch))
+        };
+        if before.is_none() && open(self, &tp) {
+            return self.produce_answered(&tp, &records, acks);
+        }
+        let seq = self.txn_check_seq.get() + 1;
+        self.txn_check_seq.set(seq);
+        let (issued, rx) = oneshot::channel();
+        self.txn_checks
+            .borrow_mut()
+            .insert(key.clone(), (seq, rx.shared()));
+        let me = self.clone();
+        Box::pin(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            let checked = if open(&me, &tp) {
+                Ok(())
+            } else {
+                me.check_txn_partition(&check, p.producer_id as i64, p.epoch as i16, &tp)
+                    .await
+            };
+            let answer = checked.map(|()| me.produce_answered(&tp, &records, acks));
+            let _ = issued.send(());
+            {
+                let mut checks = me.txn_checks.borrow_mut();
+                if checks.get(&key).is_some_and(|(s, _)| *s == seq) {
+                    checks.remove(&key);
+                }
+            }
+            match answer {
+                Ok(fut) => fut.await,
+                Err(e) => Err(ProduceRefused::without_log_start(e)),
+            }
+        })
+    }
+
+    /// Asks the coordinator of `check`'s id about one partition (a batch's,
+    /// or a group's for a version 2 TxnOffsetCommit); the error is one a
+    /// Produce answer can carry.
+    pub async fn check_txn_partition(
+        self: &Rc<Self>,
+        check: &TxnCheck,
+        producer_id: i64,
+        epoch: i16,
+        tp: &TopicPartition,
+    ) -> Result<(), EngineError> {
+        let id = check.transactional_id.clone();
+        let coordinator = match (self.cluster_image(), self.node_id()) {
+            (Some(img), Some(me)) => {
+                match img
+                    .partition(TXN_TOPIC, txn::txn_partition_of(&id))
+                    .map(|pi| pi.leader)
+                {
+                    Some(l) if l == me => None,
+                    Some(NO_LEADER) | None => {
+                        return Err(EngineError::TxnCoordinatorUnavailable(
+                            "no leader for the transaction's coordinator partition".into(),
+                        ));
+                    }
+                    Some(l) => Some(l),
+                }
+            }
+            _ => None,
+        };
+        let r = match coordinator {
+            None if check.add => {
+                let version = txn::TRANSACTION_VERSION;
+                (self.add_to_txn(id, producer_id, epoch, vec![tp.clone()], version)).await
+            }
+            None => self.verify_in_txn(id, producer_id, epoch, tp.clone()).await,
+            Some(node) => {
+                let sender = self.txn_partition_sender.borrow().clone();
+                let Some(send) = sender else {
+                    return Err(EngineError::TxnCoordinatorUnavailable(
+                        "no route to other brokers".into(),
+                    ));
+                };
+                let req = TxnPartitionRequest {
+                    transactional_id: id,
+                    producer_id,
+                    epoch,
+                    partition: tp.clone(),
+                    verify_only: !check.add,
+                };
+                send(node, req).await
+            }
+        };
+        r.map_err(|e| match e {
+            EngineError::ProducerFenced { .. } | EngineError::InvalidProducerEpoch => {
+                EngineError::InvalidProducerEpoch
+            }
+            e
+            @ (EngineError::InvalidProducerIdMapping { .. } | EngineError::InvalidTxnState(_)) => {
+                EngineError::InvalidTxnState(e.to_string())
+            }
+            e => EngineError::TxnCoordinatorUnavailable(e.to_string()),
+        })
+    }
+
     /// DescribeTransactions: the state of each id (None where unknown).
     pub fn describe_txn(
         self: &Rc<Self>,
@@ -584,7 +708,7 @@ impl Shard {
                     return;
                 };
                 tracing::info!(transactional_id = %id, producer_id = m.producer_id, epoch = m.epoch, "aborting a transaction past its timeout");
-                if let Err(e) = me.prepare_end(m, false, true).await {
+                if let Err(e) = me.prepare_end(m.fence()).await {
                     tracing::warn!(transactional_id = %id, error = %e, "cannot abort a timed-out transaction; will retry");
                 }
             })

@@ -17,6 +17,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use brook_engine::log::batch::any_transactional;
+use brook_engine::shard::txns::TxnCheck;
 use brook_engine::{Acks, EngineError, TopicPartition};
 use futures::FutureExt;
 use futures::future::{Either, join_all, select};
@@ -77,7 +78,15 @@ pub fn handle(
     } else {
         None
     };
-    // Phase 1, synchronous: issue every append now, in request order.
+    // A transactional batch is checked with its coordinator first: added to
+    // the transaction from v12 (transaction version 2), verified otherwise.
+    let txn = req.transactional_id.as_ref().map(|id| TxnCheck {
+        transactional_id: id.to_string(),
+        add: version >= TXN_V2_VERSION,
+    });
+    // Phase 1, synchronous: issue every append now, in request order (a
+    // transactional batch that waits for its coordinator's check is issued
+    // after it, before any later batch of its producer on that partition).
     let mut bytes = 0usize;
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
@@ -94,7 +103,7 @@ pub fn handle(
                         topic: t.name.to_string(),
                         partition,
                     };
-                    Ok(shard.produce(tp, records, acks.unwrap_or(Acks::All)))
+                    Ok(shard.produce(tp, records, acks.unwrap_or(Acks::All), txn.clone()))
                 }
             };
             parts.push((index, pending));
@@ -127,7 +136,16 @@ pub fn handle(
                             };
                             answered.map_err(|e| {
                                 tracing::debug!(error = %e.error, "produce failed");
-                                (errors::code(&e.error), e.log_start.map(|o| o.0 as i64))
+                                let code = match e.error {
+                                    // KIP-890: v11+ clients abort the transaction.
+                                    EngineError::InvalidTxnState(_)
+                                        if version >= TRANSACTION_ABORTABLE_VERSION =>
+                                    {
+                                        ResponseError::TransactionAbortable.code()
+                                    }
+                                    ref e => errors::code(e),
+                                };
+                                (code, e.log_start.map(|o| o.0 as i64))
                             })
                         }
                     }
@@ -167,6 +185,11 @@ pub fn handle(
             .with_throttle_time_ms(throttle.as_millis().min(i32::MAX as u128) as i32)
     }
 }
+
+/// The first Produce version whose clients know TRANSACTION_ABORTABLE.
+const TRANSACTION_ABORTABLE_VERSION: i16 = 11;
+/// The first Produce version of transaction version 2.
+const TXN_V2_VERSION: i16 = 12;
 
 /// The first Produce version with KIP-951's leader hints.
 const LEADER_HINTS_VERSION: i16 = 10;

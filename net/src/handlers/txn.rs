@@ -1,6 +1,9 @@
-//! The transaction APIs (transaction version 1): AddPartitionsToTxn,
-//! AddOffsetsToTxn, EndTxn and TxnOffsetCommit from transactional producers,
-//! WriteTxnMarkers from a coordinator on another broker, and
+//! The transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn and
+//! TxnOffsetCommit from transactional producers (EndTxn v5 and
+//! TxnOffsetCommit v5 are transaction version 2's), AddPartitionsToTxn v4–5
+//! from partition leaders on other brokers (KIP-890's checks of a
+//! transactional batch), WriteTxnMarkers from a coordinator on another
+//! broker, and
 //! DescribeTransactions / ListTransactions for `kafka-transactions`. The
 //! coordinator itself is `brook_engine::shard::txns`.
 
@@ -10,11 +13,11 @@ use std::rc::Rc;
 use brook_engine::coord::group::CommittedOffset;
 use brook_engine::log::batch::Marker;
 use brook_engine::shard::groups::CommitRequest;
-use brook_engine::shard::txns::MarkerRequest;
+use brook_engine::shard::txns::{MarkerRequest, TxnCheck};
 use brook_engine::{EngineError, Offset, TimestampMs, TopicPartition};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -56,11 +59,15 @@ fn code_of(r: &Result<(), EngineError>, version: i16, fenced_from: i16) -> i16 {
 /// AddPartitionsToTxn v0–3 (a client's single transaction). A partition of a
 /// topic that does not exist fails the request: it is
 /// UNKNOWN_TOPIC_OR_PARTITION, the others OPERATION_NOT_ATTEMPTED.
+/// v4–5 come from partition leaders (KIP-890), see [`add_partitions_for_leader`].
 pub async fn add_partitions(
     srv: Rc<ShardServer>,
     req: AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version >= 4 {
+        return add_partitions_for_leader(srv, req).await;
+    }
     let catalog = srv.shard.catalog();
     let mut tps = Vec::new();
     let mut unknown = Vec::new();
@@ -83,6 +90,7 @@ pub async fn add_partitions(
                 req.v3_and_below_producer_id.0,
                 req.v3_and_below_producer_epoch,
                 tps,
+                1,
             )
             .await
     } else {
@@ -117,6 +125,60 @@ pub async fn add_partitions(
     AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(topics)
 }
 
+/// AddPartitionsToTxn v4–5, from another broker's partition leader about
+/// the batches it is about to append: each transaction's partitions are
+/// verified to be in it (`verify_only`, transaction version 1) or added to it
+/// (version 2). Each partition gets its own answer.
+async fn add_partitions_for_leader(
+    srv: Rc<ShardServer>,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    let mut results = Vec::with_capacity(req.transactions.len());
+    for t in req.transactions {
+        let id = t.transactional_id.to_string();
+        let mut topics = Vec::with_capacity(t.topics.len());
+        for topic in t.topics {
+            let mut rows = Vec::with_capacity(topic.partitions.len());
+            for &p in &topic.partitions {
+                let r = match u32::try_from(p) {
+                    Err(_) => Err(EngineError::UnknownTopicOrPartition),
+                    Ok(partition) => {
+                        let tp = TopicPartition {
+                            topic: topic.name.to_string(),
+                            partition,
+                        };
+                        let (pid, epoch) = (t.producer_id.0, t.producer_epoch);
+                        if t.verify_only {
+                            srv.shard.verify_in_txn(id.clone(), pid, epoch, tp).await
+                        } else {
+                            let v = brook_engine::coord::txn::TRANSACTION_VERSION;
+                            srv.shard
+                                .add_to_txn(id.clone(), pid, epoch, vec![tp], v)
+                                .await
+                        }
+                    }
+                };
+                rows.push(
+                    AddPartitionsToTxnPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_partition_error_code(code_of(&r, i16::MAX, 0)),
+                );
+            }
+            topics.push(
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(topic.name)
+                    .with_results_by_partition(rows),
+            );
+        }
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id)
+                .with_topic_results(topics),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
 /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the
 /// transaction, so that its TxnOffsetCommit is decided with it.
 pub async fn add_offsets(
@@ -135,12 +197,16 @@ pub async fn add_offsets(
             req.producer_id.0,
             req.producer_epoch,
             vec![tp],
+            1,
         )
         .await;
     AddOffsetsToTxnResponse::default().with_error_code(code_of(&result, version, 2))
 }
 
+/// EndTxn; v5 is transaction version 2's: the epoch is bumped and the
+/// answer carries the producer id and epoch to use next.
 pub async fn end_txn(srv: Rc<ShardServer>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+    let client_version = if version >= 5 { 2 } else { 1 };
     let result = srv
         .shard
         .end_txn(
@@ -148,12 +214,18 @@ pub async fn end_txn(srv: Rc<ShardServer>, req: EndTxnRequest, version: i16) -> 
             req.producer_id.0,
             req.producer_epoch,
             req.committed,
+            client_version,
         )
         .await;
+    let (pid, epoch) = match &result {
+        Ok((pid, epoch)) => (*pid as i64, *epoch as i16),
+        Err(_) => (-1, -1),
+    };
+    let result = result.map(|_| ());
     EndTxnResponse::default()
         .with_error_code(code_of(&result, version, 2))
-        .with_producer_id(ProducerId(-1))
-        .with_producer_epoch(-1)
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
 }
 
 /// TxnOffsetCommit: sent to the group coordinator; the offsets count once
@@ -208,21 +280,41 @@ pub async fn txn_offset_commit(
         u64::try_from(req.producer_id.0),
         u16::try_from(req.producer_epoch),
     ) {
-        (Ok(pid), Ok(epoch)) => {
-            let commit = CommitRequest {
-                group: req.group_id.to_string(),
-                member_id: req.member_id.to_string(),
-                generation: req.generation_id,
-                instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
-                offsets,
+        (Ok(pid), Ok(epoch)) if version >= 5 => {
+            // Transaction version 2: no AddOffsetsToTxn came first; the
+            // group's partition joins the transaction here.
+            let check = TxnCheck {
+                transactional_id: req.transactional_id.to_string(),
+                add: true,
             };
-            srv.shard.txn_commit_offsets(commit, pid, epoch).await
+            let tp = TopicPartition {
+                topic: brook_engine::coord::group::OFFSETS_TOPIC.to_string(),
+                partition: brook_engine::coord::group::offsets_partition_of(&req.group_id),
+            };
+            let added = (srv.shard)
+                .check_txn_partition(&check, pid as i64, epoch as i16, &tp)
+                .await;
+            match added {
+                Ok(()) => commit_txn_offsets(&srv, &req, offsets, pid, epoch).await,
+                // TxnOffsetCommit clients retry this one.
+                Err(EngineError::TxnCoordinatorUnavailable(_)) => {
+                    Err(EngineError::ConcurrentTransactions)
+                }
+                Err(e) => Err(e),
+            }
         }
+        (Ok(pid), Ok(epoch)) => commit_txn_offsets(&srv, &req, offsets, pid, epoch).await,
         _ => Err(EngineError::InvalidProducerIdMapping {
             given: req.producer_id.0,
         }),
     };
-    let code = code_of(&result, version, 3);
+    let code = match code_of(&result, version, 3) {
+        // KIP-890: v4+ clients abort the transaction on this one.
+        c if c == ResponseError::InvalidTxnState.code() && version >= 4 => {
+            ResponseError::TransactionAbortable.code()
+        }
+        c => c,
+    };
     let topics = req
         .topics
         .iter()
@@ -243,6 +335,25 @@ pub async fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+async fn commit_txn_offsets(
+    srv: &Rc<ShardServer>,
+    req: &TxnOffsetCommitRequest,
+    offsets: Vec<(TopicPartition, CommittedOffset)>,
+    producer_id: u64,
+    epoch: u16,
+) -> Result<(), EngineError> {
+    let commit = CommitRequest {
+        group: req.group_id.to_string(),
+        member_id: req.member_id.to_string(),
+        generation: req.generation_id,
+        instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
+        offsets,
+    };
+    srv.shard
+        .txn_commit_offsets(commit, producer_id, epoch)
+        .await
 }
 
 /// WriteTxnMarkers: a coordinator (on another broker) asks this one to end a
