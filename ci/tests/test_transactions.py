@@ -989,12 +989,17 @@ def find_txn_coordinator(bootstrap, txn_id):
 
 
 @pytest.mark.skipif(ON_KAFKA, reason="needs a three-broker cluster; the Apache Kafka fixture is one node")
-def test_copy_app_coordinator_killed(tmp_path, request, procs):
+@pytest.mark.parametrize("client", ["confluent-kafka", "java"])
+def test_copy_app_coordinator_killed(tmp_path, request, procs, client):
     """Three brokers, topics and __transaction_state with three replicas: the
     consume-transform-produce application runs while the broker that is its
     transaction coordinator is SIGKILLed (another broker takes over the
     transaction state) and later restarted; the output read_committed is
-    exactly the input transformed."""
+    exactly the input transformed. librdkafka runs transaction version 1
+    (leaders verify its partitions with the coordinator, on another broker
+    through AddPartitionsToTxn v5), the Java client version 2 (leaders add
+    them; every commit bumps the epoch)."""
+    run_app = copy_app if client == "confluent-kafka" else java_app
     with cluster(tmp_path, request) as c:
         via = c.node(1)
         src, dst = unique_topic("txn-cin"), unique_topic("txn-cout")
@@ -1002,7 +1007,7 @@ def test_copy_app_coordinator_killed(tmp_path, request, procs):
         cluster_create(c, dst, PARTITIONS, via)
         expected = produce_input(c.bootstrap, src, create=False)
         group, txn_id = src + "-g", src + "-t"
-        app = Supervisor(lambda k: copy_app(procs, c.bootstrap, src, dst, group, txn_id, tmp_path / "app.stderr"))
+        app = Supervisor(lambda k: run_app(procs, c.bootstrap, src, dst, group, txn_id, tmp_path / "app.stderr"))
         app.wait_committed(800, 90)
         coord = find_txn_coordinator(via.bootstrap, txn_id)
         assert coord in (1, 2, 3), "FindCoordinator(transaction) for %s: %r" % (txn_id, coord)
