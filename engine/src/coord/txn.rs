@@ -180,13 +180,13 @@ impl TxnMeta {
         self.bumps_epoch() && i32::from(self.epoch) == i32::from(epoch) + 1
     }
 
-    /// A client whose EndTxn overflowed the epoch and moved it to a new
-    /// producer id (transaction version 2).
+    /// A client whose EndTxn (or a fence) at the exhausted epoch moved the
+    /// id to a new producer id (transaction version 2).
     fn overflowed_from(&self, producer_id: i64, epoch: i16) -> bool {
         self.bumps_epoch()
             && self.prev_producer_id == producer_id
             && producer_id >= 0
-            && epoch as u16 == EPOCH_EXHAUSTED
+            && epoch >= EPOCH_EXHAUSTED as i16
             && self.epoch == 0
     }
 
@@ -226,7 +226,7 @@ impl TxnMeta {
             return Err(self.fenced(epoch));
         }
         match self.state {
-            TxnState::Ongoing => return Ok(InitStep::FenceFirst(self.fence())),
+            TxnState::Ongoing => return Ok(InitStep::FenceFirst(self.fence(fresh_id)?)),
             st if st.is_prepared() => return Err(EngineError::ConcurrentTransactions),
             _ => {}
         }
@@ -246,7 +246,8 @@ impl TxnMeta {
         Ok(InitStep::Ready(m))
     }
 
-    /// Whether [`Self::init`] needs a new producer id.
+    /// Whether [`Self::init`] needs a new producer id (also to fence an open
+    /// transaction first).
     pub fn init_needs_id(&self) -> bool {
         self.epoch >= EPOCH_EXHAUSTED
     }
@@ -257,15 +258,23 @@ impl TxnMeta {
     }
 
     /// Aborts the open transaction at a bumped epoch, fencing the producer
-    /// that opened it (a new instance or a timeout).
-    pub fn fence(&self) -> TxnMeta {
+    /// that opened it (a new instance or a timeout). At an exhausted epoch
+    /// the abort uses the last epoch, which no client ever holds, and the id
+    /// moves to `fresh_id` when it completes (see [`Self::fence_needs_id`]).
+    pub fn fence(&self, fresh_id: Option<u64>) -> Result<TxnMeta, EngineError> {
         let mut m = self.clone();
-        // An open transaction is at most at EPOCH_EXHAUSTED (init and
-        // version 2's end move to a new id there), so this stays an i16.
+        m.next_producer_id = -1;
+        if self.fence_needs_id() {
+            m.next_producer_id = fresh_id.ok_or(EngineError::ConcurrentTransactions)? as i64;
+        }
         m.epoch = (m.epoch + 1).min(i16::MAX as u16);
         m.state = TxnState::PrepareAbort;
-        m.next_producer_id = -1;
-        m
+        Ok(m)
+    }
+
+    /// Whether [`Self::fence`] needs a new producer id.
+    pub fn fence_needs_id(&self) -> bool {
+        self.epoch >= EPOCH_EXHAUSTED
     }
 
     /// AddPartitionsToTxn / AddOffsetsToTxn, or a partition leader adding a
@@ -376,7 +385,9 @@ impl TxnMeta {
             if self.end_needs_id(client_version) {
                 m.next_producer_id = fresh_id.ok_or(EngineError::ConcurrentTransactions)? as i64;
             }
-            m.epoch += 1;
+            // At most EPOCH_EXHAUSTED + 1: the exhausted epoch moves on to a
+            // new producer id above.
+            m.epoch = (m.epoch + 1).min(i16::MAX as u16);
         }
         if m.state != Ongoing {
             m.partitions.clear();
@@ -869,6 +880,43 @@ mod tests {
             r.end(4711, 3, true, 2, None),
             Err(EngineError::ProducerFenced { .. })
         ));
+    }
+
+    #[test]
+    fn a_fence_at_the_exhausted_epoch_moves_to_a_new_producer_id() {
+        // Found by engine/tests/txn_sim.rs: a timeout at the exhausted epoch
+        // bumped the client's epoch to the last one, where nothing could
+        // fence it any more.
+        let m = ongoing(EPOCH_EXHAUSTED, 2);
+        assert!(m.fence_needs_id());
+        assert_eq!(m.fence(None), Err(EngineError::ConcurrentTransactions));
+        let f = m.fence(Some(9000)).unwrap();
+        assert_eq!(
+            (f.state, f.producer_id, f.epoch),
+            (TxnState::PrepareAbort, 4711, i16::MAX as u16)
+        );
+        let done = f.complete();
+        assert_eq!(
+            (done.producer_id, done.epoch, done.prev_producer_id),
+            (9000, 0, 4711)
+        );
+        // The fenced client's own abort is answered with the new id; its
+        // commit and its batches' old id are refused.
+        assert_eq!(
+            done.end(4711, EPOCH_EXHAUSTED as i16, false, 2, None),
+            Ok(EndStep::Done {
+                producer_id: 9000,
+                epoch: 0
+            })
+        );
+        assert!(
+            done.end(4711, EPOCH_EXHAUSTED as i16, true, 2, None)
+                .is_err()
+        );
+        assert!(
+            done.add(4711, EPOCH_EXHAUSTED as i16, &[tp("out", 0)], 2, 9)
+                .is_err()
+        );
     }
 
     #[test]

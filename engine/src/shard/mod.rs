@@ -252,6 +252,8 @@ pub struct Shard {
     txns: RefCell<HashMap<String, crate::coord::txn::TxnMeta>>,
     /// Transactional ids with an operation in flight.
     txn_busy: RefCell<std::collections::HashSet<String>>,
+    /// Transactional ids whose markers a task is writing (one per id).
+    txn_completing: RefCell<std::collections::HashSet<String>>,
     /// How markers reach other brokers (installed by the network layer).
     marker_sender: RefCell<Option<txns::MarkerSender>>,
     /// How a partition leader asks another broker's transaction coordinator
@@ -290,6 +292,7 @@ impl Shard {
             hw_written: RefCell::default(),
             txns: RefCell::default(),
             txn_busy: RefCell::default(),
+            txn_completing: RefCell::default(),
             marker_sender: RefCell::default(),
             txn_partition_sender: RefCell::default(),
             txn_checks: RefCell::default(),

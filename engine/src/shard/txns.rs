@@ -13,6 +13,7 @@
 //! while markers are being written, gets CONCURRENT_TRANSACTIONS, which every
 //! client retries.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::rc::Rc;
@@ -114,15 +115,34 @@ fn txn_tp(transactional_id: &str) -> TopicPartition {
     }
 }
 
-/// Holds a transactional id for one operation; released on drop.
-struct Busy {
+/// Holds a transactional id in one of the shard's sets (`txn_busy`: one
+/// operation at a time; `txn_completing`: one marker task); released on drop.
+struct Held {
     shard: Rc<Shard>,
     id: String,
+    set: fn(&Shard) -> &RefCell<HashSet<String>>,
 }
 
-impl Drop for Busy {
+impl Held {
+    fn take(
+        shard: &Rc<Shard>,
+        id: &str,
+        set: fn(&Shard) -> &RefCell<HashSet<String>>,
+    ) -> Option<Held> {
+        set(shard)
+            .borrow_mut()
+            .insert(id.to_string())
+            .then(|| Held {
+                shard: shard.clone(),
+                id: id.to_string(),
+                set,
+            })
+    }
+}
+
+impl Drop for Held {
     fn drop(&mut self) {
-        self.shard.txn_busy.borrow_mut().remove(&self.id);
+        (self.set)(&self.shard).borrow_mut().remove(&self.id);
     }
 }
 
@@ -161,14 +181,8 @@ impl Shard {
         self.on_owner_if(checked, &txn_tp(transactional_id), f)
     }
 
-    fn begin_txn_op(self: &Rc<Self>, id: &str) -> Result<Busy, EngineError> {
-        if !self.txn_busy.borrow_mut().insert(id.to_string()) {
-            return Err(EngineError::ConcurrentTransactions);
-        }
-        Ok(Busy {
-            shard: self.clone(),
-            id: id.to_string(),
-        })
+    fn begin_txn_op(self: &Rc<Self>, id: &str) -> Result<Held, EngineError> {
+        Held::take(self, id, |s| &s.txn_busy).ok_or(EngineError::ConcurrentTransactions)
     }
 
     /// Waits (briefly, bounded) while the previous transaction's markers are
@@ -347,7 +361,7 @@ impl Shard {
             let m = s
                 .txn(&id)
                 .ok_or(EngineError::InvalidProducerIdMapping { given: producer_id })?;
-            let fresh = match m.end_needs_id(client_version) && m.state == TxnState::Ongoing {
+            let fresh = match m.end_needs_id(client_version) {
                 true => Some(s.init_producer_id().await?.0),
                 false => None,
             };
@@ -373,56 +387,72 @@ impl Shard {
         Ok(())
     }
 
-    /// Writes every marker of a prepared transaction, retrying partitions
-    /// that refuse, then records it complete. Stops if this broker stops
-    /// coordinating the id (the next coordinator finishes it from the log).
+    /// Writes every marker of the id's prepared transaction, retrying
+    /// partitions that refuse, then records it complete. One such task per
+    /// id (another returns at once), so two never write markers or record
+    /// an end for the same state; it follows the state, and stops once the
+    /// id is not prepared or this broker stops coordinating it (the next
+    /// coordinator finishes it from the log).
     async fn complete_txn(self: Rc<Self>, id: String) {
+        let Some(_task) = Held::take(&self, &id, |s| &s.txn_completing) else {
+            return;
+        };
         let mut backoff = Duration::from_millis(50);
-        let Some(m) = self.txn(&id) else { return };
-        let commit = m.state == TxnState::PrepareCommit;
-        let mut left: Vec<TopicPartition> = m.partitions.iter().cloned().collect();
-        while !left.is_empty() {
-            if self.check_txn_coordinator(&id).is_err() || self.txn(&id).as_ref() != Some(&m) {
+        'state: loop {
+            let Some(m) = self.txn(&id).filter(|m| m.state.is_prepared()) else {
                 return;
-            }
-            let marker = Marker {
-                commit,
-                coordinator_epoch: self.txn_coordinator_epoch(&id),
             };
-            let results = self.write_markers(&m, marker, left.clone()).await;
-            left.clear();
-            for (tp, r) in results {
-                match r {
-                    Ok(()) => {}
-                    // A deleted topic needs no marker.
-                    Err(EngineError::UnknownTopicOrPartition) if !self.topic_exists(&tp.topic) => {}
-                    Err(e) => {
-                        tracing::debug!(transactional_id = %id, partition = %tp, error = %e, "marker not written yet; retrying");
-                        left.push(tp);
+            let commit = m.state == TxnState::PrepareCommit;
+            let mut left: Vec<TopicPartition> = m.partitions.iter().cloned().collect();
+            while !left.is_empty() {
+                if self.check_txn_coordinator(&id).is_err() {
+                    return;
+                }
+                if self.txn(&id).as_ref() != Some(&m) {
+                    continue 'state;
+                }
+                let marker = Marker {
+                    commit,
+                    coordinator_epoch: self.txn_coordinator_epoch(&id),
+                };
+                let results = self.write_markers(&m, marker, left.clone()).await;
+                left.clear();
+                for (tp, r) in results {
+                    match r {
+                        Ok(()) => {}
+                        // A deleted topic needs no marker.
+                        Err(EngineError::UnknownTopicOrPartition)
+                            if !self.topic_exists(&tp.topic) => {}
+                        Err(e) => {
+                            tracing::debug!(transactional_id = %id, partition = %tp, error = %e, "marker not written yet; retrying");
+                            left.push(tp);
+                        }
                     }
                 }
-            }
-            if left.is_empty() {
-                break;
-            }
-            compio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MARKER_RETRY_MAX);
-        }
-        // Record the end; wait for any operation that holds the id.
-        loop {
-            if self.check_txn_coordinator(&id).is_err() {
-                return;
-            }
-            if let Ok(_busy) = self.begin_txn_op(&id) {
-                match self.persist_txn(m.complete()).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::warn!(transactional_id = %id, error = %e, "cannot record the transaction's end; retrying")
-                    }
+                if !left.is_empty() {
+                    compio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MARKER_RETRY_MAX);
                 }
             }
-            compio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MARKER_RETRY_MAX);
+            // Record the end; wait for any operation that holds the id.
+            loop {
+                if self.check_txn_coordinator(&id).is_err() {
+                    return;
+                }
+                if self.txn(&id).as_ref() != Some(&m) {
+                    continue 'state;
+                }
+                if let Ok(_busy) = self.begin_txn_op(&id) {
+                    match self.persist_txn(m.complete()).await {
+                        Ok(()) => continue 'state,
+                        Err(e) => {
+                            tracing::warn!(transactional_id = %id, error = %e, "cannot record the transaction's end; retrying")
+                        }
+                    }
+                }
+                compio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MARKER_RETRY_MAX);
+            }
         }
     }
 
@@ -562,6 +592,10 @@ impl Shard {
         let (Some(check), Some(p)) = (txn, batch::transactional_producer(&records)) else {
             return self.produce_answered(&tp, &records, acks);
         };
+        if self.led_partition(&tp).is_err() {
+            // Refused anyway (not the leader, unknown): no check needed.
+            return self.produce_answered(&tp, &records, acks);
+        }
         let key = (tp.clone(), p.producer_id);
         let before = self.txn_checks.borrow().get(&key).map(|(_, rx)| rx.clone());
         let open = move |s: &Shard, tp: &TopicPartition| {
@@ -708,11 +742,29 @@ impl Shard {
                     return;
                 };
                 tracing::info!(transactional_id = %id, producer_id = m.producer_id, epoch = m.epoch, "aborting a transaction past its timeout");
-                if let Err(e) = me.prepare_end(m.fence()).await {
+                let fenced = async {
+                    let fresh = match m.fence_needs_id() {
+                        true => Some(me.init_producer_id().await?.0),
+                        false => None,
+                    };
+                    me.prepare_end(m.fence(fresh)?).await
+                };
+                if let Err(e) = fenced.await {
                     tracing::warn!(transactional_id = %id, error = %e, "cannot abort a timed-out transaction; will retry");
                 }
             })
             .detach();
+        }
+        // A prepared transaction nobody is completing (its task stopped
+        // while this broker briefly did not coordinate the id) is resumed.
+        let stalled: Vec<String> = (self.txns.borrow().values())
+            .filter(|m| m.state.is_prepared())
+            .map(|m| m.transactional_id.clone())
+            .filter(|id| !self.txn_completing.borrow().contains(id))
+            .collect();
+        for id in stalled {
+            let me = self.clone();
+            compio::runtime::spawn(async move { me.complete_txn(id).await }).detach();
         }
     }
 
