@@ -21,6 +21,7 @@
 //! - every acknowledged record is in the fsynced log of every ISR member;
 //! - every record a consumer could have read (below a leader's high
 //!   watermark) stays at its offset in every later leader;
+//!
 //! and at the end, once faults stop and replication settles, the leader holds
 //! every acknowledged record and every follower's log equals the leader's.
 //!

@@ -678,16 +678,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut m = meta();
         let mut batches = Vec::new();
-        let mut offset = 0u64;
-        for state in [
+        let states = [
             TxnState::Ongoing,
             TxnState::PrepareCommit,
             TxnState::CompleteCommit,
-        ] {
+        ];
+        for (offset, state) in (0u64..).zip(states) {
             m.state = state;
             let mut b = record_batch(&m, 5);
             batch::set_base_offset(&mut b, Offset(offset));
-            offset += 1;
             batches.extend_from_slice(&b);
         }
         std::fs::write(

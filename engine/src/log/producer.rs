@@ -634,7 +634,7 @@ mod tests {
             (Offset(10), Offset(14), false)
         );
         assert_eq!(t.first_unstable(), Some(Offset(12)));
-        assert_eq!(t.stored(&marker(8, 15), Some(COMMIT)).unwrap().commit, true);
+        assert!(t.stored(&marker(8, 15), Some(COMMIT)).unwrap().commit);
         assert_eq!(t.first_unstable(), None);
         // Only the abort is listed, for any fetch range that overlaps it.
         let aborted = AbortedTxn {

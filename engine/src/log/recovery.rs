@@ -332,7 +332,7 @@ mod tests {
             // as it is, like Kafka's); every other field must match.
             let info = BatchInfo {
                 leader_epoch: w.info.leader_epoch,
-                ..info.clone()
+                ..*info
             };
             assert_eq!((pos.0, &info), (w.pos, &w.info));
         }
