@@ -38,29 +38,13 @@ use brook_engine::cluster::image::{
 use brook_engine::log::replica::{EpochCache, LeaderState, divergence, truncation_point};
 use brook_engine::{EngineError, Offset};
 
+mod sim;
+use sim::{Rng, env};
+
 const TOPIC: &str = "t";
 const NODES: NodeId = 3;
 const MIN_ISR: usize = 2;
 const LAG: Duration = Duration::from_millis(3000);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rec {
@@ -829,13 +813,6 @@ fn run(seed: u64, steps: usize) -> (usize, usize, usize) {
             std::panic::resume_unwind(e)
         }
     }
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]

@@ -93,6 +93,9 @@ use brook_engine::log::batch::{BatchInfo, Marker, NO_SEQUENCE, ProducerBatchInfo
 use brook_engine::log::producer::{ProducerError, ProducerStateTable, SequenceVerdict};
 use brook_engine::{EngineError, Offset, TimestampMs, TopicPartition};
 
+mod sim;
+use sim::{Rng, env};
+
 const TOPIC: &str = "out";
 const IDS: [&str; 2] = ["app-a", "app-b"];
 /// A client resends a request unanswered for this long.
@@ -102,25 +105,6 @@ const MAX_INSTANCES: usize = 6;
 const TRACE_LEN: usize = 60;
 /// Steps the world may take to settle once faults stop.
 const SETTLE_STEPS: usize = 30_000;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn then_meta_complete(then: &Then) -> TxnMeta {
     match then {
@@ -1817,13 +1801,6 @@ fn report(seed: u64, (msg, trace, e): Failure) -> ! {
         trace.join("\n")
     );
     std::panic::resume_unwind(e)
-}
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 #[test]
