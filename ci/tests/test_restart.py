@@ -23,7 +23,7 @@ def checkpoint(broker, topic, p):
     if not path.exists():
         return None
     b = path.read_bytes()
-    assert b[:4] == b"BRCK" and b[4] == 2, b[:8]  # version 2: with transactions
+    assert b[:4] == b"BRCK" and b[4] == 3, b[:8]  # version 3: with transactions and coordinator epochs
     return b[5] == 1, int.from_bytes(b[22:30], "big")
 
 

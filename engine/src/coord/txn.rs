@@ -4,19 +4,27 @@
 //! it from the (replicated) log, as Kafka's `TransactionStateManager` does.
 //!
 //! Key (version 0): `i16 0 | string transactional_id`.
-//! Value (version 0): `i16 0 | i64 producer_id | i16 producer_epoch |
-//! i32 transaction_timeout_ms | i8 state | array topics (i32 count; each:
-//! string topic, array i32 partitions) | i64 last_update_ms | i64 start_ms`.
-//! Strings are `i16 length | UTF-8`. A null value removes the id.
+//! Value version 1 (written; Kafka's `TransactionLogValue` v1, flexible):
+//! `i16 1 | i64 producer_id | i16 producer_epoch | i32 transaction_timeout_ms |
+//! i8 state | compact array topics (each: compact string topic, compact
+//! array i32 partitions, tagged fields) | i64 last_update_ms | i64 start_ms |
+//! tagged fields` (0: previous producer id, 1: next producer id, 2: client
+//! transaction version). Version 0 (read too): the same fields without the
+//! tagged ones, with `i32` array counts and `i16`-length strings. A null value
+//! removes the id.
 //!
-//! The state machine (Kafka's `TransactionState`), transaction version 1:
-//! `Empty → Ongoing` (AddPartitionsToTxn / AddOffsetsToTxn),
+//! The state machine (Kafka's `TransactionState`):
+//! `Empty → Ongoing` (AddPartitionsToTxn / AddOffsetsToTxn, or under
+//! transaction version 2 a partition leader adding the partition),
 //! `Ongoing → PrepareCommit | PrepareAbort` (EndTxn, a timeout, a new
 //! instance's InitProducerId), `Prepare* → Complete*` once every partition has
 //! its marker, `Complete* → Ongoing | Empty` (the next transaction, or a new
-//! InitProducerId). A `Prepare*` state found on load means markers may be
-//! missing: the coordinator writes them all again (a marker is idempotent for
-//! the reader: a second one ends nothing).
+//! InitProducerId). Version 2 bumps the epoch with every EndTxn (a new
+//! producer id once it is exhausted). A `Prepare*` state found on load means
+//! markers may be missing: the coordinator writes them all again (a marker is
+//! idempotent for the reader: a second one ends nothing). Every transition is
+//! a method of [`TxnMeta`] that decides and returns the next state; the
+//! caller (`shard::txns`) stores it before it takes effect.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

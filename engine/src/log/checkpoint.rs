@@ -39,8 +39,11 @@
 //! u8; each batch: first seq u32, last seq u32, base offset u64, last offset
 //! u64), then (version 2) open transactions (count u32; each: producer id u64,
 //! first offset u64) and aborted transactions (count u32; each: producer id
-//! u64, first offset u64, marker offset u64), CRC-32C u32. Version 1 files
-//! (no transactions) are still read.
+//! u64, first offset u64, marker offset u64), then (version 3) the
+//! transaction coordinator epochs of the last markers (count u32; each:
+//! producer id u64, coordinator epoch i32), CRC-32C u32. Version 1 and 2 files
+//! are still read (no transactions; no coordinator epochs, so the next marker
+//! of each producer is not checked against one).
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +55,7 @@ use crate::types::{FilePos, Offset, RelativeOffset, TimestampMs};
 pub const FILE_NAME: &str = "recovery-checkpoint";
 
 const MAGIC: &[u8; 4] = b"BRCK";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 
 /// A durable point of a partition's log and its state there.
 #[derive(Clone, Debug)]
@@ -129,6 +132,12 @@ impl Checkpoint {
             out.extend_from_slice(&a.producer_id.to_be_bytes());
             out.extend_from_slice(&a.first_offset.0.to_be_bytes());
             out.extend_from_slice(&a.last_offset.0.to_be_bytes());
+        }
+        let epochs: Vec<_> = self.producers.coordinator_epochs().collect();
+        out.extend_from_slice(&(epochs.len() as u32).to_be_bytes());
+        for (id, epoch) in epochs {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&epoch.to_be_bytes());
         }
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
@@ -217,6 +226,13 @@ impl Checkpoint {
                 });
             }
             producers.restore_transactions(ongoing, aborted);
+        }
+        if version >= 3 {
+            let mut epochs = Vec::new();
+            for _ in 0..r.u32()? {
+                epochs.push((r.u64()?, r.u32()? as i32));
+            }
+            producers.restore_coordinator_epochs(epochs);
         }
         if !r.0.is_empty() {
             return Err(format!("{} bytes after the producers", r.0.len()));
@@ -315,6 +331,7 @@ mod tests {
             last_offset: Offset(30),
         };
         producers.restore_transactions([(7, Offset(41)), (11, Offset(42))], vec![aborted]);
+        producers.restore_coordinator_epochs([(7, 6)]);
         Checkpoint {
             segment: Offset(40),
             pos: FilePos(pos),
@@ -345,6 +362,7 @@ mod tests {
         assert_eq!(d.index.time_index(), c.index.time_index());
         assert_eq!(d.index.resume_state(), c.index.resume_state());
         assert_eq!(d.producers.get(7), c.producers.get(7));
+        assert_eq!(d.producers.get(7).unwrap().coordinator_epoch(), 6);
         assert_eq!(d.producers.len(), 1);
         assert_eq!(d.producers.get(7).unwrap().batches().len(), 2);
     }

@@ -483,7 +483,9 @@ impl Partition {
         now: TimestampMs,
     ) -> Result<Offset, EngineError> {
         self.check_writable()?;
-        self.check_producer_epoch(producer_id, epoch)?;
+        (self.producers)
+            .check_marker(producer_id, epoch, marker.coordinator_epoch)
+            .map_err(map_producer_error)?;
         let bytes = Bytes::from(batch::build_marker(
             self.log_end,
             producer_id,
@@ -836,6 +838,12 @@ fn map_producer_error(e: ProducerError) -> EngineError {
         ProducerError::InvalidProducerEpoch { .. } => EngineError::InvalidProducerEpoch,
         ProducerError::OutOfOrderSequence { expected, received } => {
             EngineError::OutOfOrderSequence { expected, received }
+        }
+        ProducerError::CoordinatorFenced { current, received } => {
+            EngineError::TransactionCoordinatorFenced {
+                current,
+                given: received,
+            }
         }
         #[allow(unreachable_patterns)]
         _ => EngineError::UnknownProducerId,

@@ -70,6 +70,8 @@ pub enum ProducerError {
     InvalidProducerEpoch { current: u16, received: u16 },
     #[error("out of order sequence: received {received}, expected {expected}")]
     OutOfOrderSequence { expected: u32, received: u32 },
+    #[error("marker from transaction coordinator epoch {received}, older than {current}")]
+    CoordinatorFenced { current: i32, received: i32 },
 }
 
 /// What to do with a batch that passed the checks.
@@ -96,6 +98,9 @@ pub struct ProducerEntry {
     epoch: u16,
     /// Oldest first; at most [`NUM_BATCHES_TO_RETAIN`], all of `epoch`.
     batches: VecDeque<BatchMetadata>,
+    /// The transaction coordinator epoch of the last marker (-1: none):
+    /// a marker from an older coordinator is refused.
+    coordinator_epoch: i32,
 }
 
 impl ProducerEntry {
@@ -103,11 +108,17 @@ impl ProducerEntry {
         ProducerEntry {
             epoch,
             batches: VecDeque::with_capacity(NUM_BATCHES_TO_RETAIN),
+            coordinator_epoch: -1,
         }
     }
 
     pub fn epoch(&self) -> u16 {
         self.epoch
+    }
+
+    /// The coordinator epoch of the last marker stored (-1: none).
+    pub fn coordinator_epoch(&self) -> i32 {
+        self.coordinator_epoch
     }
 
     /// Retained batches of the current epoch, oldest first.
@@ -291,7 +302,11 @@ impl ProducerStateTable {
     pub fn stored(&mut self, info: &BatchInfo, marker: Option<Marker>) -> Option<CompletedTxn> {
         let p = info.producer?;
         if info.is_control || p.base_sequence == NO_SEQUENCE {
-            self.entry(p.producer_id, p.epoch).set_epoch(p.epoch);
+            let entry = self.entry(p.producer_id, p.epoch);
+            entry.set_epoch(p.epoch);
+            if let Some(m) = marker {
+                entry.coordinator_epoch = entry.coordinator_epoch.max(m.coordinator_epoch);
+            }
         } else {
             self.apply(&p, info.last_offset_delta, info.base_offset);
         }
@@ -319,6 +334,48 @@ impl ProducerStateTable {
             marker_offset: info.base_offset,
             commit: marker.commit,
         })
+    }
+
+    /// Whether a marker for `producer_id` at `epoch` from a coordinator at
+    /// `coordinator_epoch` may be appended: not from an older producer epoch
+    /// (a fenced transaction), nor from an older coordinator than the last
+    /// marker's (one that lost its partition and does not know it yet), as
+    /// Kafka's `ProducerAppendInfo.appendEndTxnMarker`.
+    pub fn check_marker(
+        &self,
+        producer_id: u64,
+        epoch: u16,
+        coordinator_epoch: i32,
+    ) -> Result<(), ProducerError> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            let (current, received) = (e.epoch, epoch);
+            return Err(ProducerError::InvalidProducerEpoch { current, received });
+        }
+        if coordinator_epoch < e.coordinator_epoch {
+            let (current, received) = (e.coordinator_epoch, coordinator_epoch);
+            return Err(ProducerError::CoordinatorFenced { current, received });
+        }
+        Ok(())
+    }
+
+    /// Coordinator epochs of the last markers, as [`Self::restore`] left
+    /// them -1 (a checkpoint keeps them apart): (producer id, epoch).
+    pub fn coordinator_epochs(&self) -> impl Iterator<Item = (u64, i32)> + '_ {
+        (self.producers.iter())
+            .filter(|(_, e)| e.coordinator_epoch >= 0)
+            .map(|(id, e)| (*id, e.coordinator_epoch))
+    }
+
+    /// Restores what [`Self::coordinator_epochs`] listed.
+    pub fn restore_coordinator_epochs(&mut self, epochs: impl IntoIterator<Item = (u64, i32)>) {
+        for (id, epoch) in epochs {
+            if let Some(e) = self.producers.get_mut(&id) {
+                e.coordinator_epoch = epoch;
+            }
+        }
     }
 
     /// The first offset of the oldest transaction still open here.
@@ -469,6 +526,31 @@ mod tests {
 
     fn out_of_order(expected: u32, received: u32) -> Result<SequenceVerdict, ProducerError> {
         Err(ProducerError::OutOfOrderSequence { expected, received })
+    }
+
+    #[test]
+    fn a_marker_from_an_older_coordinator_is_refused() {
+        let mut t = ProducerStateTable::new();
+        assert_eq!(t.check_marker(PID, 0, 0), Ok(()), "unknown producer");
+        t.restore(PID, 2, &[]);
+        t.restore_coordinator_epochs([(PID, 5)]);
+        assert_eq!(t.check_marker(PID, 2, 5), Ok(()));
+        assert_eq!(t.check_marker(PID, 3, 7), Ok(()));
+        assert_eq!(
+            t.check_marker(PID, 2, 4),
+            Err(ProducerError::CoordinatorFenced {
+                current: 5,
+                received: 4
+            })
+        );
+        assert_eq!(
+            t.check_marker(PID, 1, 9),
+            Err(ProducerError::InvalidProducerEpoch {
+                current: 2,
+                received: 1
+            })
+        );
+        assert_eq!(t.coordinator_epochs().collect::<Vec<_>>(), vec![(PID, 5)]);
     }
 
     #[test]

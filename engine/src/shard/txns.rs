@@ -11,7 +11,13 @@
 //!
 //! One operation per transactional id at a time: another one meanwhile, or any
 //! while markers are being written, gets CONCURRENT_TRANSACTIONS, which every
-//! client retries.
+//! client retries. One task per id writes markers (`complete_txn`).
+//!
+//! Partition leaders check a transactional batch with the coordinator before
+//! appending the producer's first batch of a transaction there
+//! (`produce_in_txn`, KIP-890): verify under transaction version 1, add the
+//! partition under version 2; on another broker through AddPartitionsToTxn
+//! v5 (the [`TxnPartitionSender`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
