@@ -595,7 +595,11 @@ impl Shard {
         acks: Acks,
         txn: Option<TxnCheck>,
     ) -> LocalFuture<Result<Produced, ProduceRefused>> {
-        let (Some(check), Some(p)) = (txn, batch::transactional_producer(&records)) else {
+        // Non-transactional requests (no id) skip the header walk: this is
+        // the produce path.
+        let Some((check, p)) =
+            txn.and_then(|c| Some((c, batch::transactional_producer(&records)?)))
+        else {
             return self.produce_answered(&tp, &records, acks);
         };
         if self.led_partition(&tp).is_err() {
