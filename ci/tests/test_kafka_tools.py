@@ -418,6 +418,113 @@ def test_topics_describe_elr(target):
         assert l.endswith("\tElr: \tLastKnownElr: "), "partition line %r" % l
 
 
+# -- kafka-configs: topic settings changed at run time --------------------------
+
+def dynamic_configs(bs, topic):
+    """{name: value} of the topic's overrides, as kafka-configs --describe prints them."""
+    r = tool("kafka-configs", "--bootstrap-server", bs, "--describe", "--entity-type", "topics",
+             "--entity-name", topic)
+    head, *rest = lines(r.out)
+    assert head == "Dynamic configs for topic %s are:" % topic, r
+    out = {}
+    for l in rest:
+        m = re.match(r"\s+([a-z.]+)=(\S*) sensitive=false synonyms=\{DYNAMIC_TOPIC_CONFIG:([a-z.]+)=(\S*?)[,}]", l)
+        assert m and m.group(1) == m.group(3) and m.group(2) == m.group(4), (l, r)
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def test_configs_alter_topic(target):
+    """kafka-configs --alter changes a topic's settings without a restart: the
+    broker enforces the new max.message.bytes at once, deleting the override
+    brings back the default, and an invalid value changes nothing."""
+    bs = target.bootstrap
+    topic = unique_topic("tools-configs")
+    create_topic(bs, topic, 1)
+    alter = ("kafka-configs", "--bootstrap-server", bs, "--alter", "--entity-type", "topics",
+             "--entity-name", topic)
+    r = tool(*alter, "--add-config", "max.message.bytes=2000,retention.ms=86400000")
+    assert r.out.strip() == "Completed updating config for topic %s." % topic, r
+    assert dynamic_configs(bs, topic) == {"max.message.bytes": "2000", "retention.ms": "86400000"}
+
+    def produce_one(i, size):
+        p = producer(bs, acks="all", **{"message.max.bytes": 100_000})
+        results = []
+        p.produce(topic, key=b"k%d" % i, value=payload(i).ljust(size, b"."), partition=0,
+                  on_delivery=lambda err, msg: results.append(err))
+        assert p.flush(60) == 0
+        return results[0]
+
+    assert produce_one(0, 1000) is None
+    err = produce_one(1, 3000)
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE, err
+
+    r = tool(*alter, "--delete-config", "max.message.bytes")
+    assert r.out.strip() == "Completed updating config for topic %s." % topic, r
+    assert dynamic_configs(bs, topic) == {"retention.ms": "86400000"}
+    assert produce_one(2, 3000) is None
+
+    r = tool(*alter, "--add-config", "retention.ms=soon", check=False)
+    assert r.rc != 0 and "InvalidConfigurationException" in r.err, r
+    assert dynamic_configs(bs, topic) == {"retention.ms": "86400000"}
+
+    by_p = read_all(bs, topic, 1)
+    got = [(off, key, value) for off, key, value, _h, _ts in by_p[0]]
+    assert got == [(0, b"k0", payload(0).ljust(1000, b".")), (1, b"k2", payload(2).ljust(3000, b"."))], got
+
+
+# -- kafka-delete-records ----------------------------------------------------------
+
+def delete_records(bs, tmp_path, offsets, check=True):
+    """Runs kafka-delete-records for {(topic, partition): offset}."""
+    import json
+    f = tmp_path / ("delete-%d.json" % time.monotonic_ns())
+    f.write_text(json.dumps({"version": 1, "partitions": [
+        {"topic": t, "partition": q, "offset": o} for (t, q), o in sorted(offsets.items())]}))
+    return tool("kafka-delete-records", "--bootstrap-server", bs, "--offset-json-file", f, check=check)
+
+
+def test_delete_records(target, tmp_path):
+    """kafka-delete-records moves the log start: earliest offsets follow, a
+    consumer from the beginning starts there and reads every later record
+    once, in order; -1 deletes up to the high watermark; an offset past it
+    is refused and changes nothing."""
+    bs = target.bootstrap
+    topic = unique_topic("tools-delete-records")
+    create_topic(bs, topic, 3)
+    p = producer(bs, acks="all", **{"linger.ms": 5})
+    for q in range(3):
+        for j in range(30):
+            p.produce(topic, key=b"k%d-%d" % (q, j), value=payload(j), partition=q)
+    assert p.flush(60) == 0
+
+    r = delete_records(bs, tmp_path, {(topic, 0): 10, (topic, 1): -1})
+    assert lines(r.out) == [
+        "Executing records delete operation",
+        "Records delete operation completed:",
+        "partition: %s-0\tlow_watermark: 10" % topic,
+        "partition: %s-1\tlow_watermark: 30" % topic,
+    ], r
+    earliest = lambda: get_offsets(bs, "--topic", topic, "--time", "-2")
+    assert earliest() == {(topic, 0): 10, (topic, 1): 30, (topic, 2): 0}
+    # An earlier offset than the log start changes nothing.
+    r = delete_records(bs, tmp_path, {(topic, 0): 5})
+    assert "partition: %s-0\tlow_watermark: 10" % topic in lines(r.out), r
+
+    r = delete_records(bs, tmp_path, {(topic, 2): 31}, check=False)
+    assert "partition: %s-2\terror: org.apache.kafka.common.errors.OffsetOutOfRangeException" % topic in r.out, r
+    assert earliest() == {(topic, 0): 10, (topic, 1): 30, (topic, 2): 0}
+
+    # New records land after the deleted ones; reads start at the log start.
+    for q in range(3):
+        p.produce(topic, key=b"k%d-30" % q, value=payload(30), partition=q)
+    assert p.flush(60) == 0
+    by_p = read_all(bs, topic, 3)
+    for q, first in ((0, 10), (1, 30), (2, 0)):
+        got = [(off, key, value) for off, key, value, _h, _ts in by_p[q]]
+        assert got == [(j, b"k%d-%d" % (q, j), payload(j)) for j in range(first, 31)], (q, got[:3])
+
+
 # -- console producer and consumer ---------------------------------------------
 
 def test_console_producer_consumer(target):

@@ -117,6 +117,9 @@ pub enum EngineError {
     /// lost it before the change was committed. Retriable.
     #[error("the metadata quorum did not commit the change: {0}")]
     NoQuorum(String),
+    /// The operation did not finish within the time the request allowed.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// Another operation on this transactional id is in progress (retriable).
     #[error("a transaction operation on this transactional id is in progress")]
     ConcurrentTransactions,

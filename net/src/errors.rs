@@ -47,7 +47,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::UnknownLeaderEpoch { .. } => E::UnknownLeaderEpoch,
         EngineError::NotEnoughReplicas { .. } => E::NotEnoughReplicas,
         EngineError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
-        EngineError::NoQuorum(_) => E::RequestTimedOut,
+        EngineError::NoQuorum(_) | EngineError::TimedOut(_) => E::RequestTimedOut,
         EngineError::ConcurrentTransactions => E::ConcurrentTransactions,
         EngineError::ProducerFenced { .. } => E::ProducerFenced,
         EngineError::InvalidProducerIdMapping { .. } => E::InvalidProducerIdMapping,

@@ -120,7 +120,7 @@ fn fetch_request(me: NodeId, parts: &[Followed]) -> FetchRequest {
             .with_current_leader_epoch(f.leader_epoch)
             .with_fetch_offset(f.fetch_offset.0 as i64)
             .with_last_fetched_epoch(f.last_fetched_epoch)
-            .with_log_start_offset(-1)
+            .with_log_start_offset(f.log_start.0 as i64)
             .with_partition_max_bytes(PARTITION_MAX_BYTES);
         match topics.last_mut() {
             Some(t) if t.topic.as_str() == f.tp.topic => t.partitions.push(p),
@@ -196,10 +196,11 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
             }
             let records = p.records.unwrap_or_default();
             let hw = Offset(p.high_watermark.max(0) as u64);
+            let leader_start = Offset(p.log_start_offset.max(0) as u64);
             let tp = f.tp.clone();
             let shard = shard.clone();
             appends.push(async move {
-                match shard.replica_append(&tp, records, hw).await {
+                match shard.replica_append(&tp, records, hw, leader_start).await {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::warn!(partition = %tp, error = %e, "cannot append fetched batches");

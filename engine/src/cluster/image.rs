@@ -53,6 +53,13 @@ pub enum MetaRecord {
     DeleteTopic {
         name: String,
     },
+    /// A topic's config overrides become `configs` (all of them: the
+    /// proposer resolved AlterConfigs or IncrementalAlterConfigs against the
+    /// overrides it saw, and validated the result).
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A partition's leader changes its ISR (Kafka's AlterPartition): applied
     /// only if `leader` still leads in `leader_epoch`, and the new ISR holds
     /// the leader and only replicas.
@@ -257,6 +264,10 @@ impl ClusterImage {
                 self.topics
                     .remove(name)
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
+            }
+            MetaRecord::AlterTopicConfigs { name, configs } => {
+                let t = (self.topics.get_mut(name)).ok_or(EngineError::UnknownTopicOrPartition)?;
+                t.configs = configs.clone();
             }
             MetaRecord::AlterPartition {
                 topic,

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod hw_checkpoint;
 pub mod index;
+pub mod log_start;
 pub mod open;
 pub mod partition;
 pub mod producer;

@@ -283,6 +283,10 @@ pub struct PartitionCell {
     pub flush_event: LocalEvent,
     /// A checkpoint write is running (at most one at a time).
     checkpoint_writing: Cell<bool>,
+    /// The log start `log-start-offset` holds (or the open's), and the lock
+    /// that keeps its writes in order.
+    log_start_stored: Cell<Offset>,
+    log_start_lock: futures::lock::Mutex<()>,
 }
 
 pub type PartitionRef = Rc<PartitionCell>;
@@ -309,11 +313,13 @@ impl Partition {
             checkpointed_end,
             read_bytes,
         } = crate::log::open::recover_partition(&dir, &tp, &mut producers)?;
-        let log_start = segments.first().expect("recovery yields a segment").base;
         let log_end = segments
             .last()
             .expect("recovery yields a segment")
             .next_offset;
+        let first_base = segments.first().expect("recovery yields a segment").base;
+        let stored_start = crate::log::log_start::load(&dir).unwrap_or(first_base);
+        let log_start = stored_start.min(log_end).max(first_base);
         let mut epochs = EpochCache::load(&dir);
         epochs.truncate_to(log_end);
         Ok(Partition {
@@ -770,14 +776,73 @@ impl Partition {
             total -= s.size;
             s.remove_files();
             deleted += 1;
-            self.log_start = self.segments[0].base;
+            self.log_start = self.log_start.max(self.segments[0].base);
             self.producers.drop_aborted_before(self.log_start);
         }
         if deleted > 0 {
             tracing::info!(partition = %self.tp, deleted, log_start = %self.log_start, "retention deleted segments");
             self.cache.evict_below(self.log_start);
         }
+        deleted + self.drop_segments_below_start()
+    }
+
+    /// Deletes the sealed segments that lie wholly before the log start
+    /// (DeleteRecords moved it past them). Returns how many.
+    fn drop_segments_below_start(&mut self) -> usize {
+        let mut deleted = 0;
+        while self.segments.len() > 1
+            && self.segments[0].sealed
+            && self.segments[1].base <= self.log_start
+        {
+            self.segments.remove(0).remove_files();
+            deleted += 1;
+        }
+        if deleted > 0 {
+            tracing::info!(partition = %self.tp, deleted, log_start = %self.log_start, "deleted segments before the log start");
+        }
         deleted
+    }
+
+    /// Moves the log start forward to `to` (never back, never past the high
+    /// watermark): the records before it are gone for every reader, whole
+    /// segments before it are deleted. Returns whether it moved; the caller
+    /// stores the new value (`log_start::store`) off the reactor.
+    fn advance_log_start(&mut self, to: Offset) -> bool {
+        let to = to.min(self.high_watermark);
+        if to <= self.log_start {
+            return false;
+        }
+        self.log_start = to;
+        self.producers.drop_aborted_before(to);
+        self.cache.evict_below(to);
+        self.drop_segments_below_start();
+        true
+    }
+
+    /// DeleteRecords on the leader (or a single broker): the log starts at
+    /// `before` from now on, or at the high watermark when `None` (Kafka's
+    /// -1). Past the high watermark is OFFSET_OUT_OF_RANGE; at or before the
+    /// current log start changes nothing. Returns the log start.
+    pub fn delete_records(&mut self, before: Option<Offset>) -> Result<Offset, EngineError> {
+        self.check_writable()?;
+        let to = before.unwrap_or(self.high_watermark);
+        if to > self.high_watermark {
+            return Err(EngineError::OffsetOutOfRange {
+                requested: to,
+                log_start: self.log_start,
+                high_watermark: self.high_watermark,
+            });
+        }
+        if self.advance_log_start(to) {
+            tracing::info!(partition = %self.tp, log_start = %self.log_start, "records deleted before the new log start");
+        }
+        Ok(self.log_start)
+    }
+
+    /// A follower takes its leader's log start (as far as its own high
+    /// watermark reaches). Returns whether it moved.
+    pub fn follow_log_start(&mut self, leader_start: Offset) -> bool {
+        self.advance_log_start(leader_start)
     }
 
     fn poison(&mut self, why: String) {
@@ -1086,6 +1151,22 @@ impl Partition {
         };
         self.update_high_watermark();
         fresh
+    }
+
+    /// A follower (started as `incarnation`) reported its log start.
+    pub fn follower_log_start(&mut self, node: i32, incarnation: u64, start: Offset) {
+        if let Role::Leader(l) = &mut self.role {
+            l.on_log_start(node, incarnation, start);
+        }
+    }
+
+    /// The least log start of the in-sync replicas (this one's alone when
+    /// it does not lead a replicated partition).
+    pub fn low_watermark(&self) -> Offset {
+        match &self.role {
+            Role::Leader(l) => l.low_watermark(self.log_start),
+            _ => self.log_start,
+        }
     }
 
     /// Appends batches fetched from the leader, offsets and epochs as they
@@ -1524,11 +1605,31 @@ async fn fetch_inner(
 
 impl PartitionCell {
     pub fn new(p: Partition) -> PartitionRef {
+        let start = p.log_start;
         Rc::new(PartitionCell {
             state: RefCell::new(p),
             flush_event: LocalEvent::default(),
             checkpoint_writing: Cell::new(false),
+            log_start_stored: Cell::new(start),
+            log_start_lock: futures::lock::Mutex::new(()),
         })
+    }
+
+    /// Stores the partition's log start durably once it moved (DeleteRecords,
+    /// a follower following its leader), off the reactor. Stores run one at
+    /// a time and each writes the latest value, so the file never goes back.
+    pub async fn store_log_start(&self) -> Result<(), EngineError> {
+        let _order = self.log_start_lock.lock().await;
+        let (dir, start) = {
+            let p = self.state.borrow();
+            (p.dir.clone(), p.log_start)
+        };
+        if start <= self.log_start_stored.get() {
+            return Ok(());
+        }
+        blocking(move || crate::log::log_start::store(&dir, start)).await?;
+        self.log_start_stored.set(start);
+        Ok(())
     }
 }
 

@@ -175,6 +175,9 @@ struct Follower {
     /// have cut its log — and is ignored (Kafka's replica broker epoch,
     /// KIP-903).
     incarnation: u64,
+    /// The log start it last reported in a fetch (Fetch's
+    /// `log_start_offset`): DeleteRecords waits for it.
+    log_start: Offset,
 }
 
 /// The leader's side of one partition's replication.
@@ -216,6 +219,7 @@ impl LeaderState {
                     leader_end_at_fetch: Offset(0),
                     fetched: false,
                     incarnation: 0,
+                    log_start: Offset(0),
                 };
                 (n, f)
             })
@@ -288,6 +292,25 @@ impl LeaderState {
         f.leader_end_at_fetch = log_end;
         f.fetched = true;
         true
+    }
+
+    /// A follower of the current incarnation reported its log start.
+    pub fn on_log_start(&mut self, node: NodeId, incarnation: u64, log_start: Offset) {
+        if let Some(f) = self.followers.get_mut(&node)
+            && incarnation >= f.incarnation
+        {
+            f.log_start = log_start;
+        }
+    }
+
+    /// The least log start among the leader (`own`) and the other ISR
+    /// members (Kafka's low watermark): DeleteRecords is done once it
+    /// reaches the requested offset.
+    pub fn low_watermark(&self, own: Offset) -> Offset {
+        (self.isr.iter())
+            .filter(|&&n| n != self.me)
+            .filter_map(|n| self.followers.get(n).map(|f| f.log_start))
+            .fold(own, Offset::min)
     }
 
     /// The high watermark the ISR allows: the least durable end among the
@@ -400,6 +423,23 @@ mod tests {
             divergence(&leader, Offset(0), Offset(120), Offset(70), 3),
             None
         );
+    }
+
+    #[test]
+    fn the_low_watermark_waits_for_every_isr_member() {
+        let t0 = Instant::now();
+        let mut l = LeaderState::new(1, 2, vec![1, 2, 3], vec![1, 2], Offset(0), t0);
+        // Follower 2 has not reported yet; 3 is outside the ISR.
+        assert_eq!(l.low_watermark(Offset(40)), Offset(0));
+        l.on_fetch(2, 5, Offset(50), Offset(50), t0);
+        l.on_log_start(2, 5, Offset(30));
+        l.on_log_start(3, 1, Offset(0));
+        assert_eq!(l.low_watermark(Offset(40)), Offset(30));
+        l.on_log_start(2, 5, Offset(40));
+        assert_eq!(l.low_watermark(Offset(40)), Offset(40));
+        // A report from an earlier start of the follower is ignored.
+        l.on_log_start(2, 4, Offset(0));
+        assert_eq!(l.low_watermark(Offset(40)), Offset(40));
     }
 
     #[test]

@@ -229,6 +229,7 @@ impl Shard {
         }
         *self.image.borrow_mut() = Some(img.clone());
         let catalog = Arc::new(img.catalog(&self.shared.config.topic_defaults));
+        self.adopt_topic_configs(&catalog);
         *self.catalog.borrow_mut() = catalog.clone();
         for t in catalog.topics.values() {
             for p in 0..t.partitions {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::select_all;
@@ -16,6 +16,10 @@ use crate::error::EngineError;
 use crate::log::partition::{self, Appended, FetchedData, Isolation, PartitionRef};
 use crate::log::read;
 use crate::types::{Offset, ShardId, TimestampMs, TopicPartition};
+
+/// How often DeleteRecords looks at the followers' reported log starts
+/// (they report with every fetch).
+const LOW_WATERMARK_POLL: Duration = Duration::from_millis(20);
 
 /// How many replicas must have a batch before the producer is answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -359,6 +363,51 @@ impl Shard {
             async move { r }
         });
         Box::pin(async move { fut.await? })
+    }
+
+    /// DeleteRecords for one partition, on its leader: the log starts at
+    /// `before` (the high watermark when `None`) from now on. The new log
+    /// start is stored before anything is answered; in a cluster the answer
+    /// then waits, until `timeout`, for every in-sync follower to report
+    /// the same log start (Kafka's low watermark), which it learns from its
+    /// next fetch. Returns the low watermark.
+    pub fn delete_records(
+        self: &Rc<Self>,
+        tp: TopicPartition,
+        before: Option<Offset>,
+        timeout: Duration,
+    ) -> LocalFuture<Result<Offset, EngineError>> {
+        if is_internal_topic(&tp.topic) {
+            let e = EngineError::InvalidTopicName(format!(
+                "cannot delete records of internal topic {}",
+                tp.topic
+            ));
+            return Box::pin(async move { Err(e) });
+        }
+        let owner = shard_of(&tp, self.shards());
+        if owner != self.id {
+            let fut = self.invoke_on(owner, move |s| s.delete_records(tp, before, timeout));
+            return Box::pin(async move { fut.await? });
+        }
+        let cell = self.led_partition(&tp);
+        Box::pin(async move {
+            let cell = cell?;
+            let start = cell.state.borrow_mut().delete_records(before)?;
+            cell.store_log_start().await?;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let low = cell.state.borrow().low_watermark();
+                if low >= start {
+                    return Ok(low);
+                }
+                if Instant::now() >= deadline {
+                    return Err(EngineError::TimedOut(format!(
+                        "the in-sync replicas of {tp} reached log start {low}, not {start}"
+                    )));
+                }
+                compio::time::sleep(LOW_WATERMARK_POLL).await;
+            }
+        })
     }
 
     async fn list_offset_local(

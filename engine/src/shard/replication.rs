@@ -32,6 +32,8 @@ pub struct Followed {
     pub last_fetched_epoch: i32,
     /// The leader epoch the image gives the partition.
     pub leader_epoch: i32,
+    /// This log's start, reported to the leader (DeleteRecords waits for it).
+    pub log_start: Offset,
 }
 
 /// A leader's answer to one partition of a follower's fetch.
@@ -163,6 +165,7 @@ impl Shard {
                 fetch_offset: p.log_end,
                 last_fetched_epoch: p.epochs.latest().unwrap_or(-1),
                 leader_epoch: pi.leader_epoch,
+                log_start: p.log_start,
             });
         }
         out
@@ -176,23 +179,29 @@ impl Shard {
     }
 
     /// A follower appends what its leader sent and waits until it is fsynced
-    /// here (its next fetch offset then tells the leader so).
+    /// here (its next fetch offset then tells the leader so). It also takes
+    /// the leader's log start `leader_start` (DeleteRecords), as far as its
+    /// own high watermark reaches, and stores it.
     pub async fn replica_append(
         &self,
         tp: &TopicPartition,
         records: Bytes,
         leader_hw: Offset,
+        leader_start: Offset,
     ) -> Result<(), EngineError> {
         let cell = self.partition(tp)?;
-        let end = {
+        let (end, start_moved) = {
             let mut p = cell.state.borrow_mut();
             if !p.is_follower() {
                 return Err(EngineError::NotLeaderOrFollower);
             }
             let end = p.append_replica(&records, leader_hw)?;
             store_epochs(&mut p);
-            end
+            (end, p.follow_log_start(leader_start))
         };
+        if start_moved {
+            cell.store_log_start().await?;
+        }
         cell.flush_event.notify();
         let rx = cell.state.borrow_mut().wait_local(end);
         rx.await.map_err(|_| EngineError::ShuttingDown)?
@@ -243,12 +252,14 @@ impl Shard {
 
     /// A follower's fetch of `tp` from `offset`, on the leader. The follower
     /// has fsynced everything below `offset`; that moves the high watermark.
+    /// `follower_start` is the log start it reported, which DeleteRecords
+    /// waits for.
     pub fn replica_fetch(
         self: &Rc<Self>,
         tp: TopicPartition,
         (node, incarnation): (NodeId, u64),
         offset: Offset,
-        last_fetched_epoch: i32,
+        (last_fetched_epoch, follower_start): (i32, Option<Offset>),
         max_bytes: usize,
     ) -> LocalFuture<Result<ReplicaFetched, EngineError>> {
         let owner = shard_of(&tp, self.shards());
@@ -258,7 +269,7 @@ impl Shard {
                     tp,
                     (node, incarnation),
                     offset,
-                    last_fetched_epoch,
+                    (last_fetched_epoch, follower_start),
                     max_bytes,
                 )
             });
@@ -288,6 +299,9 @@ impl Shard {
                         log_start: p.log_start,
                         high_watermark: p.high_watermark,
                     });
+                }
+                if let Some(start) = follower_start {
+                    p.follower_log_start(node, incarnation, start);
                 }
                 if diverging.is_none()
                     && !p.follower_fetched(node, incarnation, offset, Instant::now())

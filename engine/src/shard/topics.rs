@@ -234,9 +234,92 @@ impl Shard {
 
     async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
         self.invoke_on_all(move |shard| async move {
+            shard.adopt_topic_configs(&catalog);
             *shard.catalog.borrow_mut() = catalog;
         })
         .await;
+    }
+
+    /// Gives this shard's open partitions the configs of `catalog` where
+    /// they changed (AlterConfigs): every topic setting is read by the
+    /// partition as it works, so the next append, roll, retention pass or
+    /// flush uses the new value; nothing restarts.
+    pub(super) fn adopt_topic_configs(&self, catalog: &Catalog) {
+        for (tp, lp) in self.partitions.borrow().iter() {
+            let Some(t) = catalog.topics.get(&tp.topic) else {
+                continue;
+            };
+            let mut p = lp.cell.state.borrow_mut();
+            if p.config != t.config {
+                tracing::info!(partition = %tp, "topic config changed; applied");
+                p.config = t.config.clone();
+            }
+        }
+    }
+
+    /// Replaces a topic's config overrides with `overrides` (Kafka's
+    /// AlterConfigs and IncrementalAlterConfigs, which resolve the whole set
+    /// first), on shard 0 wherever it is called. The set is checked against
+    /// the broker defaults first; a bad value changes nothing. In a cluster
+    /// the change goes through the metadata quorum, so every broker applies
+    /// it; a single broker persists its catalog first. Every shard's
+    /// partitions have the new settings when this returns.
+    pub async fn alter_topic_configs(
+        self: &Rc<Self>,
+        name: String,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), EngineError> {
+        if self.id.0 == 0 {
+            return (self.alter_topic_configs_on_zero(name, overrides, validate_only)).await;
+        }
+        self.invoke_on(ShardId(0), move |s| async move {
+            (s.alter_topic_configs_on_zero(name, overrides, validate_only)).await
+        })
+        .await?
+    }
+
+    async fn alter_topic_configs_on_zero(
+        self: &Rc<Self>,
+        name: String,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), EngineError> {
+        let _guard = self.topic_lock.lock().await;
+        let Some(current) = self.catalog().topics.get(&name).cloned() else {
+            return Err(EngineError::UnknownTopicOrPartition);
+        };
+        if is_internal_topic(&name) {
+            // Their settings are what keeps group and transaction state:
+            // without compaction, a retention limit would delete it.
+            return Err(EngineError::InvalidRequest(format!(
+                "the configs of internal topic {name} are fixed"
+            )));
+        }
+        let config = (self.shared.config.topic_defaults).with_overrides(&overrides)?;
+        if validate_only || overrides == current.overrides {
+            return Ok(());
+        }
+        if self.shared.cluster.is_some() {
+            self.propose_and_install(vec![MetaRecord::AlterTopicConfigs {
+                name: name.clone(),
+                configs: overrides,
+            }])
+            .await?;
+            tracing::info!(topic = %name, "altered topic configs in the cluster");
+            return Ok(());
+        }
+        let mut next = (*self.catalog()).clone();
+        let meta = TopicMeta {
+            overrides,
+            config,
+            ..current
+        };
+        next.topics.insert(name.clone(), meta);
+        next.store(&self.shared.config.data_dir)?;
+        self.broadcast_catalog(Arc::new(next)).await;
+        tracing::info!(topic = %name, "altered topic configs");
+        Ok(())
     }
 
     /// Deletes a topic and its data (on shard 0, wherever it is called).

@@ -2,10 +2,10 @@
 //!
 //! Values are Kafka-named and typed as Kafka types them, so `kafka-topics
 //! --describe` (which prints the configs whose source is not the default),
-//! `kafka-configs --describe` and the admin clients read them unchanged. Every
-//! entry is read-only: Brook has no AlterConfigs yet, settings change at topic
-//! creation or with a restart. A topic's value comes from its own override
-//! (source TOPIC_CONFIG) or from the broker (DEFAULT_CONFIG).
+//! `kafka-configs --describe` and the admin clients read them unchanged. A
+//! topic's value comes from its own override (source TOPIC_CONFIG, changed at
+//! run time by AlterConfigs) or from the broker (DEFAULT_CONFIG). Broker
+//! settings are static, so their entries are read-only.
 
 use std::rc::Rc;
 
@@ -49,6 +49,7 @@ struct Entry {
     value: String,
     kind: ConfigType,
     source: i8,
+    read_only: bool,
 }
 
 fn topic_type(name: &str) -> ConfigType {
@@ -72,6 +73,7 @@ fn topic_entries(meta: &TopicMeta) -> Vec<Entry> {
             } else {
                 SOURCE_DEFAULT_CONFIG
             },
+            read_only: false,
         })
         .collect()
 }
@@ -92,6 +94,7 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
         value,
         kind,
         source: SOURCE_STATIC_BROKER_CONFIG,
+        read_only: true,
     };
     vec![
         e("node.id", net.node_id.to_string(), Int),
@@ -228,7 +231,7 @@ fn encode(e: Entry, version: i16, with_synonyms: bool) -> DescribeConfigsResourc
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_static_str(e.name))
         .with_value(value)
-        .with_read_only(true)
+        .with_read_only(e.read_only)
         .with_config_source(e.source)
         .with_is_sensitive(false)
         .with_synonyms(synonyms)

@@ -43,6 +43,8 @@ struct Wanted {
     max_bytes: usize,
     /// A follower's: the epoch of its last batch (Fetch v12+), -1 otherwise.
     last_fetched_epoch: i32,
+    /// A follower's: its log start (Fetch v5+), if it sent one.
+    log_start: Option<Offset>,
 }
 
 /// One partition's read: its data and, for a follower whose log diverged,
@@ -74,6 +76,7 @@ fn wanted(req: &FetchRequest) -> Vec<Wanted> {
                 fetch_offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes.max(0) as usize,
                 last_fetched_epoch: p.last_fetched_epoch,
+                log_start: u64::try_from(p.log_start_offset).ok().map(Offset),
             });
         }
     }
@@ -118,8 +121,8 @@ async fn read_all(
                         })
                     }
                     (Ok(offset), Some(node)) => {
-                        let f =
-                            (srv.shard).replica_fetch(tp, node, offset, w.last_fetched_epoch, cap);
+                        let from = (w.last_fetched_epoch, w.log_start);
+                        let f = (srv.shard).replica_fetch(tp, node, offset, from, cap);
                         Box::pin(async move {
                             f.await.map(|r| Read {
                                 data: FetchedData {

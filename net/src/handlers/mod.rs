@@ -1,4 +1,5 @@
 //! One file per Kafka API, as Redpanda lays out `kafka/server/handlers/`.
+pub mod alter_configs;
 pub mod alter_replica_log_dirs;
 pub mod api_versions;
 pub mod client_quotas;
@@ -6,6 +7,7 @@ pub mod cluster_view;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
