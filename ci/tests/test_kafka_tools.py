@@ -714,6 +714,53 @@ def test_consumer_groups(target, procs, tmp_path):
     assert committed(bs, group, topic, parts) == {q: -1001 for q in range(parts)}
 
 
+def test_consumer_groups_delete_offsets(target):
+    """kafka-consumer-groups --delete-offsets: an empty group loses the named
+    partitions' offsets; while a member subscribes to a topic, that topic's
+    offsets stay (GROUP_SUBSCRIBED_TO_TOPIC) and other topics' go."""
+    bs = target.bootstrap
+    ta, tb = unique_topic("tools-deloff-a"), unique_topic("tools-deloff-b")
+    create_topic(bs, ta, 2)
+    create_topic(bs, tb, 1)
+    group = unique_topic("tools-deloff-g")
+    c = consumer(bs, **{"group.id": group})
+    c.commit(offsets=[TopicPartition(ta, 0, 5), TopicPartition(ta, 1, 6), TopicPartition(tb, 0, 7)],
+             asynchronous=False)
+    c.close()
+    delete = ("kafka-consumer-groups", "--bootstrap-server", bs, "--delete-offsets", "--group", group)
+
+    def statuses(r):
+        """{(topic, partition): status} of the printed table (a status may hold spaces)."""
+        rows = lines(r.out)
+        head = next(i for i, l in enumerate(rows) if l.split()[:3] == ["TOPIC", "PARTITION", "STATUS"])
+        return {(t, q): status.strip() for t, q, status in (l.split(None, 2) for l in rows[head + 1:])}
+
+    r = tool(*delete, "--topic", "%s:0" % ta)
+    assert "Request succeeded for deleting offsets from group %s." % group in r.out, r
+    assert statuses(r) == {(ta, "0"): "Successful"}, r
+    assert committed(bs, group, ta, 2) == {0: -1001, 1: 6}
+
+    member = consumer(bs, **{"group.id": group})
+    assigned = []
+    member.subscribe([tb], on_assign=lambda _c, parts: assigned.extend(parts))
+    try:
+        wait_until(lambda: member.poll(0.2) is None and assigned, 60, what="member of %s assigned" % group)
+        r = tool(*delete, "--topic", tb, check=False)
+        assert "Error: Encountered some partition-level error, see the follow-up details." in r.out, r
+        [status] = statuses(r).values()
+        assert status == ("Error: org.apache.kafka.common.errors.GroupSubscribedToTopicException: Deleting "
+                          "offsets of a topic is forbidden while the consumer group is actively subscribed to it."), r
+        assert committed(bs, group, tb, 1) == {0: 7}
+        r = tool(*delete, "--topic", ta)
+        assert statuses(r) == {(ta, "0"): "Successful", (ta, "1"): "Successful"}, r
+        assert committed(bs, group, ta, 2) == {0: -1001, 1: -1001}
+    finally:
+        member.close()
+    r = tool(*delete, "--topic", tb)
+    assert statuses(r) == {(tb, "0"): "Successful"}, r
+    assert committed(bs, group, tb, 1) == {0: -1001}
+
+
 # -- kafka-get-offsets -----------------------------------------------------------
 
 def produce_timed(bs, topic, parts, per_part, ts_of):

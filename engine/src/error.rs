@@ -76,6 +76,9 @@ pub enum EngineError {
     NonEmptyGroup,
     #[error("no such group")]
     GroupIdNotFound,
+    /// OffsetDelete of a topic the group's members subscribe to.
+    #[error("the consumer group is subscribed to the topic")]
+    GroupSubscribedToTopic,
     #[error("the static member's instance id is used by a newer member")]
     FencedInstanceId,
     #[error("invalid group id")]

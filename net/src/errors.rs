@@ -35,6 +35,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::InvalidSessionTimeout => E::InvalidSessionTimeout,
         EngineError::MemberIdRequired(_) => E::MemberIdRequired,
         EngineError::NonEmptyGroup => E::NonEmptyGroup,
+        EngineError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
         EngineError::GroupIdNotFound => E::GroupIdNotFound,
         EngineError::FencedInstanceId => E::FencedInstanceId,
         EngineError::InvalidGroupId => E::InvalidGroupId,

@@ -180,6 +180,26 @@ impl Member {
     }
 }
 
+/// The topic names of a `ConsumerProtocolSubscription` (version i16, then
+/// an array of i16-length strings), or `None` if it does not read.
+pub fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = metadata.get(at..at.checked_add(n)?)?;
+        at += n;
+        Some(s)
+    };
+    take(2)?; // the version
+    let count = i32::from_be_bytes(take(4).and_then(|b| b.try_into().ok())?);
+    let mut topics = Vec::new();
+    for _ in 0..count.max(0) {
+        let len = i16::from_be_bytes(take(2).and_then(|b| b.try_into().ok())?);
+        let name = take(usize::try_from(len).ok()?)?;
+        topics.push(String::from_utf8(name.to_vec()).ok()?);
+    }
+    Some(topics)
+}
+
 fn fail<T>(e: EngineError) -> Reply<Result<T, EngineError>> {
     Reply::Now(Err(e))
 }
@@ -696,6 +716,23 @@ impl Group {
             return Err(EngineError::RebalanceInProgress);
         }
         Ok(())
+    }
+
+    /// The topics the members of a non-empty consumer group subscribe to,
+    /// read from their metadata for the chosen protocol (Kafka's
+    /// `ConsumerProtocolSubscription`: a version, then the topic names, in
+    /// every version). `None` when the group is not a consumer group; a
+    /// member whose metadata does not read counts as subscribed to nothing.
+    pub fn subscribed_topics(&self) -> Option<std::collections::BTreeSet<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol.as_deref().unwrap_or_default();
+        let mut topics = std::collections::BTreeSet::new();
+        for m in self.members.values() {
+            topics.extend(subscription_topics(&m.metadata_for(protocol)).unwrap_or_default());
+        }
+        Some(topics)
     }
 
     /// Nothing has happened to the group yet: what `Group::new` makes.

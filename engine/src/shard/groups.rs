@@ -322,6 +322,56 @@ impl Shard {
         })
     }
 
+    /// OffsetDelete: removes the group's committed offsets of `tps`
+    /// (tombstones in the log first), as Kafka decides it: any partition of
+    /// an empty group; of a consumer group with members, only partitions of
+    /// topics no member subscribes to (the others get
+    /// GROUP_SUBSCRIBED_TO_TOPIC); a non-empty group of another protocol
+    /// type is NON_EMPTY_GROUP as a whole.
+    pub fn delete_offsets(
+        self: &Rc<Self>,
+        group: String,
+        tps: Vec<TopicPartition>,
+    ) -> LocalFuture<Result<Vec<(TopicPartition, Result<(), EngineError>)>, EngineError>> {
+        self.on_group(&group.clone(), move |s| async move {
+            let (results, doomed) = {
+                let groups = s.groups.borrow();
+                let g = groups.get(&group).ok_or(EngineError::GroupIdNotFound)?;
+                let subscribed = match (g.state, g.subscribed_topics()) {
+                    (GroupState::Empty, _) => Default::default(),
+                    (_, Some(topics)) => topics,
+                    (_, None) => return Err(EngineError::NonEmptyGroup),
+                };
+                let results: Vec<_> = (tps.into_iter())
+                    .map(|tp| {
+                        let r = match subscribed.contains(&tp.topic) {
+                            true => Err(EngineError::GroupSubscribedToTopic),
+                            false => Ok(()),
+                        };
+                        (tp, r)
+                    })
+                    .collect();
+                let doomed: Vec<TopicPartition> = (results.iter())
+                    .filter(|(tp, r)| r.is_ok() && g.offsets.contains_key(tp))
+                    .map(|(tp, _)| tp.clone())
+                    .collect();
+                (results, doomed)
+            };
+            if !doomed.is_empty() {
+                let batch = Bytes::from(group_log::tombstone_batch(&group, &doomed, now_ms()));
+                s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
+                    .await
+                    .map_err(as_coordinator_error)?;
+                s.with_group(&group, |g| {
+                    for tp in &doomed {
+                        g.offsets.remove(tp);
+                    }
+                });
+            }
+            Ok(results)
+        })
+    }
+
     /// Expires members and completes due rebalances; forgets groups left with nothing.
     pub(crate) fn tick_groups(&self) {
         let cfg = &self.shared.config.group;

@@ -122,11 +122,17 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         ApiKey::ListGroups => drop(round_trip::<ListGroupsRequest>(buf, v, flexible)),
         ApiKey::DescribeGroups => drop(round_trip::<DescribeGroupsRequest>(buf, v, flexible)),
         ApiKey::DeleteGroups => drop(round_trip::<DeleteGroupsRequest>(buf, v, flexible)),
+        ApiKey::OffsetDelete => drop(round_trip::<OffsetDeleteRequest>(buf, v, flexible)),
         ApiKey::DescribeClientQuotas => {
             drop(round_trip::<DescribeClientQuotasRequest>(buf, v, flexible))
         }
         ApiKey::AlterClientQuotas => drop(round_trip::<AlterClientQuotasRequest>(buf, v, flexible)),
         ApiKey::DescribeConfigs => drop(round_trip::<DescribeConfigsRequest>(buf, v, flexible)),
+        ApiKey::AlterConfigs => drop(round_trip::<AlterConfigsRequest>(buf, v, flexible)),
+        ApiKey::IncrementalAlterConfigs => {
+            drop(round_trip::<IncrementalAlterConfigsRequest>(buf, v, flexible))
+        }
+        ApiKey::DeleteRecords => drop(round_trip::<DeleteRecordsRequest>(buf, v, flexible)),
         ApiKey::DescribeCluster => drop(round_trip::<DescribeClusterRequest>(buf, v, flexible)),
         ApiKey::DescribeLogDirs => drop(round_trip::<DescribeLogDirsRequest>(buf, v, flexible)),
         ApiKey::AlterReplicaLogDirs => {

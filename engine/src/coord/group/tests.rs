@@ -251,3 +251,23 @@ fn a_member_that_never_rejoins_is_dropped_at_the_rebalance_deadline() {
     let r = take(rx).unwrap();
     assert_eq!((r.generation, r.members.len()), (2, 1));
 }
+
+#[test]
+fn subscription_topics_read_every_version_and_refuse_garbage() {
+    // Version 1: topics "a" and "bc", then user data and more (ignored).
+    let mut md = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+    md.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+    assert_eq!(
+        subscription_topics(&md),
+        Some(vec!["a".into(), "bc".into()])
+    );
+    assert_eq!(subscription_topics(&[0, 0, 0, 0, 0, 0]), Some(vec![]));
+    for bad in [
+        &b""[..],
+        b"\0",
+        b"\0\0\0\0\0\x05\0\x01a",
+        b"\0\0\0\0\0\x01\xff\xff",
+    ] {
+        assert_eq!(subscription_topics(bad), None, "{bad:?}");
+    }
+}
