@@ -120,6 +120,15 @@ pub enum EngineError {
     /// lost it before the change was committed. Retriable.
     #[error("the metadata quorum did not commit the change: {0}")]
     NoQuorum(String),
+    /// ElectLeaders: the partition already has the leader asked for.
+    #[error("leader election not needed")]
+    ElectionNotNeeded,
+    /// ElectLeaders: the preferred replica is not live and in sync.
+    #[error("the preferred leader is not available")]
+    PreferredLeaderNotAvailable,
+    /// ElectLeaders (unclean): no live replica could lead.
+    #[error("no eligible leader is available")]
+    EligibleLeadersNotAvailable,
     /// The operation did not finish within the time the request allowed.
     #[error("timed out: {0}")]
     TimedOut(String),

@@ -509,6 +509,63 @@ impl ClusterImage {
         out
     }
 
+    /// What Kafka's ElectLeaders would do for one partition now: the record
+    /// to propose, or why none is needed or possible. Preferred: the first
+    /// replica takes over if it is live, online and in the ISR
+    /// (PREFERRED_LEADER_NOT_AVAILABLE otherwise; ELECTION_NOT_NEEDED if it
+    /// leads already). Unclean: only a partition without a leader, led by a
+    /// live online replica, in-sync ones first (ELIGIBLE_LEADERS_NOT_AVAILABLE
+    /// if there is none; ELECTION_NOT_NEEDED if it has a leader).
+    pub fn election_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        unclean: bool,
+    ) -> Result<MetaRecord, EngineError> {
+        let p = (self.partition(topic, partition)).ok_or(EngineError::UnknownTopicOrPartition)?;
+        let live = self.live_brokers();
+        let (topic, partition) = (topic.to_string(), partition);
+        if unclean {
+            if p.leader != NO_LEADER {
+                return Err(EngineError::ElectionNotNeeded);
+            }
+            let in_isr_first = (p.replicas.iter()).filter(|n| p.isr.contains(n));
+            let rest = (p.replicas.iter()).filter(|n| !p.isr.contains(n));
+            let leader = (in_isr_first.chain(rest))
+                .find(|&&n| p.usable(n, &live))
+                .copied()
+                .ok_or(EngineError::EligibleLeadersNotAvailable)?;
+            return Ok(match p.isr.contains(&leader) {
+                // The ISR member that came back takes it as a clean election.
+                true => MetaRecord::ElectLeader {
+                    topic,
+                    partition,
+                    leader,
+                },
+                false => MetaRecord::UncleanElection {
+                    topic,
+                    partition,
+                    leader,
+                },
+            });
+        }
+        let preferred = *p
+            .replicas
+            .first()
+            .ok_or(EngineError::UnknownTopicOrPartition)?;
+        if p.leader == preferred {
+            return Err(EngineError::ElectionNotNeeded);
+        }
+        if !p.usable(preferred, &live) || !p.isr.contains(&preferred) {
+            return Err(EngineError::PreferredLeaderNotAvailable);
+        }
+        Ok(MetaRecord::ElectLeader {
+            topic,
+            partition,
+            leader: preferred,
+        })
+    }
+
     pub fn live_brokers(&self) -> Vec<NodeId> {
         (self.brokers.values())
             .filter(|b| !b.fenced)
@@ -642,6 +699,73 @@ mod tests {
         }
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
         assert!(place_replicas(&[1, 2], "t", 0, 1, 3).is_err());
+    }
+
+    #[test]
+    fn elections_as_kafka_decides_them() {
+        let mut img = three_brokers_one_topic();
+        let p = img.partition("t", 0).unwrap().clone();
+        let preferred = p.replicas[0];
+        assert_eq!(p.leader, preferred);
+        assert_eq!(
+            img.election_for("t", 0, false),
+            Err(EngineError::ElectionNotNeeded)
+        );
+        assert_eq!(
+            img.election_for("t", 0, true),
+            Err(EngineError::ElectionNotNeeded)
+        );
+        assert_eq!(
+            img.election_for("t", 99, false),
+            Err(EngineError::UnknownTopicOrPartition)
+        );
+        // The preferred replica is fenced: another leads, and it cannot be
+        // elected until it is back in the ISR.
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: preferred }]).unwrap();
+        assert_eq!(
+            img.election_for("t", 0, false),
+            Err(EngineError::PreferredLeaderNotAvailable)
+        );
+        apply(&mut img, vec![register(preferred)]).unwrap();
+        let leader = img.partition("t", 0).unwrap().leader;
+        let isr: Vec<NodeId> = vec![leader, preferred];
+        let (epoch, pe) = {
+            let p = img.partition("t", 0).unwrap();
+            (p.leader_epoch, p.partition_epoch)
+        };
+        apply(
+            &mut img,
+            vec![MetaRecord::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader,
+                leader_epoch: epoch,
+                partition_epoch: pe,
+                isr,
+            }],
+        )
+        .unwrap();
+        let r = img.election_for("t", 0, false).unwrap();
+        assert_eq!(
+            r,
+            MetaRecord::ElectLeader {
+                topic: "t".into(),
+                partition: 0,
+                leader: preferred
+            }
+        );
+        apply(&mut img, vec![r]).unwrap();
+        assert_eq!(img.partition("t", 0).unwrap().leader, preferred);
+        // Every replica fenced: nothing is eligible, even uncleanly.
+        let replicas = img.partition("t", 0).unwrap().replicas.clone();
+        for n in &replicas {
+            apply(&mut img, vec![MetaRecord::FenceBroker { node: *n }]).unwrap();
+        }
+        assert_eq!(img.partition("t", 0).unwrap().leader, NO_LEADER);
+        assert_eq!(
+            img.election_for("t", 0, true),
+            Err(EngineError::EligibleLeadersNotAvailable)
+        );
     }
 
     #[test]

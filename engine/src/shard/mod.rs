@@ -17,6 +17,7 @@
 
 mod cluster;
 mod data;
+mod elections;
 pub mod groups;
 mod moves;
 mod producer_ids;

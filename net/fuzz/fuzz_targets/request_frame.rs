@@ -133,6 +133,7 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
             drop(round_trip::<IncrementalAlterConfigsRequest>(buf, v, flexible))
         }
         ApiKey::DeleteRecords => drop(round_trip::<DeleteRecordsRequest>(buf, v, flexible)),
+        ApiKey::ElectLeaders => drop(round_trip::<ElectLeadersRequest>(buf, v, flexible)),
         ApiKey::DescribeCluster => drop(round_trip::<DescribeClusterRequest>(buf, v, flexible)),
         ApiKey::DescribeLogDirs => drop(round_trip::<DescribeLogDirsRequest>(buf, v, flexible)),
         ApiKey::AlterReplicaLogDirs => {

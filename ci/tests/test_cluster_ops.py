@@ -1,0 +1,121 @@
+"""Operating a three-broker Brook cluster with Kafka's own tools and admin
+clients (issue 14): topic configs changed at run time, DeleteRecords and
+leader election, against the real binaries, records checked one by one.
+
+One cluster runs the whole scenario, with automatic preferred-leader
+rebalancing off so that only kafka-leader-election moves leaders back:
+1. IncrementalAlterConfigs through one broker sets a topic's
+   max.message.bytes; every broker describes it and every partition's
+   leader (on all three brokers) enforces it at once; deleting it restores
+   the default.
+2. kafka-delete-records moves log starts; its low watermark means every
+   in-sync replica stored it, so when the leader is killed its successor
+   answers the same earliest offset and serves exactly the records after it.
+3. The killed broker returns and catches up; kafka-leader-election
+   --election-type PREFERRED gives its partitions back to it, and a second
+   run reports that no election is needed.
+"""
+
+import json
+
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
+
+from cluster_util import Cluster, cluster_of, create, partitions_of
+from test_kafka_tools import get_offsets, lines, read_all, tool
+from util import admin, payload, producer, unique_topic, wait_until
+
+
+def topic_config(via, topic, name):
+    a = admin(via.bootstrap)  # alive until the future completes
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    return a.describe_configs([res])[res].result(timeout=30)[name].value
+
+
+def alter_topic(via, topic, name, value, op):
+    a = admin(via.bootstrap)
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic,
+                         incremental_configs=[ConfigEntry(name, value, incremental_operation=op)])
+    a.incremental_alter_configs([res])[res].result(timeout=30)
+
+
+def test_configs_delete_records_and_elections_across_the_cluster(tmp_path, request):
+    c = Cluster(tmp_path)
+    for b in c.brokers:
+        cfg = b.workdir / "brook.toml"
+        cfg.write_text(cfg.read_text() + '"auto.leader.rebalance.enable" = "false"\n')
+    with cluster_of(c, request):
+        topic = unique_topic("ops")
+        create(c, topic, 3, via=c.node(1), rf=3)
+        parts = wait_until(lambda: (lambda p: p if len(p) == 3 and all(l > 0 for l, _, _ in p.values())
+                                    else None)(partitions_of(c, topic, c.node(1))), 30, what="3 partitions led")
+        assert sorted(l for l, _, _ in parts.values()) == [1, 2, 3], parts
+
+        # 1. A topic config set through broker 2, enforced by every leader.
+        alter_topic(c.node(2), topic, "max.message.bytes", "2000", AlterConfigOpType.SET)
+        for b in c.brokers:
+            assert topic_config(b, topic, "max.message.bytes") == "2000", b.node
+
+        def produce(size, start):
+            p = producer(c.bootstrap, acks="all", **{"message.max.bytes": 100_000})
+            errs = []
+            for q in range(3):
+                p.produce(topic, key=b"k%d-%d" % (q, start), value=payload(start).ljust(size, b"."),
+                          partition=q, on_delivery=lambda err, msg: errs.append(err))
+            assert p.flush(60) == 0
+            return errs
+
+        assert produce(1000, 0) == [None] * 3
+        big = produce(3000, 1)
+        assert all(e is not None and e.code() == KafkaError.MSG_SIZE_TOO_LARGE for e in big), big
+        alter_topic(c.node(3), topic, "max.message.bytes", None, AlterConfigOpType.DELETE)
+        for b in c.brokers:
+            assert topic_config(b, topic, "max.message.bytes") == "1048588", b.node
+        assert produce(3000, 1) == [None] * 3
+        p = producer(c.bootstrap, acks="all")
+        for j in range(2, 20):
+            for q in range(3):
+                p.produce(topic, key=b"k%d-%d" % (q, j), value=payload(j), partition=q)
+        assert p.flush(60) == 0
+
+        # 2. DeleteRecords, then the leader of partition 0 dies.
+        spec = tmp_path / "delete.json"
+        spec.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": 0, "offset": 7}, {"topic": topic, "partition": 1, "offset": 12}]}))
+        r = tool("kafka-delete-records", "--bootstrap-server", c.node(3).bootstrap, "--offset-json-file", spec)
+        assert "partition: %s-0\tlow_watermark: 7" % topic in lines(r.out), r
+        assert "partition: %s-1\tlow_watermark: 12" % topic in lines(r.out), r
+        starts = {(topic, 0): 7, (topic, 1): 12, (topic, 2): 0}
+        assert get_offsets(c.node(1).bootstrap, "--topic", topic, "--time", "-2") == starts
+
+        victim = parts[0][0]
+        c.node(victim).kill()
+        wait_until(lambda: (lambda p: p[0][0] not in (victim, -1) and p)(partitions_of(c, topic, c.bootstrap_node())),
+                   30, what="a new leader for partition 0")
+        live = c.bootstrap_node()
+        assert get_offsets(live.bootstrap, "--topic", topic, "--time", "-2") == starts
+        by_p = read_all(live.bootstrap, topic, 3)
+        for q in range(3):
+            got = [(off, key) for off, key, _v, _h, _ts in by_p[q]]
+            first = starts[(topic, q)]
+            assert got == [(j, b"k%d-%d" % (q, j)) for j in range(first, 20)], (q, got[:3])
+
+        # 3. It returns; a preferred election gives its partitions back.
+        c.node(victim).start()
+        c.wait_brokers([1, 2, 3], live)
+        wait_until(lambda: all(isr == [1, 2, 3] for _l, _r, isr in partitions_of(c, topic, live).values()),
+                   60, what="the returned broker back in every ISR")
+        moved = sorted(q for q, (l, _r, _i) in partitions_of(c, topic, live).items() if l != parts[q][0])
+        assert moved, "no leadership moved while broker %d was down" % victim
+        r = tool("kafka-leader-election", "--bootstrap-server", live.bootstrap, "--election-type", "PREFERRED",
+                 "--all-topic-partitions")
+        for q in moved:
+            assert "%s-%d" % (topic, q) in r.out, r
+        assert r.out.startswith("Successfully completed leader election (PREFERRED) for partitions"), r
+        assert {q: l for q, (l, _r, _i) in partitions_of(c, topic, live).items()} == \
+            {q: l for q, (l, _r, _i) in parts.items()}
+        r = tool("kafka-leader-election", "--bootstrap-server", live.bootstrap, "--election-type", "PREFERRED",
+                 "--topic", topic, "--partition", 0)
+        assert lines(r.out) == ["Valid replica already elected for partitions %s-0" % topic], r
+        # The old leader of partition 0 serves from the log start it stored.
+        assert get_offsets(c.node(victim).bootstrap, "--topic", topic, "--time", "-2") == starts
