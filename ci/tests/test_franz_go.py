@@ -31,7 +31,9 @@ from pathlib import Path
 import pytest
 
 import kproto as kp
-from util import assert_codec, check_keyed, payload, unique_topic, wait_until
+from confluent_kafka import TopicPartition
+
+from util import assert_codec, check_keyed, consumer, payload, unique_topic, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 FRANZ = Path(os.environ.get("FRANZ_INTEROP", REPO / "ci" / ".lab" / "bin" / "franz-interop"))
@@ -379,6 +381,16 @@ def test_kadm_optional_apis(module_broker, call):
     elif call == "deleterecords":
         _, recs, _ = consume(bs, topic)
         assert [x["o"] for x in recs if x["p"] == 0] == list(range(1, 10))
+    elif call == "alterconfigs":
+        d = admin_op(bs, "call", "-call", "describeconfigs", "-topic", topic, "-timeout", "45s", timeout=90)
+        assert d["err"] is None and d["configs"]["retention.ms"]["value"] == "3600000", d
+    elif call == "deleteoffsets":
+        c = consumer(bs, **{"group.id": group})
+        try:
+            [tp] = c.committed([TopicPartition(topic, 0)], timeout=30)
+        finally:
+            c.close()
+        assert tp.error is None and tp.offset == -1001, tp
 
 
 def test_transaction_commits(module_broker):

@@ -7,8 +7,11 @@ the segments. Records are checked one by one after every restart."""
 import re
 import time
 
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+
 import kproto as kp
-from util import consume_all, create_topic, produce_keyed, producer, unique_topic, wait_until
+from util import admin, consume_all, create_topic, produce_keyed, producer, unique_topic, wait_until
 
 CHECKPOINT = "recovery-checkpoint"
 
@@ -135,3 +138,41 @@ def test_damaged_checkpoint_is_ignored(broker):
     dr = produce_keyed(producer(broker.bootstrap, acks="all"), topic, 10, start=3000)
     assert not dr.errors
     check_records(broker.bootstrap, topic, 2, 3010)
+
+
+def test_deleted_records_and_altered_configs_survive_a_crash(broker):
+    """DeleteRecords' log start and an AlterConfigs override are stored before
+    they are answered: after a SIGKILL the log still starts there (segments
+    wholly before it are gone from the disk) and the override still holds."""
+    topic = unique_topic("restart-delete-records")
+    a = admin(broker.bootstrap)
+    a.create_topics([NewTopic(topic, 1, config={"segment.bytes": "4096"})])[topic].result(timeout=30)
+    dr = produce_keyed(producer(broker.bootstrap, acks="all", **{"linger.ms": 0, "batch.num.messages": 1}),
+                       topic, 400)
+    assert not dr.errors and len(dr.acked) == 400
+    pdir = partition_dir(broker, topic, 0)
+    segments = lambda: sorted(int(p.stem) for p in pdir.glob("*.log"))
+    before = segments()
+    assert len(before) > 3 and before[1] < 250, before
+
+    [res] = a.delete_records([TopicPartition(topic, 0, 250)]).values()
+    assert res.result(timeout=30).low_watermark == 250
+    kept = segments()
+    # Only the segment holding offset 250 and those after it are left.
+    first = max(b for b in before if b <= 250)
+    assert kept == [b for b in before if b >= first], (before, kept)
+    cfg = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+        ConfigEntry("retention.ms", "86400000", incremental_operation=AlterConfigOpType.SET)])
+    a.incremental_alter_configs([cfg])[cfg].result(timeout=30)
+
+    broker.kill()
+    broker.start()
+    a = admin(broker.bootstrap)
+    desc = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    got = a.describe_configs([desc])[desc].result(timeout=30)
+    assert got["retention.ms"].value == "86400000" and got["segment.bytes"].value == "4096"
+    records = consume_all(broker.bootstrap, topic, 1)
+    offsets = [off for off, *_ in records[0]]
+    assert offsets == list(range(250, 400)), offsets[:5]
+    for off, key, *_ in records[0]:
+        assert key == b"k%d" % off, (off, key)

@@ -194,6 +194,36 @@ impl TopicConfig {
     }
 }
 
+/// A change to a topic's config overrides (AlterConfigs replaces them all,
+/// IncrementalAlterConfigs sets and deletes single ones). Applied to the
+/// overrides current where it is applied — on shard 0 under the topic lock,
+/// or in the image as the quorum applies it — so two changes of different
+/// settings never undo each other.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ConfigChange {
+    Replace(BTreeMap<String, String>),
+    /// Each setting to its new value, or back to its default (`None`).
+    Update(Vec<(String, Option<String>)>),
+}
+
+impl ConfigChange {
+    pub fn applied_to(&self, current: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match self {
+            ConfigChange::Replace(all) => all.clone(),
+            ConfigChange::Update(changes) => {
+                let mut next = current.clone();
+                for (k, v) in changes {
+                    match v {
+                        Some(v) => next.insert(k.clone(), v.clone()),
+                        None => next.remove(k),
+                    };
+                }
+                next
+            }
+        }
+    }
+}
+
 /// Group coordinator settings (Kafka's names).
 #[derive(Clone, Debug)]
 pub struct GroupConfig {
@@ -290,6 +320,15 @@ mod tests {
         assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_secs(1)));
         let bad = BTreeMap::from([("no.such".to_string(), "1".to_string())]);
         assert!(base.with_overrides(&bad).is_err());
+        // Compaction is not implemented: refused, never silently ignored.
+        for policy in ["compact", "compact,delete", "delete,compact"] {
+            let o = BTreeMap::from([("cleanup.policy".to_string(), policy.to_string())]);
+            let e = base.with_overrides(&o).unwrap_err();
+            assert!(
+                matches!(e, EngineError::InvalidConfig(_)),
+                "{policy}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -53,12 +53,11 @@ pub enum MetaRecord {
     DeleteTopic {
         name: String,
     },
-    /// A topic's config overrides become `configs` (all of them: the
-    /// proposer resolved AlterConfigs or IncrementalAlterConfigs against the
-    /// overrides it saw, and validated the result).
+    /// A topic's config overrides change (validated by the proposer against
+    /// the overrides it saw; applied to the current ones).
     AlterTopicConfigs {
         name: String,
-        configs: BTreeMap<String, String>,
+        change: crate::config::ConfigChange,
     },
     /// A partition's leader changes its ISR (Kafka's AlterPartition): applied
     /// only if `leader` still leads in `leader_epoch`, and the new ISR holds
@@ -265,9 +264,9 @@ impl ClusterImage {
                     .remove(name)
                     .ok_or(EngineError::UnknownTopicOrPartition)?;
             }
-            MetaRecord::AlterTopicConfigs { name, configs } => {
+            MetaRecord::AlterTopicConfigs { name, change } => {
                 let t = (self.topics.get_mut(name)).ok_or(EngineError::UnknownTopicOrPartition)?;
-                t.configs = configs.clone();
+                t.configs = change.applied_to(&t.configs);
             }
             MetaRecord::AlterPartition {
                 topic,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::{Shard, is_internal_topic};
 use crate::cluster::image::{MetaRecord, NodeId};
+use crate::config::ConfigChange;
 use crate::error::EngineError;
 use crate::meta::catalog::{Catalog, TopicMeta, validate_topic_name};
 use crate::types::{ShardId, TopicPartition};
@@ -257,24 +258,24 @@ impl Shard {
         }
     }
 
-    /// Replaces a topic's config overrides with `overrides` (Kafka's
-    /// AlterConfigs and IncrementalAlterConfigs, which resolve the whole set
-    /// first), on shard 0 wherever it is called. The set is checked against
-    /// the broker defaults first; a bad value changes nothing. In a cluster
-    /// the change goes through the metadata quorum, so every broker applies
-    /// it; a single broker persists its catalog first. Every shard's
-    /// partitions have the new settings when this returns.
+    /// Changes a topic's config overrides (Kafka's AlterConfigs and
+    /// IncrementalAlterConfigs), on shard 0 wherever it is called. The
+    /// resulting set is checked against the broker defaults first; a bad
+    /// value changes nothing. In a cluster the change goes through the
+    /// metadata quorum, so every broker applies it; a single broker persists
+    /// its catalog first. Every shard's partitions have the new settings
+    /// when this returns.
     pub async fn alter_topic_configs(
         self: &Rc<Self>,
         name: String,
-        overrides: BTreeMap<String, String>,
+        change: ConfigChange,
         validate_only: bool,
     ) -> Result<(), EngineError> {
         if self.id.0 == 0 {
-            return (self.alter_topic_configs_on_zero(name, overrides, validate_only)).await;
+            return (self.alter_topic_configs_on_zero(name, change, validate_only)).await;
         }
         self.invoke_on(ShardId(0), move |s| async move {
-            (s.alter_topic_configs_on_zero(name, overrides, validate_only)).await
+            (s.alter_topic_configs_on_zero(name, change, validate_only)).await
         })
         .await?
     }
@@ -282,7 +283,7 @@ impl Shard {
     async fn alter_topic_configs_on_zero(
         self: &Rc<Self>,
         name: String,
-        overrides: BTreeMap<String, String>,
+        change: ConfigChange,
         validate_only: bool,
     ) -> Result<(), EngineError> {
         let _guard = self.topic_lock.lock().await;
@@ -296,6 +297,7 @@ impl Shard {
                 "the configs of internal topic {name} are fixed"
             )));
         }
+        let overrides = change.applied_to(&current.overrides);
         let config = (self.shared.config.topic_defaults).with_overrides(&overrides)?;
         if validate_only || overrides == current.overrides {
             return Ok(());
@@ -303,7 +305,7 @@ impl Shard {
         if self.shared.cluster.is_some() {
             self.propose_and_install(vec![MetaRecord::AlterTopicConfigs {
                 name: name.clone(),
-                configs: overrides,
+                change,
             }])
             .await?;
             tracing::info!(topic = %name, "altered topic configs in the cluster");

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
+use brook_engine::config::ConfigChange;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, IncrementalAlterConfigsRequest,
@@ -72,32 +73,29 @@ fn incremental_op(name: &str, op: i8, value: Option<&str>) -> Result<Op, Failure
     })
 }
 
-/// `current` overrides with `ops` applied in order (Kafka's
-/// `prepareIncrementalConfigs`): APPEND adds the values not already listed,
-/// SUBTRACT removes the ones listed, both starting from the default when the
-/// topic has no override.
-fn apply_ops(
+/// Each setting's new value (`None`: back to its default) after `ops`, as
+/// Kafka's `prepareIncrementalConfigs` computes it: APPEND adds the values not
+/// already listed, SUBTRACT removes the ones listed, both starting from the
+/// topic's current override (`current`) or the default. A key appears at most
+/// once (checked before).
+fn resolve(
     current: &BTreeMap<String, String>,
     ops: Vec<(String, Op)>,
-) -> Result<BTreeMap<String, String>, Failure> {
-    let mut next = current.clone();
+) -> Result<Vec<(String, Option<String>)>, Failure> {
+    let mut out = Vec::with_capacity(ops.len());
     for (name, op) in ops {
         let list_default = LIST_DEFAULTS.iter().find(|(n, _)| *n == name).map(|d| d.1);
-        let old_list = |next: &BTreeMap<String, String>| -> Vec<String> {
-            let old = next.get(&name).map(String::as_str).or(list_default);
+        let old_list = || -> Vec<String> {
+            let old = current.get(&name).map(String::as_str).or(list_default);
             old.unwrap_or("")
                 .split(',')
                 .filter(|v| !v.is_empty())
                 .map(str::to_string)
                 .collect()
         };
-        match op {
-            Op::Set(v) => {
-                next.insert(name, v);
-            }
-            Op::Delete => {
-                next.remove(&name);
-            }
+        let value = match op {
+            Op::Set(v) => Some(v),
+            Op::Delete => None,
             Op::Append(_) | Op::Subtract(_) if list_default.is_none() => {
                 let kind = if matches!(op, Op::Append(_)) {
                     "append"
@@ -109,24 +107,25 @@ fn apply_ops(
                 )));
             }
             Op::Append(v) => {
-                let mut list = old_list(&next);
+                let mut list = old_list();
                 for item in v.split(',') {
                     if !list.iter().any(|x| x == item) {
                         list.push(item.to_string());
                     }
                 }
-                next.insert(name, list.join(","));
+                Some(list.join(","))
             }
             Op::Subtract(v) => {
                 let gone: Vec<&str> = v.split(',').collect();
-                let list: Vec<String> = (old_list(&next).into_iter())
+                let list: Vec<String> = (old_list().into_iter())
                     .filter(|x| !gone.contains(&x.as_str()))
                     .collect();
-                next.insert(name, list.join(","));
+                Some(list.join(","))
             }
-        }
+        };
+        out.push((name, value));
     }
-    Ok(next)
+    Ok(out)
 }
 
 /// Resource types, duplicates and the broker's name, checked as Kafka checks
@@ -178,7 +177,9 @@ fn duplicated<'a>(ids: impl Iterator<Item = (i8, &'a str)>) -> HashSet<(i8, Stri
 }
 
 /// Resolves and stores one topic resource's change; `full` replaces the
-/// overrides (AlterConfigs), otherwise `ops` apply to them.
+/// overrides (AlterConfigs), otherwise `ops` apply to them. APPEND and
+/// SUBTRACT are resolved here against this broker's view of the overrides;
+/// SET and DELETE apply to the overrides current where the change is made.
 async fn alter_topic(
     srv: &ShardServer,
     name: &str,
@@ -193,10 +194,17 @@ async fn alter_topic(
             return Err((errors::code(&e), format!("topic {name} does not exist")));
         }
     };
-    let base = if full { BTreeMap::new() } else { current };
-    let next = apply_ops(&base, ops)?;
+    let changes = resolve(&current, ops)?;
+    let change = match full {
+        true => ConfigChange::Replace(
+            (changes.into_iter())
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+        ),
+        false => ConfigChange::Update(changes),
+    };
     (srv.shard)
-        .alter_topic_configs(name.to_string(), next, validate_only)
+        .alter_topic_configs(name.to_string(), change, validate_only)
         .await
         .map_err(|e| (errors::code(&e), e.to_string()))
 }
@@ -317,33 +325,41 @@ mod tests {
         let ops = vec![
             ("retention.ms".into(), Op::Set("2000".into())),
             ("segment.bytes".into(), Op::Delete),
-            ("flush.ms".into(), Op::Delete),
         ];
+        let changes = resolve(&current, ops).unwrap();
         assert_eq!(
-            apply_ops(&current, ops).unwrap(),
-            map(&[("retention.ms", "2000")])
+            changes,
+            vec![
+                ("retention.ms".to_string(), Some("2000".to_string())),
+                ("segment.bytes".to_string(), None)
+            ]
         );
+        let next = ConfigChange::Update(changes).applied_to(&current);
+        assert_eq!(next, map(&[("retention.ms", "2000")]));
     }
 
     #[test]
     fn append_and_subtract_work_on_lists_from_their_default() {
         let ops = vec![("cleanup.policy".into(), Op::Append("compact,delete".into()))];
         assert_eq!(
-            apply_ops(&BTreeMap::new(), ops).unwrap(),
-            map(&[("cleanup.policy", "delete,compact")])
+            resolve(&BTreeMap::new(), ops).unwrap(),
+            vec![(
+                "cleanup.policy".to_string(),
+                Some("delete,compact".to_string())
+            )]
         );
         let ops = vec![("cleanup.policy".into(), Op::Subtract("compact".into()))];
         let current = map(&[("cleanup.policy", "compact,delete")]);
         assert_eq!(
-            apply_ops(&current, ops).unwrap(),
-            map(&[("cleanup.policy", "delete")])
+            resolve(&current, ops).unwrap(),
+            vec![("cleanup.policy".to_string(), Some("delete".to_string()))]
         );
     }
 
     #[test]
     fn append_to_a_scalar_is_invalid_config() {
         let ops = vec![("retention.ms".into(), Op::Append("5".into()))];
-        let (code, why) = apply_ops(&BTreeMap::new(), ops).unwrap_err();
+        let (code, why) = resolve(&BTreeMap::new(), ops).unwrap_err();
         assert_eq!(code, ResponseError::InvalidConfig.code());
         assert!(why.contains("append is not allowed"), "{why}");
     }
