@@ -29,6 +29,14 @@ if ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v losetup >/dev/null 2>&
     $SUDO apt-get install -y -q e2fsprogs mount
 fi
 
+# test_metrics.py checks a real scrape with promtool (Debian's prometheus package).
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus (promtool)"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q --no-install-recommends prometheus
+fi
+
 # test_cluster_netns.py builds network namespaces, veths and a bridge with ip.
 if ! command -v ip >/dev/null 2>&1; then
     echo "setup: installing iproute2"

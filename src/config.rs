@@ -62,6 +62,10 @@ pub struct Cli {
     /// Where this node's quorum member listens, HOST:PORT (the CONTROLLER listener).
     #[arg(long)]
     pub controller_listen: Option<String>,
+    /// Serve Prometheus metrics over HTTP at HOST:PORT (`GET /metrics`); off
+    /// unless set (also `brook.metrics.listen` in the config file).
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 pub struct Settings {
@@ -370,6 +374,13 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     }
     if let Some(ms) = positive("brook.partial.request.timeout.ms")? {
         net.partial_request_timeout = Duration::from_millis(ms as u64);
+    }
+    if let Some(m) = cli.metrics_listen.clone().or(get("brook.metrics.listen")) {
+        let addr = resolve(&m).map_err(|e| format!("--metrics-listen {m}: {e}"))?;
+        if addr == listen {
+            return Err("the metrics listener must differ from the client listener".into());
+        }
+        net.metrics_listen = Some(addr);
     }
     Ok(Settings { engine, net })
 }

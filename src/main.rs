@@ -77,6 +77,13 @@ fn run_shard(
             let _ = ready.send(Err(format!("controller listener {at}: {e}")));
             return;
         }
+        if id == 0
+            && let Some(at) = net.metrics_listen
+            && let Err(e) = brook_net::metrics::start(shard.clone(), at)
+        {
+            let _ = ready.send(Err(format!("metrics listener {at}: {e}")));
+            return;
+        }
         brook_net::replica_fetcher::start(shard.clone());
         brook_net::txn_calls::install(&shard);
         let server = ShardServer::new(shard.clone(), net.clone(), connections);

@@ -11,6 +11,8 @@ rebalancing off so that only kafka-leader-election moves leaders back:
 2. kafka-delete-records moves log starts; its low watermark means every
    in-sync replica stored it, so when the leader is killed its successor
    answers the same earliest offset and serves exactly the records after it.
+   Meanwhile the survivors' metrics show the partitions under-replicated and
+   count the ISR shrinks.
 3. The killed broker returns and catches up; kafka-leader-election
    --election-type PREFERRED gives its partitions back to it, and a second
    run reports that no election is needed.
@@ -21,7 +23,9 @@ import json
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
+from apache_kafka import free_port
 from cluster_util import Cluster, cluster_of, create, partitions_of
+from test_metrics import samples, scrape, value
 from test_kafka_tools import get_offsets, lines, read_all, tool
 from util import admin, payload, producer, unique_topic, wait_until
 
@@ -44,6 +48,8 @@ def test_configs_delete_records_and_elections_across_the_cluster(tmp_path, reque
     for b in c.brokers:
         cfg = b.workdir / "brook.toml"
         cfg.write_text(cfg.read_text() + '"auto.leader.rebalance.enable" = "false"\n')
+        b.metrics_port = free_port()
+        b.extra_args += ["--metrics-listen", "127.0.0.1:%d" % b.metrics_port]
     with cluster_of(c, request):
         topic = unique_topic("ops")
         create(c, topic, 3, via=c.node(1), rf=3)
@@ -94,6 +100,15 @@ def test_configs_delete_records_and_elections_across_the_cluster(tmp_path, reque
                    30, what="a new leader for partition 0")
         live = c.bootstrap_node()
         assert get_offsets(live.bootstrap, "--topic", topic, "--time", "-2") == starts
+        # The leaders left see their partitions under-replicated, and count an
+        # ISR shrink for each partition they led before (the controller took
+        # the killed broker out of its ISR).
+        followed = sum(1 for l, _r, _i in parts.values() if l != victim)
+        def shrunk():
+            m = [samples(scrape(b.metrics_port)) for b in c.brokers if b.alive()]
+            return (sum(value(x, "brook_under_replicated_partitions") for x in m) == 3
+                    and sum(value(x, "brook_isr_shrinks_total") for x in m) == followed)
+        wait_until(shrunk, 60, what="3 under-replicated partitions and their ISR shrinks in the metrics")
         by_p = read_all(live.bootstrap, topic, 3)
         for q in range(3):
             got = [(off, key) for off, key, _v, _h, _ts in by_p[q]]
@@ -105,6 +120,8 @@ def test_configs_delete_records_and_elections_across_the_cluster(tmp_path, reque
         c.wait_brokers([1, 2, 3], live)
         wait_until(lambda: all(isr == [1, 2, 3] for _l, _r, isr in partitions_of(c, topic, live).values()),
                    60, what="the returned broker back in every ISR")
+        wait_until(lambda: sum(value(samples(scrape(b.metrics_port)), "brook_under_replicated_partitions")
+                               for b in c.brokers) == 0, 30, what="no under-replicated partition in the metrics")
         moved = sorted(q for q, (l, _r, _i) in partitions_of(c, topic, live).items() if l != parts[q][0])
         assert moved, "no leadership moved while broker %d was down" % victim
         r = tool("kafka-leader-election", "--bootstrap-server", live.bootstrap, "--election-type", "PREFERRED",

@@ -39,6 +39,7 @@ pub mod error;
 pub mod ids;
 pub mod log;
 pub mod meta;
+pub mod metrics;
 pub mod shard;
 pub mod types;
 

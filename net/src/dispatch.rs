@@ -15,7 +15,35 @@ use crate::handlers;
 use crate::routes::{self, Dispatched, PRODUCE_MIN_DECODABLE, Request, encode_response};
 use crate::server::ShardServer;
 
-pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) -> Dispatched {
+/// Routes one request frame, counting it for the metrics endpoint: a
+/// request when its response is encoded (or its acks=0 Produce has run), a
+/// bad request when the connection must close.
+pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, frame: Bytes) -> Dispatched {
+    let started = std::time::Instant::now();
+    let bytes_in = frame.len();
+    let key = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]]));
+    match (route(srv, peer, frame), key) {
+        (Dispatched::Respond(fut), Ok(key)) => Dispatched::Respond(Box::pin(async move {
+            let r = fut.await;
+            if let Some(b) = &r {
+                crate::metrics::record_request(key, bytes_in, b.len(), started.elapsed());
+            }
+            r
+        })),
+        (Dispatched::NoResponse(fut), Ok(key)) => Dispatched::NoResponse(Box::pin(async move {
+            let r = fut.await;
+            crate::metrics::record_request(key, bytes_in, 0, started.elapsed());
+            r
+        })),
+        (Dispatched::Close(why), _) => {
+            crate::metrics::record_bad_request();
+            Dispatched::Close(why)
+        }
+        (d, _) => d,
+    }
+}
+
+fn route(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) -> Dispatched {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);

@@ -23,6 +23,7 @@ pub mod errors;
 pub mod handlers;
 pub mod listener;
 pub mod memory;
+pub mod metrics;
 pub mod peer;
 pub mod quota;
 pub mod replica_fetcher;

@@ -43,6 +43,8 @@ pub struct NetConfig {
     /// Hand each new connection to the shard on the CPU that received it (when
     /// shards are pinned and no more numerous than cores); see the module doc.
     pub steer_connections: bool,
+    /// Where shard 0 serves Prometheus metrics (`crate::metrics`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NetConfig {
@@ -67,6 +69,7 @@ impl NetConfig {
             connections_max_idle: Duration::from_secs(600),
             partial_request_timeout: Duration::from_secs(60),
             steer_connections: true,
+            metrics_listen: None,
         }
     }
 }
@@ -186,9 +189,11 @@ impl ShardServer {
 
     pub(crate) fn connection_opened(&self) {
         self.open_connections.set(self.open_connections.get() + 1);
+        crate::metrics::record_connection(true);
     }
 
     pub(crate) fn connection_closed(&self) {
+        crate::metrics::record_connection(false);
         let n = self.open_connections.get() - 1;
         self.open_connections.set(n);
         if n == 0 && self.stop.is_fired() {
@@ -209,12 +214,19 @@ impl ShardServer {
             crate::quota::Direction::Produce => q.producer_byte_rate,
             crate::quota::Direction::Fetch => q.consumer_byte_rate,
         });
-        match rate {
+        let wait = match rate {
             Some(r) => self
                 .throttler
                 .record(client_id, dir, bytes, r, std::time::Instant::now()),
             None => Duration::ZERO,
+        };
+        if !wait.is_zero() {
+            crate::metrics::record_throttle(match dir {
+                crate::quota::Direction::Produce => "produce",
+                crate::quota::Direction::Fetch => "fetch",
+            });
         }
+        wait
     }
 
     /// Stops accepting, lets every connection finish the requests it has read,

@@ -1130,6 +1130,15 @@ impl Partition {
     /// The quorum committed a new ISR for the partition this broker leads.
     pub fn set_isr(&mut self, isr: Vec<i32>, partition_epoch: i32) {
         if let Role::Leader(l) = &mut self.role {
+            // Counted where the leader learns it, whoever made the change
+            // (this leader's AlterPartition, or the controller fencing a broker).
+            let (before, after) = (l.isr.len(), isr.len());
+            if after != before {
+                crate::metrics::count(|m| match after < before {
+                    true => m.isr_shrinks += 1,
+                    false => m.isr_expands += 1,
+                });
+            }
             l.set_isr(isr, partition_epoch);
         }
         self.update_high_watermark();
@@ -1320,6 +1329,9 @@ pub async fn run_flusher(cell: PartitionRef) {
                     writing,
                 } = run_job(job).await;
                 let took = started.elapsed();
+                if synced {
+                    crate::metrics::count(|m| m.flush_seconds.observe(took));
+                }
                 let mut disk_failed = None;
                 let checkpoint = {
                     let mut p = cell.state.borrow_mut();

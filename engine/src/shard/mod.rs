@@ -147,6 +147,11 @@ impl EngineShared {
         offline.get(tp).cloned()
     }
 
+    /// How many of this broker's partitions are offline.
+    pub fn offline_count(&self) -> usize {
+        self.offline.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     fn set_offline(&self, tp: TopicPartition, why: Option<String>) {
         let mut offline = self.offline.lock().unwrap_or_else(|p| p.into_inner());
         match why {
@@ -212,8 +217,8 @@ pub fn is_internal_topic(name: &str) -> bool {
     name == OFFSETS_TOPIC || name == crate::coord::txn::TXN_TOPIC
 }
 
-struct LocalPartition {
-    cell: PartitionRef,
+pub(crate) struct LocalPartition {
+    pub(crate) cell: PartitionRef,
     flusher: compio::runtime::JoinHandle<()>,
 }
 
@@ -221,7 +226,7 @@ struct LocalPartition {
 pub struct Shard {
     pub id: ShardId,
     pub shared: Arc<EngineShared>,
-    partitions: RefCell<HashMap<TopicPartition, LocalPartition>>,
+    pub(crate) partitions: RefCell<HashMap<TopicPartition, LocalPartition>>,
     catalog: RefCell<Arc<Catalog>>,
     /// Serialises catalog changes (used on shard 0 only).
     topic_lock: futures::lock::Mutex<()>,
@@ -447,6 +452,7 @@ impl Shard {
                 let asked = Instant::now();
                 compio::time::sleep(STALL_PROBE).await;
                 let late = asked.elapsed().saturating_sub(STALL_PROBE);
+                crate::metrics::count(|m| m.loop_delay_seconds.observe(late));
                 if late >= STALL_REPORT {
                     tracing::debug!(shard = id.0, ?late, "shard stalled");
                 }
