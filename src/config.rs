@@ -66,6 +66,17 @@ pub struct Cli {
     /// unless set (also `brook.metrics.listen` in the config file).
     #[arg(long)]
     pub metrics_listen: Option<String>,
+    /// Log lines as text (default) or as one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 pub struct Settings {

@@ -109,13 +109,19 @@ fn run_shard(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = config::Cli::parse();
+    let log = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let settings = match config::settings(config::Cli::parse()) {
+        );
+    // One line per event either way; JSON (timestamp, level, target, fields)
+    // for log pipelines.
+    match cli.log_format {
+        config::LogFormat::Text => log.init(),
+        config::LogFormat::Json => log.json().flatten_event(true).init(),
+    }
+    let settings = match config::settings(cli) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("configuration: {e}");

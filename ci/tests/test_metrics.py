@@ -102,3 +102,38 @@ def test_scrape_passes_promtool_and_matches_what_happened(make_broker):
         raise AssertionError("/other answered")
     except urllib.error.HTTPError as e:
         assert e.code == 404
+
+
+def test_json_logs_one_object_per_line(make_broker):
+    """--log-format json: every line the broker writes is one JSON object
+    with its time, level, message and fields."""
+    import json
+    b = make_broker(lambda b: ["--log-format", "json"])
+    create_topic(b.bootstrap, unique_topic("json-logs"), 1)
+    b.terminate()
+    text = b.log_text()
+    own = [l for l in text.splitlines() if l and not l.startswith("==== test harness")]
+    events = [json.loads(l) for l in own]
+    assert events, text
+    for e in events:
+        assert {"timestamp", "level", "message", "target"} <= set(e), e
+    ready = [e for e in events if e["message"] == "brook ready"]
+    assert len(ready) == 1 and ready[0]["shards"] >= 1, ready
+    assert any(e["message"] == "created topic" and e["partitions"] == 1 for e in events), own[-5:]
+
+
+def test_grafana_dashboard_uses_only_exposed_metrics(make_broker):
+    """net/grafana/brook-dashboard.json reads, and every metric its queries
+    name is one the broker exposes (so the dashboard stays true)."""
+    import json
+    from pathlib import Path
+    dash = json.loads((Path(__file__).resolve().parents[2] / "net" / "grafana" / "brook-dashboard.json").read_text())
+    port = free_port()
+    b = make_broker(lambda b: ["--metrics-listen", "127.0.0.1:%d" % port])
+    families = set(re.findall(r"^# TYPE (\S+) ", scrape(port), re.M))
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    assert len(exprs) >= 12
+    for e in exprs:
+        for name in re.findall(r"\bbrook_[a-z_]+", e):
+            base = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert name in families or base in families, (name, e)

@@ -202,6 +202,9 @@ fn api_name(key: i16) -> String {
     ApiKey::try_from(key).map_or_else(|_| key.to_string(), |k| format!("{k:?}"))
 }
 
+/// One partition gauge's value.
+type PartitionValue = fn(&brook_engine::metrics::PartitionGauges) -> u64;
+
 /// Prometheus' text format for one scrape.
 pub fn render(net: &[NetCounters], engine: &EngineMetrics) -> String {
     let mut o = Out(String::with_capacity(16 << 10));
@@ -358,11 +361,7 @@ pub fn render(net: &[NetCounters], engine: &EngineMetrics) -> String {
         "Partitions of this broker taken offline (a failed disk or write).",
     );
     o.sample("brook_offline_partitions", "", engine.offline_partitions);
-    let gauges: [(
-        &str,
-        &str,
-        fn(&brook_engine::metrics::PartitionGauges) -> u64,
-    ); 4] = [
+    let gauges: [(&str, &str, PartitionValue); 4] = [
         (
             "brook_partition_log_start_offset",
             "The first offset a consumer can read.",

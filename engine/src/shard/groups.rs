@@ -79,6 +79,9 @@ fn now_ms() -> i64 {
 }
 
 /// The `__consumer_offsets` partition of `group`.
+/// OffsetDelete's outcome per partition.
+pub type OffsetsDeleted = Vec<(TopicPartition, Result<(), EngineError>)>;
+
 pub(crate) fn offsets_tp(group: &str) -> TopicPartition {
     TopicPartition {
         topic: OFFSETS_TOPIC.to_string(),
@@ -332,7 +335,7 @@ impl Shard {
         self: &Rc<Self>,
         group: String,
         tps: Vec<TopicPartition>,
-    ) -> LocalFuture<Result<Vec<(TopicPartition, Result<(), EngineError>)>, EngineError>> {
+    ) -> LocalFuture<Result<OffsetsDeleted, EngineError>> {
         self.on_group(&group.clone(), move |s| async move {
             let (results, doomed) = {
                 let groups = s.groups.borrow();

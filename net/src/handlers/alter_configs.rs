@@ -48,6 +48,10 @@ enum Op {
 
 type Failure = (i16, String);
 
+/// One resource of a request: its type, name and changes (or why they do
+/// not read).
+type Resource = (i8, StrBytes, Result<Vec<(String, Op)>, Failure>);
+
 fn invalid_request(why: String) -> Failure {
     (ResponseError::InvalidRequest.code(), why)
 }
@@ -218,7 +222,7 @@ struct Outcome {
 
 async fn run(
     srv: &ShardServer,
-    resources: Vec<(i8, StrBytes, Result<Vec<(String, Op)>, Failure>)>,
+    resources: Vec<Resource>,
     full: bool,
     validate_only: bool,
 ) -> Vec<Outcome> {
