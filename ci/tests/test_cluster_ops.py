@@ -136,3 +136,62 @@ def test_configs_delete_records_and_elections_across_the_cluster(tmp_path, reque
         assert lines(r.out) == ["Valid replica already elected for partitions %s-0" % topic], r
         # The old leader of partition 0 serves from the log start it stored.
         assert get_offsets(c.node(victim).bootstrap, "--topic", topic, "--time", "-2") == starts
+
+
+def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, request):
+    """kafka-reassign-partitions moves both partitions of a topic off broker
+    1 and onto broker 4 (started after the topic) while an idempotent
+    producer keeps writing: --verify reports progress until both are
+    complete, broker 4 is in every ISR, broker 1 deleted its copies, and
+    every acknowledged record is there once, in order."""
+    import threading
+    from confluent_kafka.admin import NewTopic
+    from util import Delivery, check_keyed, consume_all, produce_keyed
+
+    with cluster_of(Cluster(tmp_path, brokers_only=1), request) as c:
+        topic = unique_topic("reassign")
+        a = admin(c.node(1).bootstrap)
+        a.create_topics([NewTopic(topic, num_partitions=2, replica_assignment=[[1, 2, 3], [2, 3, 1]])])[topic].result(timeout=30)
+        wait_until(lambda: len(partitions_of(c, topic, c.node(1))) == 2, 30, what="the topic")
+
+        dr, stop, written = Delivery(), threading.Event(), []
+        def load():
+            p = producer(c.bootstrap, acks="all", **{"enable.idempotence": True, "linger.ms": 5})
+            n = 0
+            while not stop.is_set() and n < 200_000:
+                produce_keyed(p, topic, 500, start=n, dr=dr)
+                n += 500
+            written.append(n)
+        t = threading.Thread(target=load, daemon=True)
+        t.start()
+        wait_until(lambda: len(dr.acked) >= 1000, 60, what="load running")
+
+        spec = tmp_path / "move.json"
+        spec.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": 0, "replicas": [4, 2, 3]},
+            {"topic": topic, "partition": 1, "replicas": [2, 3, 4]}]}))
+        r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(2).bootstrap,
+                 "--reassignment-json-file", spec, "--execute")
+        assert "Successfully started partition reassignments for %s-0,%s-1" % (topic, topic) in r.out, r
+
+        def verified():
+            r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(3).bootstrap,
+                     "--reassignment-json-file", spec, "--verify")
+            done = ["Reassignment of partition %s-%d is completed." % (topic, q) in r.out for q in (0, 1)]
+            return all(done) and r
+        r = wait_until(verified, 120, interval=1, what="both reassignments completed")
+        stop.set()
+        t.join(120)
+        assert not dr.errors, dr.errors[:5]
+
+        got = partitions_of(c, topic, c.node(4))
+        assert got[0][1] == [2, 3, 4] and got[1][1] == [2, 3, 4], got
+        wait_until(lambda: all(isr == [2, 3, 4] for _l, _r, isr in partitions_of(c, topic, c.node(4)).values()),
+                   60, what="broker 4 in every ISR")
+        wait_until(lambda: not list((c.node(1).data_dir).glob("%s-*" % topic)), 30,
+                   what="broker 1 deleted its copies")
+        assert sorted(p.name for p in c.node(4).data_dir.glob("%s-*" % topic)) == [topic + "-0", topic + "-1"]
+        check_keyed(consume_all(c.node(4).bootstrap, topic, 2), written[0], acked=dr.acked)
+        # Nothing is moving any more.
+        r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(1).bootstrap, "--list")
+        assert "No partition reassignments found." in r.out, r

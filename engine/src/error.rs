@@ -120,6 +120,9 @@ pub enum EngineError {
     /// lost it before the change was committed. Retriable.
     #[error("the metadata quorum did not commit the change: {0}")]
     NoQuorum(String),
+    /// AlterPartitionReassignments cancelling a partition that is not moving.
+    #[error("no reassignment is in progress")]
+    NoReassignmentInProgress,
     /// ElectLeaders: the partition already has the leader asked for.
     #[error("leader election not needed")]
     ElectionNotNeeded,

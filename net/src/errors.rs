@@ -37,6 +37,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::NonEmptyGroup => E::NonEmptyGroup,
         EngineError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
         EngineError::ElectionNotNeeded => E::ElectionNotNeeded,
+        EngineError::NoReassignmentInProgress => E::NoReassignmentInProgress,
         EngineError::PreferredLeaderNotAvailable => E::PreferredLeaderNotAvailable,
         EngineError::EligibleLeadersNotAvailable => E::EligibleLeadersNotAvailable,
         EngineError::GroupIdNotFound => E::GroupIdNotFound,

@@ -100,6 +100,23 @@ pub enum MetaRecord {
         incarnation: u64,
         partitions: Vec<(String, u32)>,
     },
+    /// AlterPartitionReassignments for one partition: start moving it to
+    /// `target` (its replicas become the target plus the old ones being
+    /// removed, and the new ones start following), or cancel the move in
+    /// progress (`None`: back to the replicas it had). The leader epoch is
+    /// bumped so the leader tracks the new replica set.
+    Reassign {
+        topic: String,
+        partition: u32,
+        target: Option<Vec<NodeId>>,
+    },
+    /// The controller ends a reassignment whose target replicas are all in
+    /// sync: the removed replicas leave (and their brokers delete their
+    /// copies), a leader outside the target hands over to an in-sync one.
+    CompleteReassignment {
+        topic: String,
+        partition: u32,
+    },
     /// A block of producer ids for `node`: the next `count` unallocated ids.
     AllocateProducerIds {
         node: NodeId,
@@ -152,9 +169,121 @@ pub struct PartitionInfo {
     /// until that broker starts again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub offline: Vec<NodeId>,
+    /// A reassignment in progress (Kafka's adding and removing replicas):
+    /// `replicas` is the target followed by the replicas being removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<NodeId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<NodeId>,
 }
 
 impl PartitionInfo {
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas it had before the reassignment in progress.
+    fn original_replicas(&self) -> Vec<NodeId> {
+        (self.replicas.iter())
+            .filter(|n| !self.adding.contains(n))
+            .copied()
+            .collect()
+    }
+
+    /// The replicas it is moving to.
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        (self.replicas.iter())
+            .filter(|n| !self.removing.contains(n))
+            .copied()
+            .collect()
+    }
+
+    /// A new replica set: the ISR keeps only its members, and a leader
+    /// outside it hands over to an in-sync, usable one (none: offline).
+    /// Epochs are bumped either way, so the leader rebuilds its view.
+    fn set_replicas(&mut self, replicas: Vec<NodeId>, live: &[NodeId]) {
+        self.isr.retain(|n| replicas.contains(n));
+        if !replicas.contains(&self.leader) {
+            self.leader = (self.isr.iter().copied())
+                .find(|n| live.contains(n) && !self.offline.contains(n))
+                .unwrap_or(NO_LEADER);
+        }
+        if self.isr.is_empty() && self.leader != NO_LEADER {
+            self.isr.push(self.leader);
+        }
+        self.offline.retain(|n| replicas.contains(n));
+        self.replicas = replicas;
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+    }
+
+    /// Starts (or replaces, or with `None` cancels) a reassignment, as
+    /// Kafka's controller does: the replicas become the target followed by
+    /// the original ones not in it.
+    fn reassign(
+        &mut self,
+        target: Option<&[NodeId]>,
+        registered: &[NodeId],
+        live: &[NodeId],
+    ) -> Result<(), EngineError> {
+        let original = self.original_replicas();
+        let Some(target) = target else {
+            if !self.reassigning() {
+                return Err(EngineError::NoReassignmentInProgress);
+            }
+            self.adding.clear();
+            self.removing.clear();
+            self.set_replicas(original, live);
+            return Ok(());
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        if target.is_empty() || !target.iter().all(|n| seen.insert(*n)) {
+            return Err(EngineError::InvalidReplicaAssignment(format!(
+                "target replicas {target:?} must be distinct and not empty"
+            )));
+        }
+        if let Some(n) = target.iter().find(|n| !registered.contains(n)) {
+            return Err(EngineError::InvalidReplicaAssignment(format!(
+                "broker {n} is not registered"
+            )));
+        }
+        let adding: Vec<NodeId> = (target.iter())
+            .filter(|n| !original.contains(n))
+            .copied()
+            .collect();
+        let removing: Vec<NodeId> = (original.iter())
+            .filter(|n| !target.contains(n))
+            .copied()
+            .collect();
+        let mut replicas = target.to_vec();
+        replicas.extend(&removing);
+        self.adding = adding;
+        self.removing = removing;
+        if !self.reassigning() {
+            // The target is what it has: only the order (the preferred
+            // leader) may change.
+            self.replicas = replicas;
+            self.partition_epoch += 1;
+            return Ok(());
+        }
+        self.set_replicas(replicas, live);
+        Ok(())
+    }
+
+    /// Ends a reassignment once every target replica is in sync.
+    fn complete_reassignment(&mut self, live: &[NodeId]) -> Result<(), EngineError> {
+        let target = self.target_replicas();
+        if !self.reassigning() || !target.iter().all(|n| self.isr.contains(n)) {
+            return Err(EngineError::InvalidRequest(
+                "the reassignment is not in progress or its target is not in sync".into(),
+            ));
+        }
+        self.adding.clear();
+        self.removing.clear();
+        self.set_replicas(target, live);
+        Ok(())
+    }
+
     /// Whether `node`'s copy can lead or be in sync, given who is live.
     fn usable(&self, node: NodeId, live: &[NodeId]) -> bool {
         live.contains(&node) && !self.offline.contains(&node)
@@ -328,6 +457,21 @@ impl ClusterImage {
                     p.partition_epoch += 1;
                 }
             }
+            MetaRecord::Reassign {
+                topic,
+                partition,
+                target,
+            } => {
+                let live = self.live_brokers();
+                let registered: Vec<NodeId> = self.brokers.keys().copied().collect();
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                p.reassign(target.as_deref(), &registered, &live)?;
+            }
+            MetaRecord::CompleteReassignment { topic, partition } => {
+                let live = self.live_brokers();
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                p.complete_reassignment(&live)?;
+            }
             MetaRecord::UncleanElection {
                 topic,
                 partition,
@@ -419,6 +563,8 @@ impl ClusterImage {
             leader_epoch: 0,
             partition_epoch: 0,
             offline: Vec::new(),
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
@@ -461,6 +607,23 @@ impl ClusterImage {
                 }
             }
         }
+    }
+
+    /// Reassignments whose target replicas are all in sync: what the
+    /// controller completes.
+    pub fn reassignments_to_complete(&self) -> Vec<MetaRecord> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.reassigning() && p.target_replicas().iter().all(|n| p.isr.contains(n)) {
+                    out.push(MetaRecord::CompleteReassignment {
+                        topic: t.name.clone(),
+                        partition: i as u32,
+                    });
+                }
+            }
+        }
+        out
     }
 
     /// Partitions whose preferred replica (the first) is live and in the ISR
@@ -698,6 +861,73 @@ mod tests {
         }
         assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
         assert!(place_replicas(&[1, 2], "t", 0, 1, 3).is_err());
+    }
+
+    #[test]
+    fn a_reassignment_adds_then_removes_and_can_be_cancelled() {
+        let mut img = three_brokers_one_topic();
+        apply(&mut img, vec![register(4)]).unwrap();
+        let before = img.partition("t", 0).unwrap().clone();
+        let (kept, gone) = (before.replicas[1], before.replicas[0]);
+        let target = vec![4, kept, before.replicas[2]];
+        let reassign = |target: Option<Vec<NodeId>>| MetaRecord::Reassign {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        };
+        assert_eq!(
+            apply(&mut img, vec![reassign(None)]),
+            Err(EngineError::NoReassignmentInProgress)
+        );
+        assert!(apply(&mut img, vec![reassign(Some(vec![4, 4]))]).is_err());
+        assert!(apply(&mut img, vec![reassign(Some(vec![9]))]).is_err());
+        apply(&mut img, vec![reassign(Some(target.clone()))]).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!(
+            (p.adding.clone(), p.removing.clone()),
+            (vec![4], vec![gone])
+        );
+        assert_eq!(p.replicas, [target.clone(), vec![gone]].concat());
+        assert_eq!(
+            p.leader, before.leader,
+            "the leader stays while it is a replica"
+        );
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        // Not in sync yet: nothing to complete.
+        assert!(img.reassignments_to_complete().is_empty());
+        let mut isr = p.isr.clone();
+        isr.push(4);
+        apply(
+            &mut img,
+            vec![MetaRecord::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr,
+            }],
+        )
+        .unwrap();
+        let done = img.reassignments_to_complete();
+        assert_eq!(done.len(), 1);
+        apply(&mut img, done).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert_eq!(p.replicas, target);
+        assert!(!p.reassigning() && !p.isr.contains(&gone), "{p:?}");
+        assert!(target.contains(&p.leader) && p.isr.contains(&p.leader));
+
+        // Another move, cancelled: back to the replicas it had.
+        apply(&mut img, vec![reassign(Some(vec![gone, kept, 4]))]).unwrap();
+        assert!(img.partition("t", 0).unwrap().reassigning());
+        apply(&mut img, vec![reassign(None)]).unwrap();
+        let p = img.partition("t", 0).unwrap();
+        // (in the order of the replica list during the move, as in Kafka)
+        let (mut got, mut want) = (p.replicas.clone(), target.clone());
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(!p.reassigning() && !p.isr.contains(&gone));
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub struct Quorum {
     fencing: RefCell<HashSet<NodeId>>,
     last_rebalance: Cell<Option<Instant>>,
     last_unclean: Cell<Option<Instant>>,
+    last_reassignment_check: Cell<Option<Instant>>,
     /// Observer: proposals waiting for the connection to a voter.
     forward: RefCell<VecDeque<bytes::Bytes>>,
     forward_event: LocalEvent,
@@ -225,6 +226,7 @@ impl Quorum {
             fencing: RefCell::default(),
             last_rebalance: Cell::new(None),
             last_unclean: Cell::new(None),
+            last_reassignment_check: Cell::new(None),
             forward: RefCell::default(),
             forward_event: LocalEvent::default(),
             applied_waiters: RefCell::default(),
@@ -620,6 +622,7 @@ impl Quorum {
         }
         self.rebalance_leaders(&image, now);
         self.unclean_elections(&image, now);
+        self.complete_reassignments(&image, now);
         let heard = self.last_heard.borrow().clone();
         let mut fencing = self.fencing.borrow_mut();
         fencing.retain(|n| image.brokers.get(n).is_some_and(|b| !b.fenced));
@@ -824,6 +827,24 @@ impl Quorum {
                 "unclean leader election: out-of-sync replicas lead partitions whose in-sync replicas are all down"
             );
             self.spawn_proposal(elections);
+        }
+    }
+
+    /// As the active controller: reassignments whose target replicas are
+    /// all in sync are completed (one entry each, so one that no longer
+    /// applies does not hold back the others).
+    fn complete_reassignments(&self, image: &ClusterImage, now: Instant) {
+        let last = self.last_reassignment_check.get();
+        if last.is_some_and(|t| now.duration_since(t) < RESEND_AFTER) {
+            return;
+        }
+        self.last_reassignment_check.set(Some(now));
+        for record in image.reassignments_to_complete() {
+            tracing::info!(
+                ?record,
+                "completing a reassignment: its target replicas are in sync"
+            );
+            self.spawn_proposal(vec![record]);
         }
     }
 

@@ -22,6 +22,7 @@ pub mod groups;
 mod moves;
 mod producer_ids;
 mod quotas;
+pub mod reassign;
 mod replication;
 pub mod ring;
 mod topics;

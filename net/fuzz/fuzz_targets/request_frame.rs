@@ -134,6 +134,12 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         }
         ApiKey::DeleteRecords => drop(round_trip::<DeleteRecordsRequest>(buf, v, flexible)),
         ApiKey::ElectLeaders => drop(round_trip::<ElectLeadersRequest>(buf, v, flexible)),
+        ApiKey::AlterPartitionReassignments => {
+            drop(round_trip::<AlterPartitionReassignmentsRequest>(buf, v, flexible))
+        }
+        ApiKey::ListPartitionReassignments => {
+            drop(round_trip::<ListPartitionReassignmentsRequest>(buf, v, flexible))
+        }
         ApiKey::DescribeCluster => drop(round_trip::<DescribeClusterRequest>(buf, v, flexible)),
         ApiKey::DescribeLogDirs => drop(round_trip::<DescribeLogDirsRequest>(buf, v, flexible)),
         ApiKey::AlterReplicaLogDirs => {

@@ -10,7 +10,8 @@
 //!
 //! Brook's broker settings are all static (flags or `brook.toml`): a change
 //! to any of them is refused with Kafka's answer for a setting that cannot be
-//! updated dynamically (INVALID_REQUEST). Errors are Kafka's: a resource
+//! updated dynamically (INVALID_REQUEST); deleting one (a dynamic value that
+//! cannot exist) succeeds and changes nothing. Errors are Kafka's: a resource
 //! named twice, a key named twice or a missing value is INVALID_REQUEST, an
 //! unknown or invalid topic setting INVALID_CONFIG, an unknown topic
 //! UNKNOWN_TOPIC_OR_PARTITION.
@@ -139,12 +140,19 @@ fn check_resource(
     srv: &ShardServer,
     resource_type: i8,
     name: &str,
-    keys: &[&str],
+    ops: &[(String, Op)],
 ) -> Result<bool, Failure> {
     let mut seen = HashSet::new();
-    if !keys.iter().all(|k| seen.insert(*k)) {
+    if !ops.iter().all(|(k, _)| seen.insert(k.as_str())) {
         return Err(invalid_request("Error due to duplicate config keys".into()));
     }
+    // Brook has no dynamic broker settings, so deleting one (what
+    // `kafka-reassign-partitions --verify` does to clear replication
+    // throttles) changes nothing and succeeds, as in Kafka.
+    let keys: Vec<&str> = (ops.iter())
+        .filter(|(_, op)| *op != Op::Delete)
+        .map(|(k, _)| k.as_str())
+        .collect();
     match resource_type {
         RESOURCE_TOPIC => Ok(true),
         RESOURCE_BROKER => {
@@ -236,8 +244,7 @@ async fn run(
                 ));
             }
             let ops = ops?;
-            let keys: Vec<&str> = ops.iter().map(|(k, _)| k.as_str()).collect();
-            if !check_resource(srv, resource_type, &name, &keys)? {
+            if !check_resource(srv, resource_type, &name, &ops)? {
                 return Ok(());
             }
             alter_topic(srv, &name, ops, full, validate_only).await

@@ -1,0 +1,97 @@
+//! AlterPartitionReassignments and ListPartitionReassignments
+//! (`kafka-reassign-partitions --execute/--verify/--cancel`,
+//! `Admin.alterPartitionReassignments`): the engine starts, cancels and lists
+//! the moves (`Shard::alter_reassignments`, `Shard::list_reassignments`); the
+//! active controller completes each once its target replicas are in sync.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::alter_partition_reassignments_response::{
+    ReassignablePartitionResponse, ReassignableTopicResponse,
+};
+use kafka_protocol::messages::list_partition_reassignments_response::{
+    OngoingPartitionReassignment, OngoingTopicReassignment,
+};
+use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::errors;
+use crate::handlers::topic_name;
+use crate::server::ShardServer;
+
+pub async fn alter(
+    srv: Rc<ShardServer>,
+    req: AlterPartitionReassignmentsRequest,
+    version: i16,
+) -> AlterPartitionReassignmentsResponse {
+    let changes = (req.topics.iter())
+        .flat_map(|t| {
+            (t.partitions.iter()).map(|p| {
+                let target = (p.replicas.as_ref()).map(|r| r.iter().map(|b| b.0).collect());
+                (t.name.to_string(), p.partition_index.max(0) as u32, target)
+            })
+        })
+        .collect();
+    // v0 has no such flag: changing the replication factor is allowed.
+    let allow_rf_change = version == 0 || req.allow_replication_factor_change;
+    let results = srv
+        .shard
+        .alter_reassignments(changes, allow_rf_change)
+        .await;
+    let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
+    for (topic, p, r) in results {
+        let (code, message) = match r {
+            Ok(()) => (errors::NONE, None),
+            Err(e) => (errors::code(&e), Some(StrBytes::from_string(e.to_string()))),
+        };
+        let pr = ReassignablePartitionResponse::default()
+            .with_partition_index(p as i32)
+            .with_error_code(code)
+            .with_error_message(message);
+        match responses.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.partitions.push(pr),
+            None => responses.push(
+                ReassignableTopicResponse::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(vec![pr]),
+            ),
+        }
+    }
+    AlterPartitionReassignmentsResponse::default()
+        .with_allow_replication_factor_change(allow_rf_change)
+        .with_responses(responses)
+}
+
+pub async fn list(
+    srv: Rc<ShardServer>,
+    req: ListPartitionReassignmentsRequest,
+) -> ListPartitionReassignmentsResponse {
+    let wanted = req.topics.as_ref().map(|ts| {
+        (ts.iter())
+            .flat_map(|t| {
+                (t.partition_indexes.iter()).map(|&p| (t.name.to_string(), p.max(0) as u32))
+            })
+            .collect()
+    });
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
+    let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
+    for (topic, p, replicas, adding, removing) in srv.shard.list_reassignments(wanted) {
+        let op = OngoingPartitionReassignment::default()
+            .with_partition_index(p as i32)
+            .with_replicas(ids(replicas))
+            .with_adding_replicas(ids(adding))
+            .with_removing_replicas(ids(removing));
+        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
+            Some(t) => t.partitions.push(op),
+            None => topics.push(
+                OngoingTopicReassignment::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(vec![op]),
+            ),
+        }
+    }
+    ListPartitionReassignmentsResponse::default().with_topics(topics)
+}
