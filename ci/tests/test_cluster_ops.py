@@ -143,12 +143,17 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
     1 and onto broker 4 (started after the topic) while an idempotent
     producer keeps writing: --verify reports progress until both are
     complete, broker 4 is in every ISR, broker 1 deleted its copies, and
-    every acknowledged record is there once, in order."""
+    every acknowledged record is there once, in order. Then a new topic is
+    placed rack-aware (broker.rack: 1 and 2 in "a", 3 and 4 in "b")."""
     import threading
     from confluent_kafka.admin import NewTopic
     from util import Delivery, check_keyed, consume_all, produce_keyed
 
-    with cluster_of(Cluster(tmp_path, brokers_only=1), request) as c:
+    c = Cluster(tmp_path, brokers_only=1)
+    for b in c.brokers:  # racks: 1, 2 in "a"; 3, 4 in "b"
+        cfg = b.workdir / "brook.toml"
+        cfg.write_text(cfg.read_text() + '"broker.rack" = "%s"\n' % ("a" if b.node <= 2 else "b"))
+    with cluster_of(c, request):
         topic = unique_topic("reassign")
         a = admin(c.node(1).bootstrap)
         a.create_topics([NewTopic(topic, num_partitions=2, replica_assignment=[[1, 2, 3], [2, 3, 1]])])[topic].result(timeout=30)
@@ -195,3 +200,14 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
         # Nothing is moving any more.
         r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(1).bootstrap, "--list")
         assert "No partition reassignments found." in r.out, r
+
+        # Rack-aware placement: each new partition has a replica in each rack.
+        desc = a.describe_cluster().result(timeout=30)
+        assert {n.id: n.rack for n in desc.nodes} == {1: "a", 2: "a", 3: "b", 4: "b"}, desc.nodes
+        spread = unique_topic("racks")
+        a.create_topics([NewTopic(spread, num_partitions=8, replication_factor=2)])[spread].result(timeout=30)
+        placed = wait_until(lambda: (lambda p: p if len(p) == 8 else None)(partitions_of(c, spread, c.node(1))),
+                            30, what="the racked topic")
+        for q, (_l, replicas, _i) in placed.items():
+            assert sorted("a" if n <= 2 else "b" for n in replicas) == ["a", "b"], (q, replicas)
+        assert sorted(l for l, _r, _i in placed.values()) == [1, 1, 2, 2, 3, 3, 4, 4], placed

@@ -806,9 +806,126 @@ pub fn place_replicas(
         .collect())
 }
 
+/// Rack-aware placement (`broker.rack`), as Kafka spreads replicas: the
+/// live brokers are ordered alternating between racks, each partition's
+/// leader is the next one in that order (so leaders spread evenly), and its
+/// followers are the next brokers in order on racks the partition does not
+/// use yet, then any. With at least `rf` racks no two replicas share one.
+/// Without any rack it is [`place_replicas`].
+pub fn place_replicas_racked(
+    live: &[(NodeId, Option<String>)],
+    topic: &str,
+    first: u32,
+    count: u32,
+    rf: usize,
+) -> Result<Vec<Vec<NodeId>>, EngineError> {
+    if live.iter().all(|(_, r)| r.is_none()) {
+        let nodes: Vec<NodeId> = live.iter().map(|(n, _)| *n).collect();
+        return place_replicas(&nodes, topic, first, count, rf);
+    }
+    if rf == 0 || rf > live.len() {
+        return Err(EngineError::InvalidReplicationFactor(format!(
+            "replication factor {rf} with {} live brokers",
+            live.len()
+        )));
+    }
+    // Racks in name order, brokers in id order within each; then one from
+    // each rack in turn.
+    let mut racks: BTreeMap<&str, Vec<NodeId>> = BTreeMap::new();
+    for (n, r) in live {
+        racks
+            .entry(r.as_deref().unwrap_or(""))
+            .or_default()
+            .push(*n);
+    }
+    racks.values_mut().for_each(|v| v.sort());
+    let mut order = Vec::with_capacity(live.len());
+    for i in 0..racks.values().map(Vec::len).max().unwrap_or(0) {
+        order.extend(racks.values().filter_map(|v| v.get(i)));
+    }
+    let rack_of: HashMap<NodeId, &str> = (live.iter())
+        .map(|(n, r)| (*n, r.as_deref().unwrap_or("")))
+        .collect();
+    let start = topic
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    Ok((first..first + count)
+        .map(|p| {
+            let at = start + p as usize;
+            let next = |i: usize| order[(at + i) % order.len()];
+            let mut chosen = vec![next(0)];
+            // Followers start a partition-dependent step further on, so a
+            // broker's followers spread over the others.
+            let shift = 1 + (p as usize / order.len()) % (order.len() - 1).max(1);
+            let candidates: Vec<NodeId> = (0..order.len() - 1)
+                .map(|i| next(shift + i))
+                .filter(|n| *n != chosen[0])
+                .collect();
+            for pass in 0..2 {
+                for &n in &candidates {
+                    if chosen.len() == rf {
+                        break;
+                    }
+                    let new_rack = !chosen.iter().any(|c| rack_of[c] == rack_of[&n]);
+                    if !chosen.contains(&n) && (pass == 1 || new_rack) {
+                        chosen.push(n);
+                    }
+                }
+            }
+            chosen
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racked_placement_spreads_replicas_over_racks_and_leaders_over_brokers() {
+        let rack = |r: &str| Some(r.to_string());
+        let live = vec![
+            (1, rack("a")),
+            (2, rack("a")),
+            (3, rack("b")),
+            (4, rack("b")),
+            (5, rack("c")),
+            (6, rack("c")),
+        ];
+        let placed = place_replicas_racked(&live, "orders", 0, 60, 3).unwrap();
+        let rack_of = |n: NodeId| live.iter().find(|(m, _)| *m == n).unwrap().1.clone();
+        let mut leaders = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
+        for rs in &placed {
+            assert_eq!(rs.len(), 3);
+            let racks: std::collections::BTreeSet<_> = rs.iter().map(|n| rack_of(*n)).collect();
+            assert_eq!(racks.len(), 3, "{rs:?} shares a rack");
+            *leaders.entry(rs[0]).or_insert(0) += 1;
+            for n in rs {
+                *replicas.entry(*n).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(leaders.values().copied().collect::<Vec<_>>(), [10; 6]);
+        assert!(
+            replicas.values().all(|&c| (25..=35).contains(&c)),
+            "{replicas:?}"
+        );
+        // Two racks, three replicas: both racks used, no broker twice.
+        let two = &live[..4];
+        for rs in place_replicas_racked(two, "t", 0, 8, 3).unwrap() {
+            let distinct: std::collections::BTreeSet<_> = rs.iter().collect();
+            assert_eq!(distinct.len(), 3);
+            let racks: std::collections::BTreeSet<_> = rs.iter().map(|n| rack_of(*n)).collect();
+            assert_eq!(racks.len(), 2, "{rs:?}");
+        }
+        // No racks: the plain placement.
+        let bare: Vec<_> = (1..=3).map(|n| (n, None)).collect();
+        assert_eq!(
+            place_replicas_racked(&bare, "t", 0, 6, 2).unwrap(),
+            place_replicas(&[1, 2, 3], "t", 0, 6, 2).unwrap()
+        );
+        assert!(place_replicas_racked(&live, "t", 0, 1, 7).is_err());
+    }
 
     fn register(node: NodeId) -> MetaRecord {
         MetaRecord::RegisterBroker {

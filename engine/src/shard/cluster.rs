@@ -10,7 +10,7 @@
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::image::{Applied, BrokerInfo, MetaRecord, NodeId, place_replicas};
+use crate::cluster::image::{Applied, BrokerInfo, MetaRecord, NodeId, place_replicas_racked};
 use crate::cluster::quorum::{Quorum, QuorumConfig, raft_id};
 use crate::cluster::store::QuorumStore;
 use crate::cluster::{ClusterConfig, ClusterImage, NO_LEADER};
@@ -373,7 +373,10 @@ impl Shard {
             // cluster: three copies where there are three brokers.
             None => live.len().clamp(1, 3),
         };
-        place_replicas(&live, topic, first, count, rf)
+        let racked: Vec<(NodeId, Option<String>)> = (live.iter())
+            .map(|n| (*n, img.brokers.get(n).and_then(|b| b.rack.clone())))
+            .collect();
+        place_replicas_racked(&racked, topic, first, count, rf)
     }
 
     /// A manual replica assignment, if every broker it names is registered
