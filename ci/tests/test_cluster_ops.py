@@ -143,11 +143,14 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
     1 and onto broker 4 (started after the topic) while an idempotent
     producer keeps writing: --verify reports progress until both are
     complete, broker 4 is in every ISR, broker 1 deleted its copies, and
-    every acknowledged record is there once, in order. Then a new topic is
+    every acknowledged record is there once, in order. Partition 0's log
+    start was moved first (DeleteRecords), so broker 4's new copy starts
+    there. Then a new topic is
     placed rack-aware (broker.rack: 1 and 2 in "a", 3 and 4 in "b")."""
     import threading
     from confluent_kafka.admin import NewTopic
-    from util import Delivery, check_keyed, consume_all, produce_keyed
+    from confluent_kafka import TopicPartition
+    from util import Delivery, consume_all, produce_keyed
 
     c = Cluster(tmp_path, brokers_only=1)
     for b in c.brokers:  # racks: 1, 2 in "a"; 3, 4 in "b"
@@ -170,6 +173,10 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
         t = threading.Thread(target=load, daemon=True)
         t.start()
         wait_until(lambda: len(dr.acked) >= 1000, 60, what="load running")
+        # Partition 0's log now starts past offset 0: its new replica must
+        # start there, not at 0 (its leader no longer serves 0).
+        [res] = a.delete_records([TopicPartition(topic, 0, 300)]).values()
+        assert res.result(timeout=60).low_watermark == 300
 
         spec = tmp_path / "move.json"
         spec.write_text(json.dumps({"version": 1, "partitions": [
@@ -196,7 +203,16 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
         wait_until(lambda: not list((c.node(1).data_dir).glob("%s-*" % topic)), 30,
                    what="broker 1 deleted its copies")
         assert sorted(p.name for p in c.node(4).data_dir.glob("%s-*" % topic)) == [topic + "-0", topic + "-1"]
-        check_keyed(consume_all(c.node(4).bootstrap, topic, 2), written[0], acked=dr.acked)
+        # Every acknowledged record not deleted is there once, at its offset.
+        got = consume_all(c.node(4).bootstrap, topic, 2)
+        seen = {}
+        for q, recs in got.items():
+            for off, key, value, _ts in recs:
+                assert key not in seen and dr.acked.get(key) == (q, off), (q, off, key)
+                seen[key] = (q, off)
+        expected = {k for k, (q, off) in dr.acked.items() if not (q == 0 and off < 300)}
+        assert set(seen) == expected and len(dr.acked) == written[0], (len(seen), len(expected))
+        assert [off for off, *_ in got[0]][:1] == [300]
         # Nothing is moving any more.
         r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(1).bootstrap, "--list")
         assert "No partition reassignments found." in r.out, r

@@ -178,6 +178,18 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
             }) else {
                 continue;
             };
+            if p.error_code == ResponseError::OffsetOutOfRange.code()
+                && p.log_start_offset > f.fetch_offset.0 as i64
+            {
+                let start = Offset(p.log_start_offset as u64);
+                match shard.restart_replica_at(&f.tp, start).await {
+                    Ok(restarted) => progress |= restarted,
+                    Err(e) => {
+                        tracing::warn!(partition = %f.tp, error = %e, "cannot start the follower log again")
+                    }
+                }
+                continue;
+            }
             if p.error_code != 0 {
                 let e = ResponseError::try_from_code(p.error_code);
                 tracing::debug!(partition = %f.tp, error = ?e, "leader refused a replica fetch");
@@ -195,6 +207,22 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
                 continue;
             }
             let records = p.records.unwrap_or_default();
+            // The leader's first batch begins before the offset asked for: this
+            // (empty) log started at a log start inside that batch. It starts
+            // again at the batch and appends it now (the leader would refuse
+            // a fetch from before its log start), as Kafka's follower does.
+            let first_base =
+                (records.get(..8)).map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")));
+            if let Some(base) = first_base.filter(|&b| b >= 0 && b < f.fetch_offset.0 as i64) {
+                match shard.restart_replica_at(&f.tp, Offset(base as u64)).await {
+                    Ok(true) => progress = true,
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(partition = %f.tp, error = %e, "cannot start the follower log again");
+                        continue;
+                    }
+                }
+            }
             let hw = Offset(p.high_watermark.max(0) as u64);
             let leader_start = Offset(p.log_start_offset.max(0) as u64);
             let tp = f.tp.clone();

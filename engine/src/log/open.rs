@@ -396,6 +396,23 @@ fn truncate_at_damage(
 /// recovery checkpoint and that segment's indexes go, so the next open
 /// rebuilds them from what is left. Nothing is changed if the log already
 /// ends at or before `offset`.
+/// Empties a follower's log and makes it start at `start` (Kafka's
+/// `truncateFullyAndStartAt`): its leader no longer has the offsets it would
+/// fetch next (retention or DeleteRecords passed them). Every segment, the
+/// recovery checkpoint and the epoch cache go; an empty segment at `start`
+/// and the log start offset file are left, all durably.
+pub fn restart_log_at(dir: &Path, start: Offset) -> Result<(), EngineError> {
+    for base in segment_bases(dir)? {
+        remove_segment_files(dir, base);
+    }
+    let _ = std::fs::remove_file(crate::log::checkpoint::path(dir));
+    let _ = std::fs::remove_file(crate::log::replica::EpochCache::path(dir));
+    std::fs::File::create(log_path(dir, start))?.sync_all()?;
+    crate::log::log_start::store(dir, start)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 pub fn truncate_log(dir: &Path, offset: Offset) -> Result<(), EngineError> {
     let bases = segment_bases(dir)?;
     let _ = std::fs::remove_file(crate::log::checkpoint::path(dir));

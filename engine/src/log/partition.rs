@@ -1649,6 +1649,31 @@ impl PartitionCell {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_log_restarted_at_an_offset_opens_empty_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let mut p =
+            Partition::open(dir.path(), tp.clone(), TopicConfig::default(), 1 << 20).unwrap();
+        let batch = Bytes::from(batch::build_batch(
+            Offset(0),
+            &[(None, Some(b"v"))],
+            0,
+            None,
+        ));
+        p.append(&batch, TimestampMs::now()).unwrap();
+        assert_eq!(p.log_end, Offset(1));
+        drop(p);
+        let pdir = Partition::dir_for(dir.path(), &tp);
+        crate::log::open::restart_log_at(&pdir, Offset(100)).unwrap();
+        let p = Partition::open(dir.path(), tp, TopicConfig::default(), 1 << 20).unwrap();
+        assert_eq!((p.log_start, p.log_end), (Offset(100), Offset(100)));
+        assert!(p.epochs.latest().is_none());
+    }
+
     fn batch_at(first: i64, max: i64) -> BatchInfo {
         let bytes = batch::build_batch(Offset(0), &[(None, Some(b"v"))], first, None);
         BatchInfo {

@@ -250,6 +250,45 @@ impl Shard {
         Ok(())
     }
 
+    /// A follower whose next offset its leader no longer has (the leader's
+    /// log starts at `leader_start`, past this log's end: retention or
+    /// DeleteRecords passed it while this replica was away or new) empties
+    /// its log and starts again there (Kafka's `truncateFullyAndStartAt`).
+    /// An empty log may also start again earlier: the leader's first batch
+    /// from its log start may begin before it (DeleteRecords cut inside a
+    /// batch), and a follower stores whole batches. Returns whether it did.
+    pub async fn restart_replica_at(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        leader_start: Offset,
+    ) -> Result<bool, EngineError> {
+        let Some(cell) = self.partition_open(tp) else {
+            return Err(self.not_here(tp));
+        };
+        let (end, follower, empty) = {
+            let p = cell.state.borrow();
+            (p.log_end, p.is_follower(), p.size_bytes() == 0)
+        };
+        let needed = leader_start > end || (empty && leader_start < end);
+        if !follower || !needed {
+            return Ok(false);
+        }
+        tracing::warn!(partition = %tp, from = %end, to = %leader_start, "the leader no longer has this follower's next offset; its log starts again at the leader's log start");
+        let dir = cell.state.borrow().dir.clone();
+        self.close_partition(tp).await;
+        partition::blocking(move || {
+            crate::log::open::restart_log_at(&dir, leader_start).map_err(std::io::Error::other)
+        })
+        .await?;
+        let meta = (self.catalog().topics.get(&tp.topic).cloned())
+            .ok_or(EngineError::UnknownTopicOrPartition)?;
+        self.open_partition(&meta, tp.partition, false)?;
+        if let Some(img) = self.cluster_image() {
+            self.apply_roles(&img);
+        }
+        Ok(true)
+    }
+
     /// A follower's fetch of `tp` from `offset`, on the leader. The follower
     /// has fsynced everything below `offset`; that moves the high watermark.
     /// `follower_start` is the log start it reported, which DeleteRecords

@@ -192,7 +192,12 @@ fn partition_data(w: &Wanted, r: Result<Read, EngineError>) -> PartitionData {
             .with_error_code(errors::code(&e))
             .with_high_watermark(-1)
             .with_last_stable_offset(-1)
-            .with_log_start_offset(-1)
+            // A follower past the log start is told where the log starts
+            // now, so it can start again there; clients get Kafka's -1.
+            .with_log_start_offset(match (&e, w.log_start) {
+                (EngineError::OffsetOutOfRange { log_start, .. }, Some(_)) => log_start.0 as i64,
+                _ => -1,
+            })
             .with_aborted_transactions(None)
             .with_records(Some(Bytes::new())),
     }
