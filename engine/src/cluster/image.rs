@@ -259,13 +259,21 @@ impl PartitionInfo {
         replicas.extend(&removing);
         self.adding = adding;
         self.removing = removing;
-        if !self.reassigning() {
-            // The target is what it has: only the order (the preferred
-            // leader) may change.
+        let same_set = {
+            let (mut a, mut b) = (replicas.clone(), self.replicas.clone());
+            a.sort();
+            b.sort();
+            a == b
+        };
+        if same_set {
+            // The replicas it has already (in another order, perhaps: the
+            // preferred leader changes).
             self.replicas = replicas;
             self.partition_epoch += 1;
             return Ok(());
         }
+        // A new move, or a move replaced by another (even one back to the
+        // original replicas): replicas no longer wanted leave the ISR.
         self.set_replicas(replicas, live);
         Ok(())
     }
@@ -950,6 +958,25 @@ mod tests {
         )
     }
 
+    /// Partition t-0's leader adds `node` to its ISR.
+    fn join_isr(img: &mut ClusterImage, node: NodeId) {
+        let p = img.partition("t", 0).unwrap().clone();
+        let mut isr = p.isr.clone();
+        isr.push(node);
+        apply(
+            img,
+            vec![MetaRecord::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                partition_epoch: p.partition_epoch,
+                isr,
+            }],
+        )
+        .unwrap();
+    }
+
     fn three_brokers_one_topic() -> ClusterImage {
         let mut img = ClusterImage::default();
         apply(&mut img, vec![register(1), register(2), register(3)]).unwrap();
@@ -1012,20 +1039,7 @@ mod tests {
         assert_eq!(p.leader_epoch, before.leader_epoch + 1);
         // Not in sync yet: nothing to complete.
         assert!(img.reassignments_to_complete().is_empty());
-        let mut isr = p.isr.clone();
-        isr.push(4);
-        apply(
-            &mut img,
-            vec![MetaRecord::AlterPartition {
-                topic: "t".into(),
-                partition: 0,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                isr,
-            }],
-        )
-        .unwrap();
+        join_isr(&mut img, 4);
         let done = img.reassignments_to_complete();
         assert_eq!(done.len(), 1);
         apply(&mut img, done).unwrap();
@@ -1033,6 +1047,16 @@ mod tests {
         assert_eq!(p.replicas, target);
         assert!(!p.reassigning() && !p.isr.contains(&gone), "{p:?}");
         assert!(target.contains(&p.leader) && p.isr.contains(&p.leader));
+
+        // A move replaced by one back to where it is: the added replica
+        // leaves the replicas and the ISR.
+        let here = img.partition("t", 0).unwrap().replicas.clone();
+        apply(&mut img, vec![reassign(Some(vec![gone, kept, 4]))]).unwrap();
+        join_isr(&mut img, gone);
+        apply(&mut img, vec![reassign(Some(here.clone()))]).unwrap();
+        let p = img.partition("t", 0).unwrap().clone();
+        assert!(!p.reassigning() && p.replicas == here, "{p:?}");
+        assert!(p.isr.iter().all(|n| here.contains(n)), "{p:?}");
 
         // Another move, cancelled: back to the replicas it had.
         apply(&mut img, vec![reassign(Some(vec![gone, kept, 4]))]).unwrap();
@@ -1254,27 +1278,14 @@ mod tests {
         // Back, but not in the ISR yet: nothing to elect for it.
         assert!(img.preferred_elections().iter().all(|r| !matches!(r,
             MetaRecord::ElectLeader { leader, .. } if *leader == preferred)));
-        let p = img.partition("t", 0).unwrap().clone();
-        let mut isr = p.isr.clone();
-        isr.push(preferred);
-        apply(
-            &mut img,
-            vec![MetaRecord::AlterPartition {
-                topic: "t".into(),
-                partition: 0,
-                leader: p.leader,
-                leader_epoch: p.leader_epoch,
-                partition_epoch: p.partition_epoch,
-                isr,
-            }],
-        )
-        .unwrap();
+        join_isr(&mut img, preferred);
+        let epoch = img.partition("t", 0).unwrap().leader_epoch;
         let elections = img.preferred_elections();
         assert!(!elections.is_empty());
         apply(&mut img, elections).unwrap();
         let after = img.partition("t", 0).unwrap();
         assert_eq!(after.leader, preferred);
-        assert_eq!(after.leader_epoch, p.leader_epoch + 1);
+        assert_eq!(after.leader_epoch, epoch + 1);
     }
 
     #[test]

@@ -234,13 +234,24 @@ impl Shard {
             return Ok(());
         }
         tracing::warn!(partition = %tp, to = %offset, from = %cell.state.borrow().log_end, "truncating a diverged follower log");
+        self.reopen_after(tp, &cell, move |dir| {
+            crate::log::open::truncate_log(dir, offset)
+        })
+        .await
+    }
+
+    /// Closes a follower's partition, changes its files with `change` (off
+    /// the reactor), and opens it again in its role, recovering its producer
+    /// state and indexes from what is left.
+    async fn reopen_after(
+        self: &Rc<Self>,
+        tp: &TopicPartition,
+        cell: &PartitionRef,
+        change: impl FnOnce(&std::path::Path) -> Result<(), EngineError> + Send + 'static,
+    ) -> Result<(), EngineError> {
         let dir = cell.state.borrow().dir.clone();
         self.close_partition(tp).await;
-        let d = dir.clone();
-        partition::blocking(move || {
-            crate::log::open::truncate_log(&d, offset).map_err(std::io::Error::other)
-        })
-        .await?;
+        partition::blocking(move || change(&dir).map_err(std::io::Error::other)).await?;
         let meta = (self.catalog().topics.get(&tp.topic).cloned())
             .ok_or(EngineError::UnknownTopicOrPartition)?;
         self.open_partition(&meta, tp.partition, false)?;
@@ -274,18 +285,10 @@ impl Shard {
             return Ok(false);
         }
         tracing::warn!(partition = %tp, from = %end, to = %leader_start, "the leader no longer has this follower's next offset; its log starts again at the leader's log start");
-        let dir = cell.state.borrow().dir.clone();
-        self.close_partition(tp).await;
-        partition::blocking(move || {
-            crate::log::open::restart_log_at(&dir, leader_start).map_err(std::io::Error::other)
+        self.reopen_after(tp, &cell, move |dir| {
+            crate::log::open::restart_log_at(dir, leader_start)
         })
         .await?;
-        let meta = (self.catalog().topics.get(&tp.topic).cloned())
-            .ok_or(EngineError::UnknownTopicOrPartition)?;
-        self.open_partition(&meta, tp.partition, false)?;
-        if let Some(img) = self.cluster_image() {
-            self.apply_roles(&img);
-        }
         Ok(true)
     }
 
