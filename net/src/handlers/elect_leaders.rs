@@ -13,10 +13,8 @@ use brook_engine::EngineError;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
-use kafka_protocol::protocol::StrBytes;
 
-use crate::errors;
-use crate::handlers::topic_name;
+use crate::handlers::{by_topic, code_and_message};
 use crate::server::ShardServer;
 
 pub async fn handle(
@@ -47,24 +45,20 @@ pub async fn handle(
                 .map(|(t, p)| (t, p, Err(why.clone())))
                 .collect()
         });
-    let mut results: Vec<ReplicaElectionResult> = Vec::new();
-    for (topic, p, r) in elected {
-        let (code, message) = match r {
-            Ok(()) => (errors::NONE, None),
-            Err(e) => (errors::code(&e), Some(StrBytes::from_string(e.to_string()))),
-        };
+    let partitions = elected.into_iter().map(|(topic, p, r)| {
+        let (code, message) = code_and_message(r);
         let pr = PartitionResult::default()
             .with_partition_id(p as i32)
             .with_error_code(code)
             .with_error_message(message);
-        match results.iter_mut().find(|r| r.topic.as_str() == topic) {
-            Some(r) => r.partition_result.push(pr),
-            None => results.push(
-                ReplicaElectionResult::default()
-                    .with_topic(topic_name(&topic))
-                    .with_partition_result(vec![pr]),
-            ),
-        }
-    }
+        (topic, pr)
+    });
+    let results = (by_topic(partitions).into_iter())
+        .map(|(topic, prs)| {
+            ReplicaElectionResult::default()
+                .with_topic(topic)
+                .with_partition_result(prs)
+        })
+        .collect();
     ElectLeadersResponse::default().with_replica_election_results(results)
 }

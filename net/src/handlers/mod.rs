@@ -47,3 +47,31 @@ use kafka_protocol::protocol::StrBytes;
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
+
+/// Per-partition results grouped by topic, topics in first-seen order (the
+/// shape of most admin responses).
+pub(crate) fn by_topic<T>(
+    items: impl IntoIterator<Item = (String, T)>,
+) -> Vec<(TopicName, Vec<T>)> {
+    let mut out: Vec<(String, Vec<T>)> = Vec::new();
+    for (topic, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, v)) => v.push(item),
+            None => out.push((topic, vec![item])),
+        }
+    }
+    out.into_iter().map(|(t, v)| (topic_name(&t), v)).collect()
+}
+
+/// An engine outcome as an error code and message.
+pub(crate) fn code_and_message(
+    r: Result<(), brook_engine::EngineError>,
+) -> (i16, Option<StrBytes>) {
+    match r {
+        Ok(()) => (crate::errors::NONE, None),
+        Err(e) => (
+            crate::errors::code(&e),
+            Some(StrBytes::from_string(e.to_string())),
+        ),
+    }
+}

@@ -6,6 +6,8 @@
 
 use std::rc::Rc;
 
+use crate::handlers::{by_topic, code_and_message};
+use crate::server::ShardServer;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
@@ -16,11 +18,6 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-
-use crate::errors;
-use crate::handlers::topic_name;
-use crate::server::ShardServer;
 
 pub async fn alter(
     srv: Rc<ShardServer>,
@@ -41,25 +38,21 @@ pub async fn alter(
         .shard
         .alter_reassignments(changes, allow_rf_change)
         .await;
-    let mut responses: Vec<ReassignableTopicResponse> = Vec::new();
-    for (topic, p, r) in results {
-        let (code, message) = match r {
-            Ok(()) => (errors::NONE, None),
-            Err(e) => (errors::code(&e), Some(StrBytes::from_string(e.to_string()))),
-        };
+    let partitions = results.into_iter().map(|(topic, p, r)| {
+        let (code, message) = code_and_message(r);
         let pr = ReassignablePartitionResponse::default()
             .with_partition_index(p as i32)
             .with_error_code(code)
             .with_error_message(message);
-        match responses.iter_mut().find(|t| t.name.as_str() == topic) {
-            Some(t) => t.partitions.push(pr),
-            None => responses.push(
-                ReassignableTopicResponse::default()
-                    .with_name(topic_name(&topic))
-                    .with_partitions(vec![pr]),
-            ),
-        }
-    }
+        (topic, pr)
+    });
+    let responses = (by_topic(partitions).into_iter())
+        .map(|(name, prs)| {
+            ReassignableTopicResponse::default()
+                .with_name(name)
+                .with_partitions(prs)
+        })
+        .collect();
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change)
         .with_responses(responses)
@@ -77,21 +70,22 @@ pub async fn list(
             .collect()
     });
     let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect::<Vec<_>>();
-    let mut topics: Vec<OngoingTopicReassignment> = Vec::new();
-    for (topic, p, replicas, adding, removing) in srv.shard.list_reassignments(wanted) {
-        let op = OngoingPartitionReassignment::default()
-            .with_partition_index(p as i32)
-            .with_replicas(ids(replicas))
-            .with_adding_replicas(ids(adding))
-            .with_removing_replicas(ids(removing));
-        match topics.iter_mut().find(|t| t.name.as_str() == topic) {
-            Some(t) => t.partitions.push(op),
-            None => topics.push(
-                OngoingTopicReassignment::default()
-                    .with_name(topic_name(&topic))
-                    .with_partitions(vec![op]),
-            ),
-        }
-    }
+    let ongoing = (srv.shard.list_reassignments(wanted).into_iter()).map(
+        |(topic, p, replicas, adding, removing)| {
+            let op = OngoingPartitionReassignment::default()
+                .with_partition_index(p as i32)
+                .with_replicas(ids(replicas))
+                .with_adding_replicas(ids(adding))
+                .with_removing_replicas(ids(removing));
+            (topic, op)
+        },
+    );
+    let topics = (by_topic(ongoing).into_iter())
+        .map(|(name, ops)| {
+            OngoingTopicReassignment::default()
+                .with_name(name)
+                .with_partitions(ops)
+        })
+        .collect();
     ListPartitionReassignmentsResponse::default().with_topics(topics)
 }
