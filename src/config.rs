@@ -242,6 +242,14 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
             "message.timestamp.before.max.ms",
         ),
         ("min.insync.replicas", "min.insync.replicas"),
+        ("log.cleanup.policy", "cleanup.policy"),
+        ("log.cleaner.delete.retention.ms", "delete.retention.ms"),
+        (
+            "log.cleaner.min.cleanable.ratio",
+            "min.cleanable.dirty.ratio",
+        ),
+        ("log.cleaner.min.compaction.lag.ms", "min.compaction.lag.ms"),
+        ("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
         (
             "unclean.leader.election.enable",
             "unclean.leader.election.enable",
@@ -271,6 +279,18 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .unwrap_or(1)
         .max(1);
     engine.auto_create_topics = get("auto.create.topics.enable").is_none_or(|v| v == "true");
+    if let Some(v) = get("log.cleaner.enable") {
+        engine.cleaner.enabled = v.trim() == "true";
+    }
+    if let Some(ms) = num("log.cleaner.backoff.ms")? {
+        engine.cleaner.backoff = Duration::from_millis(ms.max(10) as u64);
+    }
+    if let Some(b) = num("log.cleaner.dedupe.buffer.size")? {
+        engine.cleaner.dedupe_buffer_bytes = b.max(1 << 20) as usize;
+    }
+    if let Some(b) = num("log.cleaner.io.max.bytes.per.second")? {
+        engine.cleaner.io_max_bytes_per_second = (b > 0).then_some(b as u64);
+    }
     if let Some(ms) = num("log.retention.check.interval.ms")? {
         engine.retention_check_interval = Duration::from_millis(ms.max(100) as u64);
     }

@@ -45,6 +45,21 @@ pub struct TopicConfig {
     /// replicas are all down may be led by an out-of-sync one (losing what
     /// only the ISR had) rather than stay offline.
     pub unclean_leader_election: bool,
+    /// Kafka's `cleanup.policy`: `delete` applies retention, `compact` runs
+    /// the log cleaner; `compact,delete` does both.
+    pub cleanup_delete: bool,
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (a null value) outlives
+    /// its batch's timestamp before the cleaner removes it.
+    pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`: the share of the cleanable log not yet
+    /// cleaned at which the cleaner takes the partition.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: u64,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned
+    /// whatever the dirty ratio.
+    pub max_compaction_lag_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -60,6 +75,12 @@ impl Default for TopicConfig {
             timestamp_before_max_ms: i64::MAX as u64,
             min_insync_replicas: 1,
             unclean_leader_election: false,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX as u64,
         }
     }
 }
@@ -78,6 +99,10 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "min.insync.replicas",
     "unclean.leader.election.enable",
     "message.timestamp.type",
+    "delete.retention.ms",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "max.compaction.lag.ms",
 ];
 
 impl TopicConfig {
@@ -146,11 +171,39 @@ impl TopicConfig {
                     "message.timestamp.type={value}: only CreateTime is supported"
                 )));
             }
-            "cleanup.policy" if value == "delete" => {}
             "cleanup.policy" => {
-                return Err(EngineError::InvalidConfig(format!(
-                    "cleanup.policy={value}: only delete is supported"
-                )));
+                let (mut delete, mut compact) = (false, false);
+                for p in value.split(',').map(str::trim) {
+                    match p {
+                        "delete" => delete = true,
+                        "compact" => compact = true,
+                        _ => return Err(bad()),
+                    }
+                }
+                if !(delete || compact) {
+                    return Err(bad());
+                }
+                (self.cleanup_delete, self.cleanup_compact) = (delete, compact);
+            }
+            "delete.retention.ms" => {
+                self.delete_retention_ms = u64::try_from(int(value)?).map_err(|_| bad())?
+            }
+            "min.compaction.lag.ms" => {
+                self.min_compaction_lag_ms = u64::try_from(int(value)?).map_err(|_| bad())?
+            }
+            "max.compaction.lag.ms" => {
+                let n = int(value)?;
+                if n < 1 {
+                    return Err(bad());
+                }
+                self.max_compaction_lag_ms = n as u64;
+            }
+            "min.cleanable.dirty.ratio" => {
+                let r: f64 = value.trim().parse().map_err(|_| bad())?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err(bad());
+                }
+                self.min_cleanable_dirty_ratio = r;
             }
             _ => {
                 return Err(EngineError::InvalidConfig(format!(
@@ -159,6 +212,16 @@ impl TopicConfig {
             }
         }
         Ok(())
+    }
+
+    /// `cleanup.policy` as Kafka spells it.
+    pub fn cleanup_policy(&self) -> String {
+        match (self.cleanup_compact, self.cleanup_delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+        .to_string()
     }
 
     /// The effective values as Kafka-named strings, for DescribeConfigs-style answers.
@@ -175,7 +238,20 @@ impl TopicConfig {
             ("retention.bytes", opt(self.retention_bytes)),
             ("max.message.bytes", self.max_message_bytes.to_string()),
             ("flush.ms", flush),
-            ("cleanup.policy", "delete".to_string()),
+            ("cleanup.policy", self.cleanup_policy()),
+            ("delete.retention.ms", self.delete_retention_ms.to_string()),
+            (
+                "min.cleanable.dirty.ratio",
+                self.min_cleanable_dirty_ratio.to_string(),
+            ),
+            (
+                "min.compaction.lag.ms",
+                self.min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "max.compaction.lag.ms",
+                self.max_compaction_lag_ms.to_string(),
+            ),
             ("message.timestamp.type", "CreateTime".to_string()),
             (
                 "message.timestamp.after.max.ms",
@@ -254,6 +330,33 @@ impl Default for GroupConfig {
 /// (`brook.write.buffer.pool.bytes`; see `log::writer`).
 pub const DEFAULT_WRITE_POOL_BYTES: usize = 64 << 20;
 
+/// The log cleaner's settings (Kafka's `log.cleaner.*`).
+#[derive(Clone, Debug)]
+pub struct CleanerConfig {
+    /// `log.cleaner.enable`.
+    pub enabled: bool,
+    /// `log.cleaner.backoff.ms`: how long a shard's cleaner sleeps when no
+    /// partition needs cleaning.
+    pub backoff: Duration,
+    /// `log.cleaner.dedupe.buffer.size`: memory for one pass's key map; a
+    /// dirty section with more keys is cleaned over several passes.
+    pub dedupe_buffer_bytes: usize,
+    /// `log.cleaner.io.max.bytes.per.second`: read and write bandwidth one
+    /// shard's cleaner may use (`None`: unlimited).
+    pub io_max_bytes_per_second: Option<u64>,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        CleanerConfig {
+            enabled: true,
+            backoff: Duration::from_secs(15),
+            dedupe_buffer_bytes: 128 << 20,
+            io_max_bytes_per_second: None,
+        }
+    }
+}
+
 /// Settings of the whole engine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -279,6 +382,7 @@ pub struct EngineConfig {
     /// Idle write buffers each shard keeps for partitions being written
     /// (`brook.write.buffer.pool.bytes`; see `writer`).
     pub write_pool_bytes: usize,
+    pub cleaner: CleanerConfig,
     pub group: GroupConfig,
     /// Set when this broker is one node of a cluster.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -298,6 +402,7 @@ impl EngineConfig {
             retention_check_interval: Duration::from_secs(300),
             checkpoint_interval: Duration::from_secs(10),
             write_pool_bytes: DEFAULT_WRITE_POOL_BYTES,
+            cleaner: CleanerConfig::default(),
             group: GroupConfig::default(),
             cluster: None,
         }
@@ -320,15 +425,27 @@ mod tests {
         assert_eq!(c.flush, FlushPolicy::Interval(Duration::from_secs(1)));
         let bad = BTreeMap::from([("no.such".to_string(), "1".to_string())]);
         assert!(base.with_overrides(&bad).is_err());
-        // Compaction is not implemented: refused, never silently ignored.
-        for policy in ["compact", "compact,delete", "delete,compact"] {
-            let o = BTreeMap::from([("cleanup.policy".to_string(), policy.to_string())]);
-            let e = base.with_overrides(&o).unwrap_err();
+        let policy = |p: &str| {
+            let o = BTreeMap::from([("cleanup.policy".to_string(), p.to_string())]);
+            base.with_overrides(&o)
+                .map(|c| (c.cleanup_compact, c.cleanup_delete, c.cleanup_policy()))
+        };
+        assert_eq!(policy("compact").unwrap(), (true, false, "compact".into()));
+        for both in ["compact,delete", "delete, compact"] {
+            assert_eq!(policy(both).unwrap(), (true, true, "compact,delete".into()));
+        }
+        for bad in ["", "shred", "compact,shred"] {
             assert!(
-                matches!(e, EngineError::InvalidConfig(_)),
-                "{policy}: {e:?}"
+                matches!(policy(bad), Err(EngineError::InvalidConfig(_))),
+                "{bad}"
             );
         }
+        let ratio = |r: &str| {
+            let o = BTreeMap::from([("min.cleanable.dirty.ratio".to_string(), r.to_string())]);
+            base.with_overrides(&o).map(|c| c.min_cleanable_dirty_ratio)
+        };
+        assert_eq!(ratio("0.01").unwrap(), 0.01);
+        assert!(ratio("1.5").is_err() && ratio("x").is_err());
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub struct ShardCounters {
     /// ISR changes of partitions led here, as the leader learned them.
     pub isr_shrinks: u64,
     pub isr_expands: u64,
+    /// Log cleaner passes, the segment bytes they read and wrote, and the
+    /// records they removed.
+    pub cleaner_passes: u64,
+    pub cleaner_bytes_read: u64,
+    pub cleaner_bytes_written: u64,
+    pub cleaner_records_removed: u64,
 }
 
 thread_local! {

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use brook_engine::metrics::{EngineMetrics, Histogram};
+use brook_engine::metrics::{EngineMetrics, Histogram, ShardCounters};
 use brook_engine::shard::Shard;
 use compio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use kafka_protocol::messages::ApiKey;
@@ -317,6 +317,34 @@ pub fn render(net: &[NetCounters], engine: &EngineMetrics) -> String {
         "",
         engine.shards.iter().map(|s| s.isr_expands).sum::<u64>(),
     );
+
+    type Counter = fn(&ShardCounters) -> u64;
+    let cleaner: [(&str, &str, Counter); 4] = [
+        (
+            "brook_log_cleaner_passes_total",
+            "Log cleaner passes that compacted a partition.",
+            |s| s.cleaner_passes,
+        ),
+        (
+            "brook_log_cleaner_read_bytes_total",
+            "Segment bytes the log cleaner read.",
+            |s| s.cleaner_bytes_read,
+        ),
+        (
+            "brook_log_cleaner_written_bytes_total",
+            "Segment bytes the log cleaner wrote.",
+            |s| s.cleaner_bytes_written,
+        ),
+        (
+            "brook_log_cleaner_removed_records_total",
+            "Records the log cleaner removed (superseded, expired tombstones, aborted).",
+            |s| s.cleaner_records_removed,
+        ),
+    ];
+    for (name, help, get) in cleaner {
+        o.family(name, "counter", help);
+        o.sample(name, "", engine.shards.iter().map(get).sum::<u64>());
+    }
 
     let parts = &engine.partitions;
     o.family(

@@ -50,10 +50,10 @@ pub const MAGIC_V2: u8 = 2;
 pub const MIN_BATCH_LENGTH: i32 = (BATCH_HEADER_LEN - LOG_OVERHEAD) as i32;
 
 const BASE_OFFSET_AT: usize = 0;
-const LENGTH_AT: usize = 8;
+pub(crate) const LENGTH_AT: usize = 8;
 const PARTITION_LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
-const CRC_AT: usize = 17;
+pub(crate) const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
 const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
@@ -61,7 +61,7 @@ const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
 const PRODUCER_EPOCH_AT: usize = 51;
 const BASE_SEQUENCE_AT: usize = 53;
-const RECORDS_COUNT_AT: usize = 57;
+pub(crate) const RECORDS_COUNT_AT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0b111;
 pub const TRANSACTIONAL_BIT: i16 = 1 << 4;
@@ -130,6 +130,10 @@ pub enum BatchError {
     ControlBatchFromClient,
     #[error("produce request carries no record batch")]
     Empty,
+    #[error("compacted topic cannot accept a record without a key")]
+    NoKeyInCompactedTopic,
+    #[error("records cannot be read: {0}")]
+    Undecodable(String),
 }
 
 /// Idempotent-producer fields of a batch whose producerId is not -1.

@@ -3,6 +3,8 @@
 pub mod aligned;
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
+pub mod compression;
 pub mod hw_checkpoint;
 pub mod index;
 pub mod log_start;

@@ -11,6 +11,10 @@
 //! is truncated there. Under the default flush policy nothing below that point was
 //! ever acknowledged-but-unsynced, so no acknowledged batch is lost.
 //!
+//! A compacted log has offset gaps (the cleaner removes records but never
+//! renumbers), so a batch may start past the offset after the previous one;
+//! only a batch that starts before it is out of sequence.
+//!
 //! A damaged *sealed* segment is handled as Kafka does: the log is truncated at the
 //! damage and every later segment is deleted, so offsets stay dense.
 //!
@@ -191,6 +195,7 @@ pub fn recover_partition(
     tp: &TopicPartition,
     producers: &mut ProducerStateTable,
 ) -> Result<Recovered, EngineError> {
+    crate::log::cleaner::recover_swaps(dir)?;
     let bases = segment_bases(dir)?;
     if bases.is_empty() {
         return Ok(Recovered {
@@ -302,9 +307,21 @@ fn open_segments(
         // file or preallocated zeros. Zeros mean the roll's seal (truncate, fsync,
         // indexes: `SealJob`, off the reactor, possibly after later batches were
         // acknowledged) did not finish before the stop; finish it now.
-        let complete = Some(s.outcome.next_offset) == next_base
-            && (s.outcome.valid_len.0 == s.file_len
-                || matches!(s.outcome.stop, Some(StopReason::EndOfData)));
+        // A cleaned segment (see `cleaner`) may end before the next base: it
+        // was written whole, fsynced and renamed into place, so it ends
+        // exactly at its file's end.
+        let complete = match next_base {
+            Some(nb) if s.outcome.next_offset == nb => {
+                s.outcome.valid_len.0 == s.file_len
+                    || matches!(s.outcome.stop, Some(StopReason::EndOfData))
+            }
+            Some(nb) => {
+                s.outcome.next_offset < nb
+                    && s.outcome.valid_len.0 == s.file_len
+                    && s.outcome.stop.is_none()
+            }
+            None => false,
+        };
         if next_base.is_some() && complete {
             if s.outcome.valid_len.0 != s.file_len {
                 tracing::info!(partition = %tp, segment = %base, "finishing the seal of a rolled segment");

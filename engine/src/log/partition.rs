@@ -39,6 +39,7 @@ use crate::log::aligned::AlignedBuf;
 use crate::log::batch::{self, BatchError, BatchInfo};
 use crate::log::batch::{Marker, NO_SEQUENCE};
 use crate::log::checkpoint::Checkpoint;
+use crate::log::cleaner::{CleanOutcome, CleanPlan, SegmentFile};
 use crate::log::index::DEFAULT_INDEX_INTERVAL_BYTES;
 use crate::log::producer::{AbortedTxn, ProducerError, ProducerStateTable, SequenceVerdict};
 use crate::log::read::{self, DiskRead, ReadAhead};
@@ -275,6 +276,11 @@ pub struct Partition {
     reopened_clean: Option<Checkpoint>,
     /// Bytes of batches read from disk to open this partition.
     pub recovery_read_bytes: u64,
+    /// The first offset the log cleaner has not covered (see `cleaner`).
+    pub first_dirty: Offset,
+    /// A cleaner pass is rewriting sealed segments: retention and
+    /// DeleteRecords leave segment files alone until it is installed.
+    cleaning: bool,
 }
 
 /// A partition and its flusher's wake-up.
@@ -287,6 +293,10 @@ pub struct PartitionCell {
     /// that keeps its writes in order.
     log_start_stored: Cell<Offset>,
     log_start_lock: futures::lock::Mutex<()>,
+    /// The running cleaner pass's stop flag (`None`: no pass running).
+    cleaner_stop: RefCell<Option<std::sync::Arc<std::sync::atomic::AtomicBool>>>,
+    /// No pass may start (a move is copying the partition's files).
+    cleaner_paused: Cell<bool>,
 }
 
 pub type PartitionRef = Rc<PartitionCell>;
@@ -322,6 +332,7 @@ impl Partition {
         let log_start = stored_start.min(log_end).max(first_base);
         let mut epochs = EpochCache::load(&dir);
         epochs.truncate_to(log_end);
+        let first_dirty = crate::log::cleaner::load_first_dirty(&dir).unwrap_or(Offset(0));
         Ok(Partition {
             tp,
             dir,
@@ -359,6 +370,8 @@ impl Partition {
             checkpoint_ready: None,
             reopened_clean,
             recovery_read_bytes: read_bytes,
+            first_dirty,
+            cleaning: false,
         })
     }
 
@@ -403,6 +416,11 @@ impl Partition {
                 BatchError::TooLarge { len, max } => EngineError::BatchTooLarge { len, max },
                 e => EngineError::CorruptBatch(e),
             })?;
+        if from_client && self.config.cleanup_compact {
+            for (range, b) in &batches {
+                check_keys(&records[range.clone()], b)?;
+            }
+        }
         for (_, b) in &batches {
             check_timestamps(b, now, &self.config)?;
             if let Some(p) = b.producer {
@@ -687,6 +705,9 @@ impl Partition {
             from_offset: offset,
             visible_end: visible,
             max_bytes,
+            next_segment: (self.segments.get(idx + 1))
+                .map(|s| s.base)
+                .filter(|b| *b < visible),
         };
         Ok(ReadPlan::Disk {
             read,
@@ -757,9 +778,12 @@ impl Partition {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as i64;
+        if self.cleaning {
+            return 0;
+        }
         let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
         let mut deleted = 0;
-        while self.segments.len() > 1 && self.segments[0].sealed {
+        while self.config.cleanup_delete && self.segments.len() > 1 && self.segments[0].sealed {
             let s = &self.segments[0];
             let too_old = self.config.retention_ms.is_some_and(|ms| {
                 s.max_timestamp
@@ -790,7 +814,8 @@ impl Partition {
     /// (DeleteRecords moved it past them). Returns how many.
     fn drop_segments_below_start(&mut self) -> usize {
         let mut deleted = 0;
-        while self.segments.len() > 1
+        while !self.cleaning
+            && self.segments.len() > 1
             && self.segments[0].sealed
             && self.segments[1].base <= self.log_start
         {
@@ -845,6 +870,100 @@ impl Partition {
         self.advance_log_start(leader_start)
     }
 
+    /// The next cleaner pass for this partition, if it needs one (see
+    /// `cleaner` for the rules); `now_ms` is the wall clock.
+    fn clean_plan(
+        &self,
+        now_ms: i64,
+        cfg: &crate::config::CleanerConfig,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<CleanPlan> {
+        let c = &self.config;
+        if !c.cleanup_compact || self.cleaning || self.closing || self.poisoned.is_some() {
+            return None;
+        }
+        let stable = self.high_watermark.min(self.last_stable_offset());
+        let lag_limit = now_ms.saturating_sub(c.min_compaction_lag_ms.min(i64::MAX as u64) as i64);
+        let mut cleanable = Vec::new();
+        for pair in self.segments.windows(2) {
+            let (s, next) = (&pair[0], &pair[1]);
+            let young = s.max_timestamp.is_some_and(|t| t.0 > lag_limit);
+            if !s.sealed || next.base > stable || young {
+                break;
+            }
+            cleanable.push((s, next.base));
+        }
+        let first_dirty = self.first_dirty.max(self.segments[0].base);
+        let total: u64 = cleanable.iter().map(|(s, _)| s.size).sum();
+        let dirty: Vec<_> = cleanable
+            .iter()
+            .filter(|(_, end)| *end > first_dirty)
+            .collect();
+        let dirty_bytes: u64 = dirty.iter().map(|(s, _)| s.size).sum();
+        if dirty_bytes == 0 {
+            return None;
+        }
+        let max_lag = now_ms.saturating_sub(c.max_compaction_lag_ms.min(i64::MAX as u64) as i64);
+        let overdue = dirty
+            .iter()
+            .any(|(s, _)| s.max_timestamp.is_some_and(|t| t.0 < max_lag));
+        if (dirty_bytes as f64) < c.min_cleanable_dirty_ratio * total as f64 && !overdue {
+            return None;
+        }
+        // Readers that have not opened a segment yet would open the
+        // cleaned file with the old segment's positions: open them now,
+        // so every reader of this segment list reads the files it indexes.
+        for (s, _) in &cleanable {
+            s.reader().ok()?;
+            s.direct_reader();
+        }
+        let segments: Vec<SegmentFile> = cleanable
+            .iter()
+            .map(|(s, end)| SegmentFile {
+                base: s.base,
+                size: s.size,
+                end: *end,
+            })
+            .collect();
+        let end = segments.last().map_or(first_dirty, |s| s.end);
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments,
+            first_dirty,
+            aborted: self.producers.aborted_between(self.segments[0].base, end),
+            now_ms,
+            delete_retention_ms: c.delete_retention_ms,
+            segment_bytes: c.segment_bytes,
+            map_budget: cfg.dedupe_buffer_bytes,
+            io_limit: cfg.io_max_bytes_per_second,
+            stop,
+        })
+    }
+
+    /// Puts the groups a cleaner pass committed on disk in place of the
+    /// segments they replaced.
+    fn install_cleaned(&mut self, outcome: &mut CleanOutcome) {
+        for g in outcome.groups.drain(..) {
+            let Some(at) = self.segments.iter().position(|s| s.base == g.base) else {
+                continue;
+            };
+            let n = self.segments[at..]
+                .iter()
+                .take_while(|s| g.replaced.contains(&s.base))
+                .count();
+            let seg =
+                Segment::open_sealed(&self.dir, g.base, g.size, g.index, g.end, g.max_timestamp)
+                    .expect("opening a sealed segment does no I/O");
+            self.segments.splice(at..at + n, [seg]);
+            self.cache.evict_below(g.end);
+        }
+        // Read-ahead ranges belong to the files read before: start afresh.
+        self.read_ahead = Rc::default();
+        if let Some(d) = outcome.first_dirty {
+            self.first_dirty = d;
+        }
+    }
+
     fn poison(&mut self, why: String) {
         tracing::error!(partition = %self.tp, error = %why, "write failed; partition poisoned, no further acknowledgements");
         for (_, w) in self.waiters.drain(..) {
@@ -891,6 +1010,20 @@ fn check_timestamps(b: &BatchInfo, now: TimestampMs, c: &TopicConfig) -> Result<
                 max,
             });
         }
+    }
+    Ok(())
+}
+
+/// Kafka's rule for compacted topics: every record has a key (the cleaner
+/// keeps the latest record per key). Reads the batch's records, decompressing
+/// them: only batches for compacted topics pay for it.
+fn check_keys(bytes: &[u8], info: &BatchInfo) -> Result<(), EngineError> {
+    let bad = |e: BatchError| EngineError::CorruptBatch(e);
+    let body = crate::log::records::records_section(bytes, info, 1 << 30)
+        .map_err(|e| bad(BatchError::Undecodable(e.to_string())))?;
+    let spans = crate::log::records::record_spans(&body, info).map_err(bad)?;
+    if spans.iter().any(|s| s.key.is_none()) {
+        return Err(bad(BatchError::NoKeyInCompactedTopic));
     }
     Ok(())
 }
@@ -1179,8 +1312,9 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader, offsets and epochs as they
-    /// are; `leader_hw` is the leader's high watermark. They must start at
-    /// this log's end (the fetch asked for it). Returns the new log end.
+    /// are; `leader_hw` is the leader's high watermark. They start at this
+    /// log's end (the fetch asked for it) or, over the gap a compacted
+    /// leader's log has there, after it. Returns the new log end.
     pub fn append_replica(
         &mut self,
         records: &Bytes,
@@ -1199,12 +1333,17 @@ impl Partition {
                 batches.push((at..end, info));
                 at = end;
             }
-            let first = batches.first().map(|(_, b)| b.base_offset);
-            if first != Some(self.log_end) {
-                return Err(EngineError::InvalidRequest(format!(
-                    "replica batches start at {first:?}, the log ends at {}",
-                    self.log_end
-                )));
+            // Past the log end only over a compacted leader's gap; each
+            // batch after the one before it.
+            let mut end = self.log_end;
+            for (_, b) in &batches {
+                if b.base_offset < end {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "replica batch at {} does not follow offset {end}",
+                        b.base_offset
+                    )));
+                }
+                end = b.next_offset();
             }
             self.reserve(records.len() as u64)?;
             for (range, info) in batches {
@@ -1557,8 +1696,8 @@ pub async fn fetch(
     max_bytes: usize,
     isolation: Isolation,
 ) -> Result<FetchedData, EngineError> {
-    let mut data = fetch_plan(cell, || {
-        cell.state.borrow().read(offset, max_bytes, isolation)
+    let mut data = fetch_plan(cell, offset, |at| {
+        cell.state.borrow().read(at, max_bytes, isolation)
     })
     .await?;
     if isolation == Isolation::ReadCommitted {
@@ -1575,17 +1714,18 @@ pub async fn fetch_for_replica(
     offset: Offset,
     max_bytes: usize,
 ) -> Result<FetchedData, EngineError> {
-    fetch_plan(cell, || {
-        cell.state.borrow().read_for_replica(offset, max_bytes)
+    fetch_plan(cell, offset, |at| {
+        cell.state.borrow().read_for_replica(at, max_bytes)
     })
     .await
 }
 
 async fn fetch_plan(
     cell: &PartitionRef,
-    plan: impl FnOnce() -> Result<ReadPlan, EngineError>,
+    offset: Offset,
+    plan: impl Fn(Offset) -> Result<ReadPlan, EngineError>,
 ) -> Result<FetchedData, EngineError> {
-    let res = fetch_inner(plan).await;
+    let res = fetch_inner(offset, plan).await;
     if let Err(EngineError::DiskFailure(why)) = &res {
         // A read (or the open of a segment for reading) on a failing disk
         // fails its directory, as a write or fsync error does.
@@ -1596,22 +1736,34 @@ async fn fetch_plan(
 }
 
 async fn fetch_inner(
-    plan: impl FnOnce() -> Result<ReadPlan, EngineError>,
+    mut offset: Offset,
+    plan: impl Fn(Offset) -> Result<ReadPlan, EngineError>,
 ) -> Result<FetchedData, EngineError> {
-    match plan()? {
-        ReadPlan::Ready(d) => Ok(d),
-        ReadPlan::Disk {
-            read,
-            high_watermark,
-            log_start,
-            last_stable,
-        } => Ok(FetchedData {
-            records: read::read_batches(read).await?,
-            high_watermark,
-            log_start,
-            last_stable,
-            aborted: None,
-        }),
+    loop {
+        match plan(offset)? {
+            ReadPlan::Ready(d) => return Ok(d),
+            ReadPlan::Disk {
+                read,
+                high_watermark,
+                log_start,
+                last_stable,
+            } => {
+                let next = read.next_segment;
+                let records = read::read_batches(read).await?;
+                // Nothing left in a compacted segment: on to the next one.
+                if let (true, Some(n)) = (records.is_empty(), next) {
+                    offset = offset.max(n);
+                    continue;
+                }
+                return Ok(FetchedData {
+                    records,
+                    high_watermark,
+                    log_start,
+                    last_stable,
+                    aborted: None,
+                });
+            }
+        }
     }
 }
 
@@ -1624,7 +1776,62 @@ impl PartitionCell {
             checkpoint_writing: Cell::new(false),
             log_start_stored: Cell::new(start),
             log_start_lock: futures::lock::Mutex::new(()),
+            cleaner_stop: RefCell::new(None),
+            cleaner_paused: Cell::new(false),
         })
+    }
+
+    /// Stops a running cleaner pass and waits for it (what it committed
+    /// stays; the rest is undone at the next open); with `pause`, no pass
+    /// starts until [`PartitionCell::resume_cleaner`].
+    pub async fn stop_cleaner(&self, pause: bool) {
+        self.cleaner_paused.set(self.cleaner_paused.get() || pause);
+        if let Some(stop) = self.cleaner_stop.borrow().as_ref() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        while self.cleaner_stop.borrow().is_some() {
+            compio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    pub fn resume_cleaner(&self) {
+        self.cleaner_paused.set(false);
+    }
+
+    /// Runs one cleaner pass on this partition if it needs one: the reading
+    /// and writing on a blocking thread, the result installed here. Returns
+    /// what the pass did (`None`: nothing to clean).
+    pub async fn clean(
+        self: &Rc<Self>,
+        cfg: &crate::config::CleanerConfig,
+    ) -> Result<Option<CleanOutcome>, EngineError> {
+        if self.cleaner_paused.get() || self.cleaner_stop.borrow().is_some() {
+            return Ok(None);
+        }
+        let now_ms = TimestampMs::now().0;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let Some(plan) = self.state.borrow().clean_plan(now_ms, cfg, stop.clone()) else {
+            return Ok(None);
+        };
+        *self.cleaner_stop.borrow_mut() = Some(stop);
+        self.state.borrow_mut().cleaning = true;
+        let res = compio::runtime::spawn_blocking(move || {
+            let mut done = CleanOutcome::default();
+            let res = crate::log::cleaner::run(plan, &mut done);
+            (done, res)
+        })
+        .await;
+        let mut p = self.state.borrow_mut();
+        p.cleaning = false;
+        *self.cleaner_stop.borrow_mut() = None;
+        let (mut done, res) = res.unwrap_or_else(|_| {
+            (
+                CleanOutcome::default(),
+                Err(EngineError::Storage("cleaner pass panicked".into())),
+            )
+        });
+        p.install_cleaned(&mut done);
+        res.map(|()| Some(done))
     }
 
     /// Stores the partition's log start durably once it moved (DeleteRecords,

@@ -36,6 +36,10 @@ pub struct DiskRead {
     /// Batches at or after this offset are not visible yet.
     pub visible_end: Offset,
     pub max_bytes: usize,
+    /// The next segment's base, if it holds visible offsets: a read that
+    /// finds nothing here (a compacted segment's last records are gone) goes
+    /// on there.
+    pub next_segment: Option<Offset>,
 }
 
 async fn read_at(file: &compio::fs::File, pos: u64, len: usize) -> Result<Vec<u8>, EngineError> {

@@ -1,12 +1,20 @@
-//! Reading the records of an *uncompressed* v2 batch — what the broker needs for
-//! the batches it writes itself (`__consumer_offsets`). Client batches are never
-//! decoded by the engine.
+//! Reading the records of a v2 batch: the batches the broker writes itself
+//! (`__consumer_offsets`, uncompressed), and, for the log cleaner alone,
+//! client batches (decompressed with `compression`) and their rebuilding
+//! from the records the cleaner keeps. Nothing on the produce or fetch path
+//! decodes a client's records.
 //!
 //! Record layout (varints are zigzag LEB128): length, attributes i8,
 //! timestampDelta, offsetDelta, keyLength (-1 = null), key, valueLength, value,
 //! headerCount, headers.
 
-use crate::log::batch::{BATCH_HEADER_LEN, BatchError, BatchInfo};
+use std::ops::Range;
+
+use crate::log::batch::{
+    BATCH_HEADER_LEN, BatchError, BatchInfo, CRC_AT, CRC_COVERED_FROM, LENGTH_AT, LOG_OVERHEAD,
+    RECORDS_COUNT_AT,
+};
+use crate::log::compression::CodecError;
 use crate::types::Offset;
 
 /// One record, borrowing from the batch.
@@ -59,27 +67,60 @@ pub fn uncompressed_records<'a>(
             available: batch.len(),
         });
     }
+    let body = &batch[BATCH_HEADER_LEN..end];
+    Ok(record_spans(body, info)?
+        .into_iter()
+        .map(|r| RecordView {
+            offset: r.offset,
+            key: r.key.map(|k| &body[k]),
+            value: r.value.map(|v| &body[v]),
+        })
+        .collect())
+}
+
+/// Where one record lies in a batch's (decompressed) records section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordSpan {
+    pub offset: Offset,
+    pub key: Option<Range<usize>>,
+    pub value: Option<Range<usize>>,
+    /// The whole record, its length prefix included: records keep their
+    /// offset and timestamp deltas, so a batch with the same header can be
+    /// rebuilt from any subset of them.
+    pub raw: Range<usize>,
+}
+
+/// The records of `body`, the (decompressed) records section of the batch
+/// `info` describes; exactly `info.record_count` of them.
+pub fn record_spans(body: &[u8], info: &BatchInfo) -> Result<Vec<RecordSpan>, BatchError> {
     let bad = || BatchError::BadLength(info.len as i32);
-    let mut pos = BATCH_HEADER_LEN;
+    let end = body.len();
+    let mut pos = 0;
     // The count comes from the bytes: never trust it for an allocation (a record
-    // takes at least 7 bytes, so the batch's length bounds how many there can be).
+    // takes at least 7 bytes, so the section's length bounds how many there can be).
     let mut out = Vec::with_capacity((info.record_count as usize).min(end / 7));
     while pos < end {
-        let len = varlong(batch, &mut pos).ok_or_else(bad)?;
+        let start = pos;
+        let len = varlong(body, &mut pos).ok_or_else(bad)?;
         let rec_end = pos
             .checked_add(usize::try_from(len).map_err(|_| bad())?)
             .ok_or_else(bad)?;
         if rec_end > end {
             return Err(bad());
         }
-        let body = &batch[..rec_end];
+        let rec = &body[..rec_end];
         let mut p = pos + 1; // attributes
-        varlong(body, &mut p).ok_or_else(bad)?; // timestamp delta
-        let delta = varlong(body, &mut p).ok_or_else(bad)?;
-        let key = field(body, &mut p).ok_or_else(bad)?;
-        let value = field(body, &mut p).ok_or_else(bad)?;
+        varlong(rec, &mut p).ok_or_else(bad)?; // timestamp delta
+        let delta = varlong(rec, &mut p).ok_or_else(bad)?;
+        let key = span(rec, &mut p).ok_or_else(bad)?;
+        let value = span(rec, &mut p).ok_or_else(bad)?;
         let offset = Offset(info.base_offset.0 + u64::try_from(delta).map_err(|_| bad())?);
-        out.push(RecordView { offset, key, value });
+        out.push(RecordSpan {
+            offset,
+            key,
+            value,
+            raw: start..rec_end,
+        });
         pos = rec_end;
     }
     if out.len() != info.record_count as usize {
@@ -88,6 +129,43 @@ pub fn uncompressed_records<'a>(
             last_offset_delta: info.last_offset_delta as i32,
         });
     }
+    Ok(out)
+}
+
+/// A length-prefixed field's range (`None` for null).
+fn span(buf: &[u8], pos: &mut usize) -> Option<Option<Range<usize>>> {
+    let f = field(buf, pos)?;
+    Some(f.map(|f| *pos - f.len()..*pos))
+}
+
+/// The records section of a validated batch, decompressed (at most `limit`
+/// bytes of it).
+pub fn records_section(
+    batch: &[u8],
+    info: &BatchInfo,
+    limit: usize,
+) -> Result<Vec<u8>, CodecError> {
+    let section = &batch[BATCH_HEADER_LEN..info.len as usize];
+    crate::log::compression::decompress(info.compression, section, limit)
+}
+
+/// The batch `batch` rebuilt to hold only the records `raw` (each a whole
+/// record from its records section, in offset order), compressed with the
+/// batch's own codec. Every header field stays — base offset, last offset
+/// delta, timestamps, producer fields, attributes — except the length, the
+/// record count and the CRC, so offsets and the producer's sequence range
+/// are preserved.
+pub fn rebuild_batch(batch: &[u8], info: &BatchInfo, raw: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+    let plain: Vec<u8> = raw.concat();
+    let records = crate::log::compression::compress(info.compression, &plain)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_LEN + records.len());
+    out.extend_from_slice(&batch[..BATCH_HEADER_LEN]);
+    out.extend_from_slice(&records);
+    let length = (out.len() - LOG_OVERHEAD) as i32;
+    out[LENGTH_AT..LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&(raw.len() as i32).to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_COVERED_FROM..]);
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
 }
 

@@ -416,6 +416,10 @@ impl Shard {
             }
         })
         .detach();
+        if self.shared.config.cleaner.enabled {
+            let me = self.clone();
+            compio::runtime::spawn(async move { me.run_cleaner().await }).detach();
+        }
         let me = self.clone();
         compio::runtime::spawn(async move {
             loop {
@@ -596,6 +600,7 @@ impl Shard {
     async fn close_partition(&self, tp: &TopicPartition) -> Option<PartitionRef> {
         let lp = self.partitions.borrow_mut().remove(tp)?;
         lp.cell.state.borrow_mut().begin_close();
+        lp.cell.stop_cleaner(false).await;
         lp.cell.flush_event.notify();
         let _ = lp.flusher.await;
         Some(lp.cell)
@@ -658,6 +663,42 @@ impl Shard {
                 Err(e) => {
                     tracing::warn!(dir = %root.display(), error = %e, "cannot write the high-watermark checkpoint")
                 }
+            }
+        }
+    }
+
+    /// The shard's log cleaner: one pass at a time over its compacted
+    /// partitions, then a `log.cleaner.backoff.ms` sleep when none needed one.
+    async fn run_cleaner(&self) {
+        let cfg = self.shared.config.cleaner.clone();
+        loop {
+            let cells: Vec<PartitionRef> = (self.partitions.borrow().values())
+                .filter(|lp| lp.cell.state.borrow().config.cleanup_compact)
+                .map(|lp| lp.cell.clone())
+                .collect();
+            let mut cleaned = false;
+            for cell in cells {
+                match cell.clean(&cfg).await {
+                    Ok(Some(done)) => {
+                        cleaned = true;
+                        let tp = cell.state.borrow().tp.clone();
+                        crate::metrics::count(|m| {
+                            m.cleaner_passes += 1;
+                            m.cleaner_bytes_read += done.bytes_read;
+                            m.cleaner_bytes_written += done.bytes_written;
+                            m.cleaner_records_removed += done.records_removed;
+                        });
+                        tracing::info!(partition = %tp, read = done.bytes_read, written = done.bytes_written, removed = done.records_removed, "log cleaner pass");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        let tp = cell.state.borrow().tp.clone();
+                        tracing::warn!(partition = %tp, error = %e, "log cleaner pass failed; retried after the backoff");
+                    }
+                }
+            }
+            if !cleaned {
+                compio::time::sleep(cfg.backoff).await;
             }
         }
     }

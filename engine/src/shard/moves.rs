@@ -99,6 +99,21 @@ impl Shard {
         from: &Path,
         to: &Path,
     ) -> Result<(), EngineError> {
+        // No cleaner pass may rewrite the sealed segments while they are
+        // copied: it would swap files between the two phases.
+        let paused = self.partition(tp)?;
+        paused.stop_cleaner(true).await;
+        let res = self.copy_and_switch(tp, from, to).await;
+        paused.resume_cleaner();
+        res
+    }
+
+    async fn copy_and_switch(
+        &self,
+        tp: &TopicPartition,
+        from: &Path,
+        to: &Path,
+    ) -> Result<(), EngineError> {
         let src = Partition::dir_for(from, tp);
         let future = to.join(format!("{tp}{FUTURE_SUFFIX}"));
         let dst = Partition::dir_for(to, tp);

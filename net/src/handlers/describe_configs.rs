@@ -40,6 +40,7 @@ enum ConfigType {
     Int = 3,
     Short = 4,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -56,6 +57,7 @@ fn topic_type(name: &str) -> ConfigType {
     match name {
         "segment.bytes" | "max.message.bytes" => ConfigType::Int,
         "cleanup.policy" => ConfigType::List,
+        "min.cleanable.dirty.ratio" => ConfigType::Double,
         _ => ConfigType::Long,
     }
 }
@@ -129,6 +131,44 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
             Long,
         ),
         e("log.flush.interval.ms", flush, Long),
+        e("log.cleanup.policy", topic.cleanup_policy(), List),
+        e(
+            "log.cleaner.enable",
+            engine.cleaner.enabled.to_string(),
+            Boolean,
+        ),
+        e("log.cleaner.backoff.ms", ms(engine.cleaner.backoff), Long),
+        e(
+            "log.cleaner.dedupe.buffer.size",
+            engine.cleaner.dedupe_buffer_bytes.to_string(),
+            Long,
+        ),
+        e(
+            "log.cleaner.io.max.bytes.per.second",
+            (engine.cleaner.io_max_bytes_per_second)
+                .map_or(f64::MAX.to_string(), |b| b.to_string()),
+            Double,
+        ),
+        e(
+            "log.cleaner.delete.retention.ms",
+            topic.delete_retention_ms.to_string(),
+            Long,
+        ),
+        e(
+            "log.cleaner.min.cleanable.ratio",
+            topic.min_cleanable_dirty_ratio.to_string(),
+            Double,
+        ),
+        e(
+            "log.cleaner.min.compaction.lag.ms",
+            topic.min_compaction_lag_ms.to_string(),
+            Long,
+        ),
+        e(
+            "log.cleaner.max.compaction.lag.ms",
+            topic.max_compaction_lag_ms.to_string(),
+            Long,
+        ),
         e(
             "message.max.bytes",
             topic.max_message_bytes.to_string(),
