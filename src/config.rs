@@ -279,6 +279,9 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .unwrap_or(1)
         .max(1);
     engine.auto_create_topics = get("auto.create.topics.enable").is_none_or(|v| v == "true");
+    if let Some(b) = num("offsets.topic.segment.bytes")? {
+        engine.offsets_segment_bytes = b.max(1 << 12) as u64;
+    }
     if let Some(v) = get("log.cleaner.enable") {
         engine.cleaner.enabled = v.trim() == "true";
     }

@@ -19,7 +19,9 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 
-from util import admin, consume_all, producer, unique_topic, wait_until
+from confluent_kafka import TopicPartition
+
+from util import admin, consume_all, consumer, producer, unique_topic, wait_until
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
 KEYS = 150
@@ -208,3 +210,35 @@ def test_sigkill_while_cleaning_loses_nothing(make_broker, tmp_path):
     wait_until(lambda: len(read_librdkafka(broker.bootstrap, topic)) < len(produced) // 3, 120,
                interval=1, what="compaction to finish after the kills")
     check_compacted(read_librdkafka(broker.bootstrap, topic), produced)
+
+
+def test_consumer_offsets_are_compacted_and_survive_a_restart(make_broker, tmp_path):
+    """A group committing over and over costs what its live offsets cost."""
+    broker = start(make_broker, tmp_path, '"offsets.topic.segment.bytes" = 16384\n')
+    topic = unique_topic("compact-offsets")
+    create_compacted(broker.bootstrap, topic, **{"cleanup.policy": "delete"})
+    group = "g-" + topic
+    c = consumer(broker.bootstrap, **{"group.id": group})
+    commits = 3000
+    for i in range(1, commits + 1):
+        c.commit(offsets=[TopicPartition(topic, 0, i)], asynchronous=False)
+    c.close()
+    dirs = [d for d in broker.data_dir.iterdir() if d.name.startswith("__consumer_offsets-")]
+
+    def offsets_log_bytes():
+        # The sealed segments (the active one is preallocated and never cleaned).
+        total = 0
+        for d in dirs:
+            logs = sorted(f for f in d.iterdir() if f.name.endswith(".log"))
+            total += sum(f.stat().st_size for f in logs[:-1])
+        return total
+
+    # Each commit is a batch of ~160 bytes (480 KB in all); compacted, the
+    # sealed segments hold about one.
+    wait_until(lambda: offsets_log_bytes() < 1024, 60, interval=0.5,
+               what="__consumer_offsets compacted (now %d bytes)" % offsets_log_bytes())
+    broker.restart(kill=True)
+    c = consumer(broker.bootstrap, **{"group.id": group})
+    got = c.committed([TopicPartition(topic, 0)], timeout=30)
+    c.close()
+    assert got[0].offset == commits

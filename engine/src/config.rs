@@ -383,6 +383,9 @@ pub struct EngineConfig {
     /// (`brook.write.buffer.pool.bytes`; see `writer`).
     pub write_pool_bytes: usize,
     pub cleaner: CleanerConfig,
+    /// `offsets.topic.segment.bytes`: segment size of the internal topics,
+    /// which the cleaner compacts segment by segment.
+    pub offsets_segment_bytes: u64,
     pub group: GroupConfig,
     /// Set when this broker is one node of a cluster.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -403,6 +406,7 @@ impl EngineConfig {
             checkpoint_interval: Duration::from_secs(10),
             write_pool_bytes: DEFAULT_WRITE_POOL_BYTES,
             cleaner: CleanerConfig::default(),
+            offsets_segment_bytes: 100 << 20,
             group: GroupConfig::default(),
             cluster: None,
         }

@@ -174,6 +174,10 @@ pub fn for_each_batch(
     dir: &Path,
     mut f: impl FnMut(&[u8], &BatchInfo) -> usize,
 ) -> std::io::Result<usize> {
+    // A cleaner pass must not swap segments under the listing.
+    let _no_swap = crate::log::cleaner::SWAP_LOCK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let mut logs: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())

@@ -59,6 +59,11 @@ use crate::log::segment::{index_path, log_path, time_index_path};
 use crate::types::{FilePos, Offset, TimestampMs};
 
 const OFFSET_FILE: &str = "cleaner-offset";
+
+/// Held while a pass swaps a cleaned segment in, and by whoever reads a
+/// partition's segment files by name outside its `Partition` (the group and
+/// transaction coordinators' replay): they never see a swap half done.
+pub static SWAP_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// A batch whose records decompress to more than this is kept as it is.
 const MAX_RECORDS_BYTES: usize = 256 << 20;
 /// What one key costs in the map besides its bytes (the entry, the
@@ -493,8 +498,11 @@ pub fn run(plan: CleanPlan, done: &mut CleanOutcome) -> Result<(), EngineError> 
         let Some(g) = write_group(&plan, &map, group, &mut throttle, done)? else {
             return Ok(());
         };
-        for step in commit_steps(&plan.dir, &g) {
-            step()?;
+        {
+            let _swapping = SWAP_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+            for step in commit_steps(&plan.dir, &g) {
+                step()?;
+            }
         }
         done.groups.push(g);
     }

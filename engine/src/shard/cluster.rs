@@ -436,7 +436,7 @@ impl Shard {
         let voters = self.cluster().map_or(1, |c| c.config.voters.len());
         let rf = voters.clamp(1, 3) as i16;
         let replicas = self.place(OFFSETS_TOPIC, 0, OFFSETS_PARTITIONS, Some(rf))?;
-        let configs = super::offsets_topic_overrides();
+        let configs = super::offsets_topic_overrides(&self.shared.config);
         let created = self
             .propose_and_install(vec![MetaRecord::CreateTopic {
                 name: OFFSETS_TOPIC.to_string(),

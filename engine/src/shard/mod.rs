@@ -162,13 +162,19 @@ impl EngineShared {
     }
 }
 
-/// Creates `__consumer_offsets` (50 partitions, 100 MiB segments, kept forever)
+/// Creates `__consumer_offsets` (50 partitions, 100 MiB segments, compacted)
 /// the first time a data directory is used, as Kafka does on first group use.
 fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<(), EngineError> {
-    if catalog.topics.contains_key(OFFSETS_TOPIC) {
-        return Ok(());
+    let overrides = offsets_topic_overrides(config);
+    if let Some(meta) = catalog.topics.get_mut(OFFSETS_TOPIC) {
+        // Data directories from before compaction: compact from now on.
+        if meta.overrides == overrides {
+            return Ok(());
+        }
+        meta.config = config.topic_defaults.with_overrides(&overrides)?;
+        meta.overrides = overrides;
+        return catalog.store(&config.data_dir);
     }
-    let overrides = offsets_topic_overrides();
     let meta = TopicMeta {
         name: OFFSETS_TOPIC.to_string(),
         id: crate::ids::random_uuid(),
@@ -180,11 +186,19 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
     catalog.store(&config.data_dir)
 }
 
-/// `__consumer_offsets`'s settings: 100 MiB segments, kept forever.
-pub(super) fn offsets_topic_overrides() -> BTreeMap<String, String> {
+/// The internal topics' settings (`__consumer_offsets`,
+/// `__transaction_state`): `offsets.topic.segment.bytes` segments (100 MiB
+/// by default), compacted (the latest record
+/// per group offset or transactional id is what counts), never deleted by
+/// age or size.
+pub(super) fn offsets_topic_overrides(config: &EngineConfig) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("segment.bytes".to_string(), (100u64 << 20).to_string()),
+        (
+            "segment.bytes".to_string(),
+            config.offsets_segment_bytes.to_string(),
+        ),
         ("retention.ms".to_string(), "-1".to_string()),
+        ("cleanup.policy".to_string(), "compact".to_string()),
     ])
 }
 

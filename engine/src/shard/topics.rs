@@ -292,7 +292,7 @@ impl Shard {
         };
         if is_internal_topic(&name) {
             // Their settings are what keeps group and transaction state:
-            // without compaction, a retention limit would delete it.
+            // a retention limit or `cleanup.policy=delete` would lose it.
             return Err(EngineError::InvalidRequest(format!(
                 "the configs of internal topic {name} are fixed"
             )));

@@ -236,7 +236,7 @@ impl Shard {
                 name: TXN_TOPIC.to_string(),
                 partitions: Some(TXN_PARTITIONS),
                 replication_factor: rf,
-                configs: super::offsets_topic_overrides(),
+                configs: super::offsets_topic_overrides(&self.shared.config),
                 validate_only: false,
                 assignment: None,
             })

@@ -213,6 +213,11 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
         e("default.replication.factor", "1".to_string(), Int),
         e("offsets.topic.num.partitions", "50".to_string(), Int),
         e("offsets.topic.replication.factor", "1".to_string(), Short),
+        e(
+            "offsets.topic.segment.bytes",
+            engine.offsets_segment_bytes.to_string(),
+            Int,
+        ),
     ]
 }
 
