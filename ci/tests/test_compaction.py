@@ -21,6 +21,7 @@ from kafka import TopicPartition as KTopicPartition
 
 from confluent_kafka import TopicPartition
 
+from cluster_util import Cluster, cluster_of, partitions_of
 from util import admin, consume_all, consumer, producer, unique_topic, wait_until
 
 CODECS = ["gzip", "snappy", "lz4", "zstd"]
@@ -242,3 +243,41 @@ def test_consumer_offsets_are_compacted_and_survive_a_restart(make_broker, tmp_p
     got = c.committed([TopicPartition(topic, 0)], timeout=30)
     c.close()
     assert got[0].offset == commits
+
+
+def test_a_follower_copies_a_compacted_log_and_serves_it_after_failover(tmp_path, request):
+    """A replica that was away fetches its leader's compacted log, gaps and
+    all, and after the failover serves exactly what the leader did."""
+    c = Cluster(tmp_path, brokers_only=1)
+    for b in c.brokers:
+        cfg = b.workdir / "brook.toml"
+        cfg.write_text(cfg.read_text() + '"log.cleaner.backoff.ms" = 100\n')
+    with cluster_of(c, request):
+        topic = unique_topic("compact-replicas")
+        conf = {"cleanup.policy": "compact", "segment.bytes": "8192",
+                "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "0"}
+        # Node 4 (broker only) leads; node 1 is away while the log is compacted;
+        # nodes 2 and 4 are lost later with the quorum (voters 1-3) intact.
+        a = admin(c.node(1).bootstrap)
+        fs = a.create_topics([NewTopic(topic, replica_assignment=[[4, 2, 1]], config=conf)],
+                             operation_timeout=15)
+        fs[topic].result(timeout=30)
+        wait_until(lambda: partitions_of(c, topic, c.node(2)).get(0, (None,))[0] == 4, 30,
+                   what="node 4 leading")
+        away = c.node(1)
+        away.kill()
+        produced = produce_rounds(c.bootstrap, topic)
+        wait_until(lambda: len(read_librdkafka(c.node(4).bootstrap, topic)) < len(produced) // 3, 60,
+                   interval=0.5, what="compaction on the leader")
+        away.start()
+        wait_until(lambda: partitions_of(c, topic, c.node(2))[0][2] == [1, 2, 4], 60,
+                   what="node 1 back in the ISR")
+        c.node(2).kill()
+        wait_until(lambda: partitions_of(c, topic, c.node(1))[0][2] == [1, 4], 60,
+                   what="the ISR without node 2")
+        c.node(4).kill()
+        wait_until(lambda: partitions_of(c, topic, c.node(1))[0][0] == 1, 60,
+                   what="node 1 leading")
+        check_compacted(read_librdkafka(c.node(1).bootstrap, topic), produced)
+        c.node(2).start()
+        c.node(4).start()

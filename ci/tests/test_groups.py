@@ -416,3 +416,43 @@ def test_two_groups_each_get_every_record(broker):
             for pl in ps:
                 if pl.thread.is_alive():
                     pl.stop(close=True)
+
+
+# ---------------------------------------------------------------- 4. membership
+
+def test_a_broker_restart_does_not_rebalance_a_stable_group(broker):
+    """The group's membership is stored in __consumer_offsets when it becomes
+    Stable, so after a SIGKILL and restart its members go on heartbeating and
+    reading in the same generation: no revocation, no new assignment."""
+    topic = unique_topic("grp-membership")
+    group = unique_group("grp-membership")
+    create_topic(broker.bootstrap, topic, 2)
+    events = []
+    c = gconsumer(broker.bootstrap, group, **{"session.timeout.ms": 30000})
+    c.subscribe([topic], on_assign=lambda _c, ps: events.append(("assign", sorted(p.partition for p in ps))),
+                on_revoke=lambda _c, ps: events.append(("revoke", sorted(p.partition for p in ps))))
+    try:
+        produce_keyed(producer(broker.bootstrap), topic, 100)
+        n = 0
+        deadline = time.monotonic() + 30
+        while n < 100:
+            assert time.monotonic() < deadline, "read only %d of 100" % n
+            n += sum(1 for m in c.consume(num_messages=500, timeout=0.2) if m.error() is None)
+        assert events == [("assign", [0, 1])], events
+        member = c.memberid()
+        time.sleep(1)  # the group's tick stores the Stable membership
+        broker.restart(kill=True)
+        produce_keyed(producer(broker.bootstrap), topic, 100, start=100)
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < 100:
+            assert time.monotonic() < deadline, "after the restart read only %d of 100; events %r" % (got, events)
+            got += sum(1 for m in c.consume(num_messages=500, timeout=0.2) if m.error() is None)
+        # A few heartbeats after the restart, still the same member, never rebalanced.
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            c.consume(num_messages=10, timeout=0.2)
+        assert events == [("assign", [0, 1])], events
+        assert c.memberid() == member
+    finally:
+        c.close()

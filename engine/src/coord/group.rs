@@ -157,6 +157,9 @@ pub struct Group {
     /// transaction's commit marker and dropped by its abort marker.
     pub txn_offsets: HashMap<u64, BTreeMap<TopicPartition, CommittedOffset>>,
     next_seq: u64,
+    /// What `__consumer_offsets` holds of this group's membership:
+    /// (generation, with members), or `None` when nothing is stored.
+    pub persisted: Option<(i32, bool)>,
 }
 
 impl Member {
@@ -220,7 +223,103 @@ impl Group {
             offsets: BTreeMap::new(),
             txn_offsets: HashMap::new(),
             next_seq: 0,
+            persisted: None,
         }
+    }
+
+    /// The membership to store now, if it changed since it was last stored:
+    /// a Stable group's members and assignments, or an Empty group that had
+    /// stored members (Kafka stores both; a rebalance in progress waits).
+    pub fn membership_to_store(&self) -> Option<crate::coord::group_log::Membership> {
+        use crate::coord::group_log::{Membership, StoredMember};
+        let want = match self.state {
+            GroupState::Stable => (self.generation, true),
+            GroupState::Empty if self.persisted.is_some() => (self.generation, false),
+            _ => return None,
+        };
+        if self.persisted == Some(want) {
+            return None;
+        }
+        let protocol = self.protocol.clone().filter(|_| want.1);
+        let members = (self.members.values())
+            .filter(|_| want.1)
+            .map(|m| StoredMember {
+                id: m.id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                subscription: m
+                    .metadata_for(protocol.as_deref().unwrap_or_default())
+                    .to_vec(),
+                assignment: m.assignment.to_vec(),
+            })
+            .collect();
+        Some(Membership {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol,
+            leader: self.leader.clone().filter(|_| want.1),
+            members,
+        })
+    }
+
+    /// Takes the membership a replayed metadata record stored (`None`: a
+    /// tombstone). Members start a fresh session at `now`, as Kafka's
+    /// coordinator does when it loads a group.
+    pub fn restore_membership(
+        &mut self,
+        m: Option<crate::coord::group_log::Membership>,
+        now: Instant,
+    ) {
+        for (_, mut old) in std::mem::take(&mut self.members) {
+            old.fail_waiters(EngineError::NotCoordinator);
+        }
+        self.pending.clear();
+        self.rebalance_deadline = None;
+        self.initial_delay = false;
+        let Some(m) = m else {
+            self.state = GroupState::Empty;
+            self.protocol = None;
+            self.leader = None;
+            self.persisted = None;
+            return;
+        };
+        let stable = !m.members.is_empty();
+        self.generation = m.generation;
+        self.protocol_type = Some(m.protocol_type).filter(|t| !t.is_empty());
+        self.protocol = m.protocol.filter(|_| stable);
+        self.leader = m.leader.filter(|_| stable);
+        self.state = if stable {
+            GroupState::Stable
+        } else {
+            GroupState::Empty
+        };
+        let protocol = self.protocol.clone().unwrap_or_default();
+        for x in m.members {
+            let ms = |v: i32| Duration::from_millis(u64::try_from(v).unwrap_or(0));
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.members.insert(
+                x.id.clone(),
+                Member {
+                    id: x.id,
+                    instance_id: x.instance_id,
+                    client_id: x.client_id,
+                    client_host: x.client_host,
+                    session_timeout: ms(x.session_timeout_ms),
+                    rebalance_timeout: ms(x.rebalance_timeout_ms),
+                    protocols: vec![(protocol.clone(), Bytes::from(x.subscription))],
+                    assignment: Bytes::from(x.assignment),
+                    last_heartbeat: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    seq,
+                },
+            );
+        }
+        self.persisted = Some((self.generation, stable));
     }
 
     fn new_member_id(&self, client_id: &str) -> String {
@@ -742,6 +841,8 @@ impl Group {
             && self.protocol_type.is_none()
     }
 
+    /// Nothing to keep: no members, offsets or pending transactional offsets
+    /// (a stored membership alone is not worth keeping once Empty).
     pub fn is_empty_of_everything(&self) -> bool {
         self.members.is_empty()
             && self.offsets.is_empty()

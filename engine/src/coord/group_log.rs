@@ -7,8 +7,15 @@
 //! Offset commit value (version 3):
 //! `i16 version=3 | i64 offset | i32 leader epoch (-1 none) | string metadata | i64 commit timestamp`.
 //! A null value is a tombstone (the offset was deleted with its group).
-//! Other record kinds (Kafka's group metadata, key version 2) are skipped on replay:
-//! group membership is re-established by the clients after a restart.
+//! Group metadata key (version 2): `i16 version=2 | string group`.
+//! Group metadata value (version 3): `string protocol type | i32 generation |
+//! nullable string protocol | nullable string leader | i64 state timestamp |
+//! i32 count, then per member: string member id | nullable string instance id |
+//! string client id | string client host | i32 rebalance timeout ms | i32
+//! session timeout ms | bytes subscription | bytes assignment` (bytes: i32
+//! length + data). Written when a group becomes Stable or Empty, and replayed,
+//! so a coordinator that restarts or moves keeps its groups' members and
+//! generation: they go on heartbeating without a rebalance.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -47,6 +54,140 @@ pub fn offset_value(c: &CommittedOffset) -> Vec<u8> {
     v
 }
 
+/// A group's membership as its metadata record stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Membership {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: Vec<StoredMember>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Vec<u8>,
+    pub assignment: Vec<u8>,
+}
+
+pub fn group_key(group: &str) -> Vec<u8> {
+    let mut k = 2i16.to_be_bytes().to_vec();
+    put_str(&mut k, group);
+    k
+}
+
+fn put_nullable_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(out, s),
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as i32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn membership_value(m: &Membership, now_ms: i64) -> Vec<u8> {
+    let mut v = 3i16.to_be_bytes().to_vec();
+    put_str(&mut v, &m.protocol_type);
+    v.extend_from_slice(&m.generation.to_be_bytes());
+    put_nullable_str(&mut v, m.protocol.as_deref());
+    put_nullable_str(&mut v, m.leader.as_deref());
+    v.extend_from_slice(&now_ms.to_be_bytes());
+    v.extend_from_slice(&(m.members.len() as i32).to_be_bytes());
+    for x in &m.members {
+        put_str(&mut v, &x.id);
+        put_nullable_str(&mut v, x.instance_id.as_deref());
+        put_str(&mut v, &x.client_id);
+        put_str(&mut v, &x.client_host);
+        v.extend_from_slice(&x.rebalance_timeout_ms.to_be_bytes());
+        v.extend_from_slice(&x.session_timeout_ms.to_be_bytes());
+        put_bytes(&mut v, &x.subscription);
+        put_bytes(&mut v, &x.assignment);
+    }
+    v
+}
+
+/// The group's metadata record as one batch (`None`: a tombstone).
+pub fn membership_batch(group: &str, m: Option<&Membership>, now_ms: i64) -> Vec<u8> {
+    encode(
+        &[(group_key(group), m.map(|m| membership_value(m, now_ms)))],
+        now_ms,
+    )
+}
+
+fn decode_membership(value: &[u8]) -> Option<Membership> {
+    let mut r = Reader(value, 0);
+    let version = r.i16()?;
+    if !(0..=3).contains(&version) {
+        return None;
+    }
+    let protocol_type = r.string()?;
+    let generation = r.i32()?;
+    let protocol = r.nullable_string()?;
+    let leader = r.nullable_string()?;
+    if version >= 2 {
+        r.i64()?;
+    }
+    let count = usize::try_from(r.i32()?).ok()?;
+    let mut members = Vec::with_capacity(count.min(value.len() / 16));
+    for _ in 0..count {
+        let id = r.string()?;
+        let instance_id = if version >= 3 {
+            r.nullable_string()?
+        } else {
+            None
+        };
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let rebalance_timeout_ms = if version >= 1 { r.i32()? } else { -1 };
+        let session_timeout_ms = r.i32()?;
+        let subscription = r.bytes()?.to_vec();
+        let assignment = r.bytes()?.to_vec();
+        members.push(StoredMember {
+            id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Some(Membership {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        members,
+    })
+}
+
+/// A group metadata record: the group and its membership (`None`: a
+/// tombstone). `None` for any other record.
+pub fn decode_membership_record(
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Option<(String, Option<Membership>)> {
+    let mut k = Reader(key, 0);
+    if k.i16()? != 2 {
+        return None;
+    }
+    let group = k.string()?;
+    match value {
+        None => Some((group, None)),
+        Some(v) => Some((group, Some(decode_membership(v)?))),
+    }
+}
+
 /// Big-endian reads of Kafka's record fields (strings as i16 length + UTF-8),
 /// each `None` past the end.
 pub(crate) struct Reader<'a>(pub(crate) &'a [u8], pub(crate) usize);
@@ -69,6 +210,19 @@ impl Reader<'_> {
     pub(crate) fn string(&mut self) -> Option<String> {
         let len = usize::try_from(self.i16()?).ok()?;
         String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+    /// A string whose length -1 means null: `Some(None)`.
+    pub(crate) fn nullable_string(&mut self) -> Option<Option<String>> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Some(None);
+        }
+        let s = self.take(len as usize)?;
+        Some(Some(String::from_utf8(s.to_vec()).ok()?))
+    }
+    pub(crate) fn bytes(&mut self) -> Option<&[u8]> {
+        let len = usize::try_from(self.i32()?).ok()?;
+        self.take(len)
     }
 }
 
@@ -138,12 +292,32 @@ pub fn tombstone_batch(group: &str, tps: &[TopicPartition], now_ms: i64) -> Vec<
     encode(&kvs, now_ms)
 }
 
+/// Tombstones for a deleted group: its offsets and its metadata record.
+pub fn group_tombstone_batch(group: &str, tps: &[TopicPartition], now_ms: i64) -> Vec<u8> {
+    let mut kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        tps.iter().map(|tp| (offset_key(group, tp), None)).collect();
+    kvs.push((group_key(group), None));
+    encode(&kvs, now_ms)
+}
+
 fn encode(kvs: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Vec<u8> {
     let refs: Vec<batch::KeyValue<'_>> = kvs
         .iter()
         .map(|(k, v)| (Some(&k[..]), v.as_deref()))
         .collect();
     batch::build_batch(Offset(0), &refs, now_ms, None)
+}
+
+/// A group metadata record replayed: the group takes that membership (a
+/// tombstone leaves it empty, or forgets it if nothing else is left).
+fn restore(groups: &mut HashMap<String, Group>, group: String, m: Option<Membership>) {
+    let g = groups
+        .entry(group.clone())
+        .or_insert_with(|| Group::new(group.clone()));
+    g.restore_membership(m, std::time::Instant::now());
+    if g.is_empty_of_everything() {
+        groups.remove(&group);
+    }
 }
 
 fn apply(groups: &mut HashMap<String, Group>, rec: OffsetRecord) {
@@ -248,6 +422,13 @@ fn replay_batch(
     };
     let mut n = 0;
     for r in records {
+        if let Some(key) = r.key
+            && let Some((group, m)) = decode_membership_record(key, r.value)
+        {
+            restore(groups, group, m);
+            n += 1;
+            continue;
+        }
         if let Some(key) = r.key
             && let Some(rec) = decode_offset_record(key, r.value)
         {
@@ -362,5 +543,47 @@ mod tests {
             crate::coord::group::offsets_partition_of("polygenelubricants"),
             0
         );
+    }
+
+    #[test]
+    fn a_stored_membership_is_replayed_and_a_tombstone_forgets_it() {
+        let m = Membership {
+            protocol_type: "consumer".into(),
+            generation: 7,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            members: vec![StoredMember {
+                id: "m1".into(),
+                instance_id: None,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+                subscription: b"sub".to_vec(),
+                assignment: b"asg".to_vec(),
+            }],
+        };
+        let b = membership_batch("g", Some(&m), 5);
+        let info = batch::validate(&b).unwrap();
+        let recs = uncompressed_records(&b, &info).unwrap();
+        assert_eq!(
+            decode_membership_record(recs[0].key.unwrap(), recs[0].value),
+            Some(("g".to_string(), Some(m.clone())))
+        );
+        let mut groups = HashMap::new();
+        let mut pending = HashMap::new();
+        replay_batch(&b, &info, &mut groups, &mut pending);
+        let g = &groups["g"];
+        assert_eq!(
+            (g.state, g.generation, g.persisted),
+            (crate::coord::group::GroupState::Stable, 7, Some((7, true)))
+        );
+        assert_eq!(g.members["m1"].assignment.as_ref(), b"asg");
+        assert_eq!(g.members["m1"].metadata_for("range").as_ref(), b"sub");
+        // Nothing changed: nothing to store again.
+        assert!(g.membership_to_store().is_none());
+        let t = group_tombstone_batch("g", &[], 6);
+        replay_batch(&t, &batch::validate(&t).unwrap(), &mut groups, &mut pending);
+        assert!(groups.is_empty(), "a group with nothing left is forgotten");
     }
 }

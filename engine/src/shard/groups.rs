@@ -16,7 +16,7 @@ use crate::coord::group::{
     CommittedOffset, Group, GroupState, JoinRequest, JoinResult, OFFSETS_TOPIC, Reply, SyncResult,
     offsets_partition_of,
 };
-use crate::coord::group_log;
+use crate::coord::group_log::{self, Membership};
 use crate::error::EngineError;
 use crate::shard::{Acks, Shard, shard_of};
 use crate::types::TopicPartition;
@@ -314,12 +314,10 @@ impl Shard {
                 }
                 g.offsets.keys().cloned().collect()
             };
-            if !tps.is_empty() {
-                let batch = Bytes::from(group_log::tombstone_batch(&group, &tps, now_ms()));
-                s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
-                    .await
-                    .map_err(as_coordinator_error)?;
-            }
+            let batch = Bytes::from(group_log::group_tombstone_batch(&group, &tps, now_ms()));
+            s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
+                .await
+                .map_err(as_coordinator_error)?;
             s.groups.borrow_mut().remove(&group);
             Ok(())
         })
@@ -375,15 +373,54 @@ impl Shard {
         })
     }
 
-    /// Expires members and completes due rebalances; forgets groups left with nothing.
-    pub(crate) fn tick_groups(&self) {
+    /// Expires members and completes due rebalances; stores the membership
+    /// of groups that became Stable or Empty; forgets groups left with
+    /// nothing (and their stored membership).
+    pub(crate) fn tick_groups(self: &Rc<Self>) {
         let cfg = &self.shared.config.group;
         let now = Instant::now();
-        let mut groups = self.groups.borrow_mut();
-        for g in groups.values_mut() {
-            g.tick(cfg, now);
+        let mut writes = Vec::new();
+        {
+            let mut groups = self.groups.borrow_mut();
+            for g in groups.values_mut() {
+                g.tick(cfg, now);
+                if let Some(m) = g.membership_to_store() {
+                    g.persisted = Some((m.generation, !m.members.is_empty()));
+                    writes.push((g.id.clone(), Some(m)));
+                }
+            }
+            groups.retain(|id, g| {
+                let forget = g.state == GroupState::Empty && g.is_empty_of_everything();
+                if forget && g.persisted.is_some() {
+                    writes.push((id.clone(), None));
+                }
+                !forget
+            });
         }
-        groups.retain(|_, g| !(g.state == GroupState::Empty && g.is_empty_of_everything()));
+        for (group, m) in writes {
+            self.store_membership(group, m);
+        }
+    }
+
+    /// Appends a group's metadata record (a tombstone for `None`) in the
+    /// background. Best effort, as the answer to the SyncGroup has gone: if
+    /// it is lost, the group's members rejoin after a restart, as they would
+    /// without it; a failed write is retried at the next change.
+    fn store_membership(self: &Rc<Self>, group: String, m: Option<Membership>) {
+        let me = self.clone();
+        compio::runtime::spawn(async move {
+            let batch = Bytes::from(group_log::membership_batch(&group, m.as_ref(), now_ms()));
+            if let Err(e) = me
+                .produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
+                .await
+            {
+                tracing::debug!(group = %group, error = %e, "cannot store the group's membership");
+                if let Some(g) = me.groups.borrow_mut().get_mut(&group) {
+                    g.persisted = None;
+                }
+            }
+        })
+        .detach();
     }
 }
 
