@@ -259,7 +259,7 @@ def test_a_follower_copies_a_compacted_log_and_serves_it_after_failover(tmp_path
         # Node 4 (broker only) leads; node 1 is away while the log is compacted;
         # nodes 2 and 4 are lost later with the quorum (voters 1-3) intact.
         a = admin(c.node(1).bootstrap)
-        fs = a.create_topics([NewTopic(topic, replica_assignment=[[4, 2, 1]], config=conf)],
+        fs = a.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[4, 2, 1]], config=conf)],
                              operation_timeout=15)
         fs[topic].result(timeout=30)
         wait_until(lambda: partitions_of(c, topic, c.node(2)).get(0, (None,))[0] == 4, 30,
