@@ -477,7 +477,7 @@ fn groups(segments: &[SegmentFile], max_bytes: u64) -> Vec<&[SegmentFile]> {
     out
 }
 
-/// Runs one pass (blocking: on a blocking thread). On an error, what was
+/// Runs one pass (blocking: on the pass's own thread). On an error, what was
 /// committed before it stays committed and is reported through `done`.
 pub fn run(plan: CleanPlan, done: &mut CleanOutcome) -> Result<(), EngineError> {
     let mut throttle = Throttle {

@@ -1815,12 +1815,25 @@ impl PartitionCell {
         };
         *self.cleaner_stop.borrow_mut() = Some(stop);
         self.state.borrow_mut().cleaning = true;
-        let res = compio::runtime::spawn_blocking(move || {
-            let mut done = CleanOutcome::default();
-            let res = crate::log::cleaner::run(plan, &mut done);
-            (done, res)
-        })
-        .await;
+        // A thread of its own (it inherits the shard's core), not one of the
+        // blocking pool, which a pass could hold for minutes.
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("brook-cleaner".into())
+            .spawn(move || {
+                let mut done = CleanOutcome::default();
+                let res = crate::log::cleaner::run(plan, &mut done);
+                let _ = tx.send((done, res));
+            });
+        let res = match spawned {
+            Ok(_) => rx.await.map_err(|_| ()),
+            Err(e) => Ok((
+                CleanOutcome::default(),
+                Err(EngineError::Storage(format!(
+                    "cannot start the cleaner thread: {e}"
+                ))),
+            )),
+        };
         let mut p = self.state.borrow_mut();
         p.cleaning = false;
         *self.cleaner_stop.borrow_mut() = None;
