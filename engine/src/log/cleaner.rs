@@ -145,6 +145,14 @@ struct Throttle {
 }
 
 impl Throttle {
+    fn new(limit: Option<u64>) -> Self {
+        Throttle {
+            limit,
+            started: Instant::now(),
+            bytes: 0,
+        }
+    }
+
     fn add(&mut self, n: usize) {
         self.bytes += n as u64;
         if let Some(limit) = self.limit.filter(|l| *l > 0) {
@@ -480,11 +488,7 @@ fn groups(segments: &[SegmentFile], max_bytes: u64) -> Vec<&[SegmentFile]> {
 /// Runs one pass (blocking: on the pass's own thread). On an error, what was
 /// committed before it stays committed and is reported through `done`.
 pub fn run(plan: CleanPlan, done: &mut CleanOutcome) -> Result<(), EngineError> {
-    let mut throttle = Throttle {
-        limit: plan.io_limit,
-        started: Instant::now(),
-        bytes: 0,
-    };
+    let mut throttle = Throttle::new(plan.io_limit);
     let Some((map, map_end)) = build_map(&plan, &mut throttle, done)? else {
         return Ok(());
     };
@@ -542,11 +546,7 @@ pub fn recover_swaps(dir: &Path) -> Result<(), EngineError> {
         let size = std::fs::metadata(&swap)?.len();
         let mut last = base;
         let never = AtomicBool::new(false);
-        let mut throttle = Throttle {
-            limit: None,
-            started: Instant::now(),
-            bytes: 0,
-        };
+        let mut throttle = Throttle::new(None);
         for_each_batch(&swap, size, &mut throttle, &never, |_, info| {
             last = info.next_offset();
             Ok(())

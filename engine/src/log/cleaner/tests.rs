@@ -89,11 +89,7 @@ fn read_log(dir: &Path) -> (Vec<Read>, Offset) {
     let mut out = Vec::new();
     let never = AtomicBool::new(false);
     for s in &rec.segments {
-        let mut t = Throttle {
-            limit: None,
-            started: Instant::now(),
-            bytes: 0,
-        };
+        let mut t = Throttle::new(None);
         for_each_batch(&log_path(dir, s.base), s.size, &mut t, &never, |b, info| {
             if info.is_control {
                 return Ok(());
@@ -240,11 +236,7 @@ fn a_crash_at_any_step_of_a_swap_leaves_the_old_or_the_new_log() {
     let probe = tempfile::tempdir().unwrap();
     let files = write_log(probe.path(), &segs);
     let p = plan(probe.path(), files.clone(), 0, 0);
-    let mut t = Throttle {
-        limit: None,
-        started: Instant::now(),
-        bytes: 0,
-    };
+    let mut t = Throttle::new(None);
     let mut out = CleanOutcome::default();
     let (map, _) = build_map(&p, &mut t, &mut out).unwrap().unwrap();
     let g = write_group(&p, &map, &files, &mut t, &mut out)
