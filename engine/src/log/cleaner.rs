@@ -11,7 +11,7 @@
 //! reaches `min.cleanable.dirty.ratio`, or when a dirty segment is older than
 //! `max.compaction.lag.ms`.
 //!
-//! A pass ([`run`], on a blocking thread: it never runs on the shard's
+//! A pass ([`run`], on a thread of its own: it never runs on the shard's
 //! reactor) reads the dirty segments into a map key → offset of the key's
 //! last record (records of aborted transactions do not count), as far as
 //! `log.cleaner.dedupe.buffer.size` allows. It then rewrites every cleanable

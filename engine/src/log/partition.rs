@@ -332,7 +332,11 @@ impl Partition {
         let log_start = stored_start.min(log_end).max(first_base);
         let mut epochs = EpochCache::load(&dir);
         epochs.truncate_to(log_end);
-        let first_dirty = crate::log::cleaner::load_first_dirty(&dir).unwrap_or(Offset(0));
+        // Past the log end only if a follower's log was cut below it: what
+        // is appended again there is dirty.
+        let first_dirty = crate::log::cleaner::load_first_dirty(&dir)
+            .unwrap_or(Offset(0))
+            .min(log_end);
         Ok(Partition {
             tp,
             dir,
@@ -1799,7 +1803,7 @@ impl PartitionCell {
     }
 
     /// Runs one cleaner pass on this partition if it needs one: the reading
-    /// and writing on a blocking thread, the result installed here. Returns
+    /// and writing on a thread of its own, the result installed here. Returns
     /// what the pass did (`None`: nothing to clean).
     pub async fn clean(
         self: &Rc<Self>,
