@@ -157,6 +157,27 @@ def test_keyless_records_are_refused_by_a_compacted_topic(make_broker, tmp_path)
     assert errors[0].code() == KafkaError.INVALID_RECORD, errors[0]
 
 
+def test_a_decompression_bomb_is_refused_by_a_compacted_topic(make_broker, tmp_path):
+    """A small zstd batch whose records decompress past 64 MiB: INVALID_RECORD,
+    and the broker keeps serving."""
+    broker = start(make_broker, tmp_path)
+    topic = unique_topic("compact-bomb")
+    create_compacted(broker.bootstrap, topic, **{"max.message.bytes": str(8 << 20)})
+    errors = []
+    p = producer(broker.bootstrap, acks="all", retries=0, **{"compression.type": "zstd",
+                 "batch.size": 100 << 20, "linger.ms": 500, "message.max.bytes": 200 << 20})
+    for i in range(80):
+        p.produce(topic, key=b"k%d" % i, value=b"\0" * (1 << 20), partition=0,
+                  on_delivery=lambda e, m: errors.append(e))
+    p.flush(60)
+    assert len(errors) == 80 and all(e is not None and e.code() == KafkaError.INVALID_RECORD
+                                     for e in errors), errors[:3]
+    got = []
+    p.produce(topic, key=b"small", value=b"v", partition=0, on_delivery=lambda e, m: got.append(e))
+    p.flush(30)
+    assert got == [None]
+
+
 def test_cleanup_policy_set_at_run_time_compacts_an_existing_topic(make_broker, tmp_path):
     broker = start(make_broker, tmp_path)
     topic = unique_topic("compact-later")

@@ -1018,12 +1018,18 @@ fn check_timestamps(b: &BatchInfo, now: TimestampMs, c: &TopicConfig) -> Result<
     Ok(())
 }
 
+/// The most a produced batch for a compacted topic may decompress to: the
+/// key check holds its records in memory, and a small batch of a few zeros
+/// compressed must not make the broker allocate gigabytes.
+const KEY_CHECK_MAX_BYTES: usize = 64 << 20;
+
 /// Kafka's rule for compacted topics: every record has a key (the cleaner
 /// keeps the latest record per key). Reads the batch's records, decompressing
-/// them: only batches for compacted topics pay for it.
+/// them (at most [`KEY_CHECK_MAX_BYTES`]; more is INVALID_RECORD): only
+/// batches for compacted topics pay for it.
 fn check_keys(bytes: &[u8], info: &BatchInfo) -> Result<(), EngineError> {
     let bad = |e: BatchError| EngineError::CorruptBatch(e);
-    let body = crate::log::records::records_section(bytes, info, 1 << 30)
+    let body = crate::log::records::records_section(bytes, info, KEY_CHECK_MAX_BYTES)
         .map_err(|e| bad(BatchError::Undecodable(e.to_string())))?;
     let spans = crate::log::records::record_spans(&body, info).map_err(bad)?;
     if spans.iter().any(|s| s.key.is_none()) {
