@@ -1,5 +1,5 @@
-//! `__consumer_offsets` records: `group_log::decode_offset_record` on an
-//! arbitrary key/value split, and `group_log::replay_partition` over a whole
+//! `__consumer_offsets` records: `group_log::decode_offset_record` and
+//! `decode_membership_record` on an arbitrary key/value split, and `group_log::replay_partition` over a whole
 //! `.log` file (what start-up does to rebuild committed offsets).
 //!
 //! Input: `mode (1) | split (u16 BE) | bytes`.
@@ -12,7 +12,10 @@
 
 use std::collections::HashMap;
 
-use brook_engine::coord::group_log::{decode_offset_record, offset_key, offset_value, replay_partition};
+use brook_engine::coord::group_log::{
+    decode_membership_record, decode_offset_record, group_key, membership_value, offset_key,
+    offset_value, replay_partition,
+};
 use brook_engine::coord::txn;
 use fuzz_util::fix_batches;
 use libfuzzer_sys::fuzz_target;
@@ -47,6 +50,19 @@ fuzz_target!(|input: &[u8]| {
     }
     let (key, value) = data.split_at(split);
     let value = (mode & 1 == 0).then_some(value);
+    if let Some((group, m)) = decode_membership_record(key, value) {
+        // A group metadata record (key version 2): what the coordinator
+        // writes for that membership decodes to it again.
+        assert_eq!(m.is_none(), value.is_none());
+        if let Some(m) = m {
+            let v = membership_value(&m, 0);
+            assert_eq!(
+                decode_membership_record(&group_key(&group), Some(&v)),
+                Some((group, Some(m)))
+            );
+        }
+        return;
+    }
     let Some((group, tp, committed)) = decode_offset_record(key, value) else {
         return;
     };

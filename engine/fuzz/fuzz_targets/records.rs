@@ -1,5 +1,7 @@
 //! `records::uncompressed_records` on a validated batch: what the broker uses
-//! to read back its own `__consumer_offsets` batches.
+//! to read back its own `__consumer_offsets` batches; and, for any codec,
+//! what the log cleaner and the compacted topics' key check do
+//! (`records_section`, `record_spans`, `rebuild_batch`).
 //!
 //! Input: `mode (1) | batch bytes`. mode bit 0: make the batch end at the end
 //! of the input and recompute its CRC (so the records, not the checksum, get
@@ -7,7 +9,7 @@
 #![no_main]
 
 use brook_engine::log::batch::{self, BATCH_HEADER_LEN, BatchError};
-use brook_engine::log::records::{RecordView, uncompressed_records};
+use brook_engine::log::records::{self, RecordView, uncompressed_records};
 use brook_engine::types::Offset;
 use fuzz_util::{HEADER_LEN, fit_length, fix_crc, mode_and_rest};
 use libfuzzer_sys::fuzz_target;
@@ -26,6 +28,7 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let len = info.len as usize;
+    any_codec(&data[..len], &info);
     let result = uncompressed_records(&data, &info);
     // Bytes after the batch are never read.
     assert_eq!(uncompressed_records(&data[..len], &info), result);
@@ -44,6 +47,33 @@ fuzz_target!(|input: &[u8]| {
         }
     }
 });
+
+/// What the log cleaner does with a client batch of any codec: decompress
+/// (bounded), find the records, rebuild the batch from them; the rebuilt
+/// batch validates and holds the same records.
+fn any_codec(batch: &[u8], info: &batch::BatchInfo) {
+    let Ok(body) = records::records_section(batch, info, 1 << 20) else {
+        return;
+    };
+    assert!(body.len() <= 1 << 20);
+    let Ok(spans) = records::record_spans(&body, info) else {
+        return;
+    };
+    for s in &spans {
+        assert!(s.raw.end <= body.len() && s.raw.start < s.raw.end);
+        for f in [&s.key, &s.value].into_iter().flatten() {
+            assert!(s.raw.start <= f.start && f.end <= s.raw.end);
+        }
+    }
+    let raws: Vec<&[u8]> = spans.iter().map(|s| &body[s.raw.clone()]).collect();
+    let Ok(rebuilt) = records::rebuild_batch(batch, info, &raws) else {
+        return;
+    };
+    let again = batch::validate(&rebuilt).expect("a rebuilt batch validates");
+    assert_eq!(again.record_count as usize, spans.len());
+    let body2 = records::records_section(&rebuilt, &again, 1 << 20).expect("rebuilt batch decompresses");
+    assert_eq!(body2, raws.concat());
+}
 
 /// Every key and value lies inside the batch's records section.
 fn check_records(batch: &[u8], base: Offset, records: &[RecordView<'_>]) {
