@@ -285,18 +285,19 @@ fn commit_records(
         .collect()
 }
 
-/// Encodes tombstones for the given offsets as one batch.
-pub fn tombstone_batch(group: &str, tps: &[TopicPartition], now_ms: i64) -> Vec<u8> {
-    let kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-        tps.iter().map(|tp| (offset_key(group, tp), None)).collect();
-    encode(&kvs, now_ms)
-}
-
-/// Tombstones for a deleted group: its offsets and its metadata record.
-pub fn group_tombstone_batch(group: &str, tps: &[TopicPartition], now_ms: i64) -> Vec<u8> {
+/// Encodes tombstones for the given offsets as one batch; with
+/// `whole_group`, the group's metadata record's too (a deleted group).
+pub fn tombstone_batch(
+    group: &str,
+    tps: &[TopicPartition],
+    whole_group: bool,
+    now_ms: i64,
+) -> Vec<u8> {
     let mut kvs: Vec<(Vec<u8>, Option<Vec<u8>>)> =
         tps.iter().map(|tp| (offset_key(group, tp), None)).collect();
-    kvs.push((group_key(group), None));
+    if whole_group {
+        kvs.push((group_key(group), None));
+    }
     encode(&kvs, now_ms)
 }
 
@@ -512,7 +513,7 @@ mod tests {
         let mut b1 = commit_batch("g1", &[(tp.clone(), c.clone())], 9);
         let info1 = batch::validate(&b1).unwrap();
         batch::set_base_offset(&mut b1, Offset(0));
-        let mut b2 = tombstone_batch("g1", std::slice::from_ref(&tp), 10);
+        let mut b2 = tombstone_batch("g1", std::slice::from_ref(&tp), false, 10);
         batch::set_base_offset(&mut b2, info1.next_offset());
         let mut file = b1.clone();
         file.extend_from_slice(&b2);
@@ -582,7 +583,7 @@ mod tests {
         assert_eq!(g.members["m1"].metadata_for("range").as_ref(), b"sub");
         // Nothing changed: nothing to store again.
         assert!(g.membership_to_store().is_none());
-        let t = group_tombstone_batch("g", &[], 6);
+        let t = tombstone_batch("g", &[], true, 6);
         replay_batch(&t, &batch::validate(&t).unwrap(), &mut groups, &mut pending);
         assert!(groups.is_empty(), "a group with nothing left is forgotten");
     }

@@ -55,7 +55,7 @@ use crate::log::batch::{self, BATCH_HEADER_LEN, BatchInfo};
 use crate::log::index::{DEFAULT_INDEX_INTERVAL_BYTES, IndexBuilder};
 use crate::log::producer::AbortedTxn;
 use crate::log::records;
-use crate::log::segment::{index_path, log_path, time_index_path};
+use crate::log::segment::{files, log_path};
 use crate::types::{FilePos, Offset, TimestampMs};
 
 const OFFSET_FILE: &str = "cleaner-offset";
@@ -70,19 +70,14 @@ const MAX_RECORDS_BYTES: usize = 256 << 20;
 /// allocation, the table's spare room).
 const MAP_ENTRY_OVERHEAD: usize = 64;
 
-/// The first offset a pass has not covered yet, if stored.
+/// The first offset a pass has not covered yet, if stored (the format of
+/// `log_start`'s file).
 pub fn load_first_dirty(dir: &Path) -> Option<Offset> {
-    let text = std::fs::read_to_string(dir.join(OFFSET_FILE)).ok()?;
-    let mut lines = text.lines();
-    (lines.next()? == "0").then_some(())?;
-    lines.next()?.trim().parse().ok().map(Offset)
+    crate::log::log_start::load_file(&dir.join(OFFSET_FILE))
 }
 
 fn store_first_dirty(dir: &Path, at: Offset) -> std::io::Result<()> {
-    crate::log::index::write_file_atomically(
-        &dir.join(OFFSET_FILE),
-        format!("0\n{}\n", at.0).as_bytes(),
-    )
+    crate::log::log_start::store_file(&dir.join(OFFSET_FILE), at)
 }
 
 /// One cleanable sealed segment, as the pass sees it.
@@ -345,15 +340,6 @@ fn with_suffix(p: PathBuf, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The three files of segment `base`: log, offset index, time index.
-fn segment_paths(dir: &Path, base: Offset) -> [PathBuf; 3] {
-    [
-        log_path(dir, base),
-        index_path(dir, base),
-        time_index_path(dir, base),
-    ]
-}
-
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
@@ -375,7 +361,7 @@ fn write_group(
     out: &mut CleanOutcome,
 ) -> Result<Option<CleanedGroup>, EngineError> {
     let base = group[0].base;
-    let [log, idx, tidx] = segment_paths(&plan.dir, base).map(|p| with_suffix(p, ".cleaned"));
+    let [log, idx, tidx] = files(&plan.dir, base).map(|p| with_suffix(p, ".cleaned"));
     let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&log)?);
     let mut index = IndexBuilder::new(DEFAULT_INDEX_INTERVAL_BYTES);
     let (mut size, mut max_timestamp) = (0u64, None::<TimestampMs>);
@@ -439,7 +425,7 @@ fn write_group(
 /// (the log's rename to `.swap`, made durable by the fourth) commits it.
 /// Each is a separate step so a test can crash between any two.
 pub fn commit_steps(dir: &Path, g: &CleanedGroup) -> Vec<Box<dyn FnOnce() -> std::io::Result<()>>> {
-    let [log, idx, tidx] = segment_paths(dir, g.base);
+    let [log, idx, tidx] = files(dir, g.base);
     let cleaned = |p: &PathBuf| with_suffix(p.clone(), ".cleaned");
     let swap = |p: &PathBuf| with_suffix(p.clone(), ".swap");
     let mut steps: Vec<Box<dyn FnOnce() -> std::io::Result<()>>> = Vec::new();
@@ -450,7 +436,7 @@ pub fn commit_steps(dir: &Path, g: &CleanedGroup) -> Vec<Box<dyn FnOnce() -> std
     let d = dir.to_path_buf();
     steps.push(Box::new(move || sync_dir(&d)));
     for &old in &g.replaced {
-        for p in segment_paths(dir, old) {
+        for p in files(dir, old) {
             steps.push(Box::new(move || remove_if_there(&p)));
         }
     }
@@ -543,26 +529,21 @@ pub fn recover_swaps(dir: &Path) -> Result<(), EngineError> {
     }
     for base in log_swaps {
         let swap = with_suffix(log_path(dir, base), ".swap");
-        let size = std::fs::metadata(&swap)?.len();
-        let mut last = base;
-        let never = AtomicBool::new(false);
-        let mut throttle = Throttle::new(None);
-        for_each_batch(&swap, size, &mut throttle, &never, |_, info| {
-            last = info.next_offset();
-            Ok(())
-        })?;
+        let f = std::fs::File::open(&swap)?;
+        let size = f.metadata()?.len();
+        let last = crate::log::recovery::scan_segment(&f, size, base, |_, _| {})?.next_offset;
         let covered_end = last.max(base.next(1));
         for n in &names {
             let Some(old) = base_of(n, ".log") else {
                 continue;
             };
             if old >= base && old < covered_end {
-                for p in segment_paths(dir, old) {
+                for p in files(dir, old) {
                     remove_if_there(&p)?;
                 }
             }
         }
-        for p in segment_paths(dir, base).into_iter().skip(1) {
+        for p in files(dir, base).into_iter().skip(1) {
             let s = with_suffix(p.clone(), ".swap");
             if s.exists() {
                 std::fs::rename(s, p)?;

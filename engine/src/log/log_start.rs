@@ -33,18 +33,23 @@ pub fn encode(start: Offset) -> String {
 /// logged and ignored (the log then starts at its first segment, which only
 /// shows records DeleteRecords had hidden: nothing is lost).
 pub fn load(dir: &Path) -> Option<Offset> {
-    let p = path(dir);
-    let text = match std::fs::read_to_string(&p) {
+    load_file(&path(dir))
+}
+
+/// An offset stored in this file's format at `p` (also the log cleaner's
+/// `cleaner-offset`).
+pub fn load_file(p: &Path) -> Option<Offset> {
+    let text = match std::fs::read_to_string(p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!(path = %p.display(), error = %e, "cannot read the log start offset; ignored");
+            tracing::warn!(path = %p.display(), error = %e, "cannot read the stored offset; ignored");
             return None;
         }
     };
     let decoded = decode(&text);
     if decoded.is_none() {
-        tracing::warn!(path = %p.display(), "damaged log start offset file; ignored");
+        tracing::warn!(path = %p.display(), "damaged offset file; ignored");
     }
     decoded
 }
@@ -60,7 +65,12 @@ fn decode(text: &str) -> Option<Offset> {
 
 /// Stores `start` durably (blocking: call it off the reactor).
 pub fn store(dir: &Path, start: Offset) -> std::io::Result<()> {
-    crate::log::index::write_file_atomically(&path(dir), encode(start).as_bytes())
+    store_file(&path(dir), start)
+}
+
+/// Stores `offset` durably at `p` in this file's format (blocking).
+pub fn store_file(p: &Path, offset: Offset) -> std::io::Result<()> {
+    crate::log::index::write_file_atomically(p, encode(offset).as_bytes())
 }
 
 #[cfg(test)]

@@ -121,11 +121,7 @@ fn open_from_indexes(
 }
 
 fn remove_segment_files(dir: &Path, base: Offset) {
-    for p in [
-        log_path(dir, base),
-        index_path(dir, base),
-        time_index_path(dir, base),
-    ] {
+    for p in crate::log::segment::files(dir, base) {
         let _ = std::fs::remove_file(p);
     }
 }

@@ -743,13 +743,7 @@ impl Partition {
     pub fn sealed_files(&self) -> Vec<PathBuf> {
         (self.segments.iter())
             .filter(|s| s.sealed)
-            .flat_map(|s| {
-                [
-                    segment::log_path(&self.dir, s.base),
-                    segment::index_path(&self.dir, s.base),
-                    segment::time_index_path(&self.dir, s.base),
-                ]
-            })
+            .flat_map(|s| segment::files(&self.dir, s.base))
             .collect()
     }
 
@@ -886,7 +880,8 @@ impl Partition {
         if !c.cleanup_compact || self.cleaning || self.closing || self.poisoned.is_some() {
             return None;
         }
-        let stable = self.high_watermark.min(self.last_stable_offset());
+        // Never above the high watermark (see `last_stable_offset`).
+        let stable = self.last_stable_offset();
         let lag_limit = now_ms.saturating_sub(c.min_compaction_lag_ms.min(i64::MAX as u64) as i64);
         let mut cleanable = Vec::new();
         for pair in self.segments.windows(2) {

@@ -47,6 +47,15 @@ pub fn time_index_path(dir: &Path, base: Offset) -> PathBuf {
     dir.join(format!("{:020}.timeindex", base.0))
 }
 
+/// The files of segment `base`: its log, offset index and time index.
+pub fn files(dir: &Path, base: Offset) -> [PathBuf; 3] {
+    [
+        log_path(dir, base),
+        index_path(dir, base),
+        time_index_path(dir, base),
+    ]
+}
+
 /// One segment: its place in the log, its indexes and its read handle.
 pub struct Segment {
     pub base: Offset,
@@ -260,11 +269,7 @@ impl Segment {
     }
 
     pub fn remove_files(&self) {
-        for p in [
-            log_path(&self.dir, self.base),
-            index_path(&self.dir, self.base),
-            time_index_path(&self.dir, self.base),
-        ] {
+        for p in files(&self.dir, self.base) {
             if let Err(e) = std::fs::remove_file(&p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {

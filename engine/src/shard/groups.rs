@@ -314,7 +314,7 @@ impl Shard {
                 }
                 g.offsets.keys().cloned().collect()
             };
-            let batch = Bytes::from(group_log::group_tombstone_batch(&group, &tps, now_ms()));
+            let batch = Bytes::from(group_log::tombstone_batch(&group, &tps, true, now_ms()));
             s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
                 .await
                 .map_err(as_coordinator_error)?;
@@ -359,7 +359,8 @@ impl Shard {
                 (results, doomed)
             };
             if !doomed.is_empty() {
-                let batch = Bytes::from(group_log::tombstone_batch(&group, &doomed, now_ms()));
+                let batch =
+                    Bytes::from(group_log::tombstone_batch(&group, &doomed, false, now_ms()));
                 s.produce_local(&Self::offsets_tp(&group), &batch, Acks::All)
                     .await
                     .map_err(as_coordinator_error)?;
