@@ -331,6 +331,7 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         .node_id
         .or(num("node.id")?.map(|n| n as i32))
         .unwrap_or(1);
+    engine.node_id = node_id;
     let voters = cli.voters.clone().or(get("controller.quorum.voters"));
     if let Some(voters) = voters {
         let voters = parse_voters(&voters)?;

@@ -60,6 +60,66 @@ pub struct TopicConfig {
     /// `max.compaction.lag.ms`: a dirty segment older than this is cleaned
     /// whatever the dirty ratio.
     pub max_compaction_lag_ms: u64,
+    /// `leader.replication.throttled.replicas`: the partitions whose
+    /// replication is throttled on their leader (this broker, when it leads
+    /// them) while a follower outside the ISR catches up.
+    pub leader_throttled: ThrottledReplicas,
+    /// `follower.replication.throttled.replicas`: the partitions whose
+    /// replication this broker throttles as a follower outside the ISR.
+    pub follower_throttled: ThrottledReplicas,
+}
+
+/// Kafka's `*.replication.throttled.replicas` value: `*` (every replica), or
+/// a list of `partition:broker` pairs (`kafka-reassign-partitions --throttle`
+/// writes the replicas being moved from and to).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    All,
+    Listed(Vec<(u32, i32)>),
+}
+
+impl ThrottledReplicas {
+    /// Kafka's `ThrottledReplicaListValidator`: `*`, or comma-separated
+    /// `partition:broker` entries (blanks around them allowed).
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        if value == "*" {
+            return Some(ThrottledReplicas::All);
+        }
+        let mut listed = Vec::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (p, b) = entry.split_once(':')?;
+            let p = p.trim().parse::<u32>().ok()?;
+            let b = b.trim().parse::<i32>().ok().filter(|b| *b >= 0)?;
+            listed.push((p, b));
+        }
+        Some(match listed.is_empty() {
+            true => ThrottledReplicas::None,
+            false => ThrottledReplicas::Listed(listed),
+        })
+    }
+
+    /// Whether partition `partition`'s replica on broker `node` is named.
+    pub fn contains(&self, partition: u32, node: i32) -> bool {
+        match self {
+            ThrottledReplicas::None => false,
+            ThrottledReplicas::All => true,
+            ThrottledReplicas::Listed(l) => l.contains(&(partition, node)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ThrottledReplicas::None => String::new(),
+            ThrottledReplicas::All => "*".to_string(),
+            ThrottledReplicas::Listed(l) => (l.iter())
+                .map(|(p, b)| format!("{p}:{b}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
 }
 
 impl Default for TopicConfig {
@@ -81,6 +141,8 @@ impl Default for TopicConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX as u64,
+            leader_throttled: ThrottledReplicas::None,
+            follower_throttled: ThrottledReplicas::None,
         }
     }
 }
@@ -103,6 +165,8 @@ pub const TOPIC_CONFIG_NAMES: &[&str] = &[
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
     "max.compaction.lag.ms",
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
 ];
 
 impl TopicConfig {
@@ -205,6 +269,12 @@ impl TopicConfig {
                 }
                 self.min_cleanable_dirty_ratio = r;
             }
+            "leader.replication.throttled.replicas" => {
+                self.leader_throttled = ThrottledReplicas::parse(value).ok_or_else(bad)?
+            }
+            "follower.replication.throttled.replicas" => {
+                self.follower_throttled = ThrottledReplicas::parse(value).ok_or_else(bad)?
+            }
             _ => {
                 return Err(EngineError::InvalidConfig(format!(
                     "unknown topic config {key}"
@@ -265,6 +335,14 @@ impl TopicConfig {
             (
                 "unclean.leader.election.enable",
                 self.unclean_leader_election.to_string(),
+            ),
+            (
+                "leader.replication.throttled.replicas",
+                self.leader_throttled.describe(),
+            ),
+            (
+                "follower.replication.throttled.replicas",
+                self.follower_throttled.describe(),
             ),
         ])
     }
@@ -331,7 +409,7 @@ impl Default for GroupConfig {
 pub const DEFAULT_WRITE_POOL_BYTES: usize = 64 << 20;
 
 /// The log cleaner's settings (Kafka's `log.cleaner.*`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CleanerConfig {
     /// `log.cleaner.enable`.
     pub enabled: bool,
@@ -387,6 +465,9 @@ pub struct EngineConfig {
     /// which the cleaner compacts segment by segment.
     pub offsets_segment_bytes: u64,
     pub group: GroupConfig,
+    /// Kafka's `node.id` (a single broker's too: its per-broker dynamic
+    /// settings are stored under it).
+    pub node_id: i32,
     /// Set when this broker is one node of a cluster.
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }
@@ -408,6 +489,7 @@ impl EngineConfig {
             cleaner: CleanerConfig::default(),
             offsets_segment_bytes: 100 << 20,
             group: GroupConfig::default(),
+            node_id: 1,
             cluster: None,
         }
     }

@@ -158,6 +158,9 @@ pub enum EngineError {
     UnstableOffsetCommit,
     #[error("unknown transactional id")]
     TransactionalIdNotFound,
+    /// UnregisterBroker: no broker with this id is registered.
+    #[error("Broker ID {0} is not currently registered")]
+    BrokerIdNotRegistered(i32),
     /// A marker from a coordinator older than the last one seen.
     #[error("transaction coordinator epoch {given} is older than {current}")]
     TransactionCoordinatorFenced { current: i32, given: i32 },

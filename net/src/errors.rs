@@ -63,6 +63,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::InvalidTransactionTimeout { .. } => E::InvalidTransactionTimeout,
         EngineError::UnstableOffsetCommit => E::UnstableOffsetCommit,
         EngineError::TransactionalIdNotFound => E::TransactionalIdNotFound,
+        EngineError::BrokerIdNotRegistered(_) => E::BrokerIdNotRegistered,
         EngineError::TransactionCoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
         _ => E::UnknownServerError,
     };

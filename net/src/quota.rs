@@ -11,10 +11,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Kafka measures rates over 11 one-second samples; a 10 s window is that span.
+use brook_engine::meta::quota::RateWindow;
+
+/// Idle clients are forgotten after this long.
 const WINDOW: Duration = Duration::from_secs(10);
-/// Rates are computed over at least this long, so one request is not a burst.
-const MIN_SPAN: Duration = Duration::from_secs(1);
 /// Kafka caps a throttle at the quota window.
 const MAX_THROTTLE: Duration = Duration::from_secs(10);
 /// Forget idle clients once this many are tracked.
@@ -26,15 +26,9 @@ pub enum Direction {
     Fetch,
 }
 
-struct Window {
-    start: Instant,
-    bytes: f64,
-    last: Instant,
-}
-
 #[derive(Default)]
 pub struct Throttler {
-    windows: RefCell<HashMap<(String, Direction), Window>>,
+    windows: RefCell<HashMap<(String, Direction), RateWindow>>,
 }
 
 impl Throttler {
@@ -52,23 +46,9 @@ impl Throttler {
         if windows.len() >= MAX_TRACKED {
             windows.retain(|_, w| now.duration_since(w.last) < WINDOW);
         }
-        let w = windows
-            .entry((client.to_string(), dir))
-            .or_insert_with(|| Window {
-                start: now,
-                bytes: 0.0,
-                last: now,
-            });
-        let span = now.duration_since(w.start);
-        if span > WINDOW {
-            // Slide: keep the second half of the window at its average rate.
-            w.bytes *= (WINDOW / 2).as_secs_f64() / span.as_secs_f64();
-            w.start = now - WINDOW / 2;
-        }
-        w.bytes += bytes as f64;
-        w.last = now;
-        let span = now.duration_since(w.start).max(MIN_SPAN).as_secs_f64();
-        let excess = w.bytes - rate * span;
+        let w = (windows.entry((client.to_string(), dir))).or_insert_with(|| RateWindow::new(now));
+        w.record(bytes, now);
+        let excess = w.excess(rate, now);
         if excess <= 0.0 {
             return Duration::ZERO;
         }

@@ -33,6 +33,8 @@ const RESPONSE_MAX_BYTES: i32 = 16 << 20;
 /// A response slower than this (beyond the long poll) means the leader is gone.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY: Duration = Duration::from_millis(300);
+/// How long a fetcher whose every partition is throttled waits to look again.
+const THROTTLE_BACKOFF: Duration = Duration::from_millis(100);
 /// Largest response frame accepted from a leader.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -91,9 +93,18 @@ async fn fetch_from(shard: Rc<Shard>, leader: NodeId) {
         };
         let mut correlation = 0i32;
         loop {
-            let parts = from_leader(&shard, leader);
+            let mut parts = from_leader(&shard, leader);
             if parts.is_empty() {
                 return;
+            }
+            // Over the follower rate, throttled partitions sit out (Kafka's
+            // `follower.replication.throttled.rate`); the rest fetch on.
+            if shard.follower_throttle_exceeded() {
+                parts.retain(|f| !f.throttled);
+                if parts.is_empty() {
+                    compio::time::sleep(THROTTLE_BACKOFF).await;
+                    continue;
+                }
             }
             correlation = correlation.wrapping_add(1);
             let req = fetch_request(me, &parts);
@@ -222,6 +233,9 @@ async fn apply(shard: &Rc<Shard>, parts: &[Followed], resp: FetchResponse) -> bo
                         continue;
                     }
                 }
+            }
+            if f.throttled {
+                shard.record_follower_throttled(records.len());
             }
             let hw = Offset(p.high_watermark.max(0) as u64);
             let leader_start = Offset(p.log_start_offset.max(0) as u64);

@@ -27,7 +27,8 @@
 //! up to transaction version 2's (ApiVersions finalizes `transaction.version`
 //! 2, so 4.x clients use it): InitProducerId 0–5, AddPartitionsToTxn 0–5
 //! (4+ are from partition leaders), EndTxn 0–5 and TxnOffsetCommit 0–5,
-//! WriteTxnMarkers 1.
+//! WriteTxnMarkers 1. UnregisterBroker 0 is Kafka 4's (`kafka-cluster
+//! unregister`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -197,6 +198,7 @@ apis! {
     TxnOffsetCommit 0..=5 => |s, r, f| Ok(r.respond(handlers::txn::txn_offset_commit(s.clone(), r.decode(f)?, r.version))),
     DescribeTransactions 0..=0 => |s, r, f| Ok(r.respond(handlers::txn::describe(s.clone(), r.decode(f)?))),
     ListTransactions 0..=1 => |s, r, f| Ok(r.respond(handlers::txn::list(s.clone(), r.decode(f)?))),
+    UnregisterBroker 0..=0 => |s, r, f| Ok(r.respond(handlers::unregister_broker::handle(s.clone(), r.decode(f)?))),
 }
 
 /// The served API for `key`, if any.

@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TopicConfig;
+use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
+use crate::meta::broker_configs::BrokerConfigs;
 use crate::meta::catalog::{Catalog, TopicMeta};
 
 /// A broker's node id (Kafka's `node.id`).
@@ -121,6 +122,18 @@ pub enum MetaRecord {
     AllocateProducerIds {
         node: NodeId,
         count: i64,
+    },
+    /// Dynamic broker settings change, for broker `node` or (`None`) as the
+    /// cluster-wide default (checked by the proposer; applied to the
+    /// settings current at the apply).
+    AlterBrokerConfigs {
+        node: Option<NodeId>,
+        change: crate::config::ConfigChange,
+    },
+    /// UnregisterBroker: a retired broker leaves the cluster. Refused while
+    /// it is live or still holds a replica.
+    UnregisterBroker {
+        node: NodeId,
     },
 }
 
@@ -313,6 +326,9 @@ pub struct ClusterImage {
     pub brokers: BTreeMap<NodeId, BrokerInfo>,
     pub topics: BTreeMap<String, TopicInfo>,
     pub next_producer_id: i64,
+    /// Dynamic broker settings (cluster-wide default and per broker).
+    #[serde(default)]
+    pub broker_configs: BrokerConfigs,
 }
 
 impl ClusterImage {
@@ -537,6 +553,21 @@ impl ClusterImage {
                 self.next_producer_id = first.saturating_add(*count);
                 return Ok(Some(Applied::ProducerIds(first)));
             }
+            MetaRecord::AlterBrokerConfigs { node, change } => {
+                self.broker_configs = self.broker_configs.changed(*node, change);
+            }
+            MetaRecord::UnregisterBroker { node } => {
+                let b = (self.brokers.get(node)).ok_or(EngineError::BrokerIdNotRegistered(*node))?;
+                if !b.fenced {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "broker {node} is running: stop it before it is unregistered"
+                    )));
+                }
+                // Fencing took it out of every ISR it could leave and moved
+                // its leaderships; replicas still assigned to it stay
+                // offline until they are reassigned, as in Kafka.
+                self.brokers.remove(node);
+            }
         }
         Ok(None)
     }
@@ -747,18 +778,11 @@ impl ClusterImage {
         self.topics.get(topic)?.partitions.get(p as usize)
     }
 
-    /// The topics as the shards know them (configs resolved against `defaults`).
-    pub fn catalog(&self, defaults: &TopicConfig) -> Catalog {
+    /// The topics as broker `node`'s shards know them, with its settings
+    /// (`engine`'s static ones and the dynamic ones) resolved.
+    pub fn catalog(&self, engine: &EngineConfig, node: NodeId) -> Catalog {
         let mut topics = HashMap::new();
         for t in self.topics.values() {
-            let config = match defaults.with_overrides(&t.configs) {
-                Ok(c) => c,
-                Err(e) => {
-                    // Validated before it was proposed; a default changed since.
-                    tracing::warn!(topic = %t.name, error = %e, "topic config no longer valid; using defaults");
-                    defaults.clone()
-                }
-            };
             topics.insert(
                 t.name.clone(),
                 TopicMeta {
@@ -766,11 +790,17 @@ impl ClusterImage {
                     id: t.id,
                     partitions: t.partitions.len() as u32,
                     overrides: t.configs.clone(),
-                    config,
+                    config: TopicConfig::default(),
                 },
             );
         }
-        Catalog { topics }
+        let mut catalog = Catalog {
+            topics,
+            broker_configs: self.broker_configs.clone(),
+            ..Catalog::default()
+        };
+        catalog.resolve(engine, node);
+        catalog
     }
 }
 

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TopicConfig;
+use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
+use crate::meta::broker_configs::{BrokerConfigs, BrokerSettings};
 
 /// Everything the broker knows about one topic.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,10 +27,15 @@ pub struct TopicMeta {
     pub config: TopicConfig,
 }
 
-/// An immutable snapshot of all topics.
+/// An immutable snapshot of all topics, and of the dynamic broker settings
+/// their defaults come from.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub topics: HashMap<String, TopicMeta>,
+    /// The dynamic broker settings as stored (every broker's).
+    pub broker_configs: BrokerConfigs,
+    /// What this broker runs with (see [`Catalog::resolve`]).
+    pub settings: BrokerSettings,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,35 +98,59 @@ impl Catalog {
         crate::meta::data_dir::catalog_path(data_dir)
     }
 
-    /// Loads the catalog, or an empty one when the broker has never stored one.
-    pub fn load(data_dir: &Path, defaults: &TopicConfig) -> Result<Catalog, EngineError> {
+    /// Resolves the broker settings of broker `node` from `engine`'s static
+    /// ones and `broker_configs`, and every topic's config from them and its
+    /// overrides. A topic whose overrides no longer apply (a static setting
+    /// changed under them) runs with the defaults, logged.
+    pub fn resolve(&mut self, engine: &EngineConfig, node: i32) {
+        self.settings = self.broker_configs.resolve_or_static(engine, node);
+        let defaults = &self.settings.topic_defaults;
+        for t in self.topics.values_mut() {
+            t.config = defaults.with_overrides(&t.overrides).unwrap_or_else(|e| {
+                tracing::warn!(topic = %t.name, error = %e, "topic config no longer valid; using defaults");
+                defaults.clone()
+            });
+        }
+    }
+
+    /// Loads a single broker's catalog and dynamic settings (empty when it
+    /// never stored them), resolved.
+    pub fn load(engine: &EngineConfig) -> Result<Catalog, EngineError> {
+        let data_dir = &engine.data_dir;
+        let mut catalog = Catalog {
+            broker_configs: BrokerConfigs::load(data_dir)?,
+            ..Catalog::default()
+        };
         let path = Self::path(data_dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Catalog::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                catalog.resolve(engine, engine.node_id);
+                return Ok(catalog);
+            }
             Err(e) => return Err(e.into()),
         };
         let stored: BTreeMap<String, StoredTopic> = serde_json::from_str(&text)
             .map_err(|e| EngineError::Storage(format!("{}: {e}", path.display())))?;
-        let mut topics = HashMap::new();
         for (name, t) in stored {
             let id = unhex(&t.id).ok_or_else(|| {
                 EngineError::Storage(format!("{}: bad id for {name}", path.display()))
             })?;
-            let config = defaults.with_overrides(&t.configs)?;
             let meta = TopicMeta {
                 name: name.clone(),
                 id,
                 partitions: t.partitions,
                 overrides: t.configs,
-                config,
+                config: TopicConfig::default(),
             };
-            topics.insert(name, meta);
+            catalog.topics.insert(name, meta);
         }
-        Ok(Catalog { topics })
+        catalog.resolve(engine, engine.node_id);
+        Ok(catalog)
     }
 
-    /// Writes the catalog durably: temp file, fsync, rename, fsync of the directory.
+    /// Writes the topics durably: temp file, fsync, rename, fsync of the
+    /// directory. (The dynamic broker settings have their own file.)
     pub fn store(&self, data_dir: &Path) -> Result<(), EngineError> {
         let path = Self::path(data_dir);
         let dir = path.parent().expect("catalog path has a parent");
@@ -179,6 +209,7 @@ mod tests {
     #[test]
     fn store_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
+        let engine = EngineConfig::new(dir.path().into(), 1);
         let defaults = TopicConfig::default();
         let overrides = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
         let config = defaults.with_overrides(&overrides).unwrap();
@@ -192,7 +223,7 @@ mod tests {
         let mut c = Catalog::default();
         c.topics.insert("t".into(), meta.clone());
         c.store(dir.path()).unwrap();
-        let back = Catalog::load(dir.path(), &defaults).unwrap();
+        let back = Catalog::load(&engine).unwrap();
         assert_eq!(back.topics["t"], meta);
         assert_ne!(crate::ids::random_uuid(), crate::ids::random_uuid());
     }

@@ -28,6 +28,10 @@ pub fn catalog_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("topics.json")
 }
 
+pub fn broker_configs_path(data_dir: &Path) -> PathBuf {
+    meta_dir(data_dir).join("broker-configs.json")
+}
+
 pub fn quotas_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("quotas.json")
 }

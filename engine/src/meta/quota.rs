@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -139,9 +140,71 @@ impl Quotas {
     }
 }
 
+/// Kafka measures rates over 11 one-second samples; a 10 s window is that span.
+const WINDOW: Duration = Duration::from_secs(10);
+/// Rates are computed over at least this long, so one request is not a burst.
+const MIN_SPAN: Duration = Duration::from_secs(1);
+
+/// Bytes over a sliding window of about ten seconds, for byte-rate limits
+/// (client quotas, replication throttles).
+#[derive(Clone, Debug)]
+pub struct RateWindow {
+    start: Instant,
+    bytes: f64,
+    pub last: Instant,
+}
+
+impl RateWindow {
+    pub fn new(now: Instant) -> Self {
+        RateWindow {
+            start: now,
+            bytes: 0.0,
+            last: now,
+        }
+    }
+
+    /// Past the window, keeps its second half at the average rate.
+    fn slide(&mut self, now: Instant) {
+        let span = now.saturating_duration_since(self.start);
+        if span > WINDOW {
+            self.bytes *= (WINDOW / 2).as_secs_f64() / span.as_secs_f64();
+            self.start = now - WINDOW / 2;
+        }
+    }
+
+    pub fn record(&mut self, bytes: usize, now: Instant) {
+        self.slide(now);
+        self.bytes += bytes as f64;
+        self.last = now;
+    }
+
+    /// The bytes beyond what `rate` bytes/s allows over the window (zero or
+    /// less: within the rate).
+    pub fn excess(&mut self, rate: f64, now: Instant) -> f64 {
+        self.slide(now);
+        let span = now.saturating_duration_since(self.start).max(MIN_SPAN);
+        self.bytes - rate * span.as_secs_f64()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_window_counts_bytes_against_a_rate_and_forgets_old_ones() {
+        let now = Instant::now();
+        let mut w = RateWindow::new(now);
+        w.record(500, now);
+        assert!(w.excess(1000.0, now) <= 0.0, "within the first second");
+        w.record(2500, now);
+        assert_eq!(w.excess(1000.0, now), 2000.0);
+        // Four seconds on, 3000 bytes are within 1000 B/s.
+        assert!(w.excess(1000.0, now + Duration::from_secs(4)) <= 0.0);
+        // A minute later the burst has slid out of the window.
+        let later = now + Duration::from_secs(60);
+        assert!(w.excess(10.0, later) <= 0.0);
+    }
 
     #[test]
     fn changes_defaults_and_persistence() {

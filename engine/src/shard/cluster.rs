@@ -102,8 +102,8 @@ impl ClusterShared {
     }
 
     /// The topics of the initial image, as the shards' catalog.
-    pub(super) fn initial_catalog(&self, defaults: &crate::config::TopicConfig) -> Catalog {
-        self.initial_image.catalog(defaults)
+    pub(super) fn initial_catalog(&self, engine: &crate::config::EngineConfig) -> Catalog {
+        self.initial_image.catalog(engine, self.config.node_id)
     }
 }
 
@@ -228,7 +228,8 @@ impl Shard {
             return;
         }
         *self.image.borrow_mut() = Some(img.clone());
-        let catalog = Arc::new(img.catalog(&self.shared.config.topic_defaults));
+        let me = self.node_id().unwrap_or(self.shared.config.node_id);
+        let catalog = Arc::new(img.catalog(&self.shared.config, me));
         self.adopt_topic_configs(&catalog);
         *self.catalog.borrow_mut() = catalog.clone();
         for t in catalog.topics.values() {

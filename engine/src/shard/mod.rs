@@ -15,6 +15,7 @@
 //! before answering, so a client that sees its CreateTopics answered finds the
 //! topic on whichever core its next request lands.
 
+mod broker_configs;
 mod cluster;
 mod data;
 mod elections;
@@ -28,6 +29,7 @@ pub mod ring;
 mod topics;
 pub mod txns;
 
+pub use broker_configs::ReplicationMeter;
 pub use cluster::ClusterShared;
 pub use data::{Acks, ListedOffset, OffsetQuery, ProduceRefused, Produced};
 pub use producer_ids::ProducerIdAllocator;
@@ -95,6 +97,9 @@ pub struct EngineShared {
     pub log_dirs: LogDirs,
     /// Set when this broker is part of a cluster.
     pub cluster: Option<ClusterShared>,
+    /// Throttled replication served as a leader and fetched as a follower.
+    pub leader_replication: ReplicationMeter,
+    pub follower_replication: ReplicationMeter,
 }
 
 impl EngineShared {
@@ -106,13 +111,10 @@ impl EngineShared {
             // is created through it on first use.
             Some(c) => {
                 let (cluster, _) = ClusterShared::open(c, &config.data_dir)?;
-                (
-                    cluster.initial_catalog(&config.topic_defaults),
-                    Some(cluster),
-                )
+                (cluster.initial_catalog(&config), Some(cluster))
             }
             None => {
-                let mut catalog = Catalog::load(&config.data_dir, &config.topic_defaults)?;
+                let mut catalog = Catalog::load(&config)?;
                 ensure_offsets_topic(&mut catalog, &config)?;
                 (catalog, None)
             }
@@ -130,6 +132,8 @@ impl EngineShared {
             offline: Mutex::default(),
             log_dirs,
             cluster,
+            leader_replication: ReplicationMeter::default(),
+            follower_replication: ReplicationMeter::default(),
         }))
     }
 
@@ -171,7 +175,7 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
         if meta.overrides == overrides {
             return Ok(());
         }
-        meta.config = config.topic_defaults.with_overrides(&overrides)?;
+        meta.config = (catalog.settings.topic_defaults).with_overrides(&overrides)?;
         meta.overrides = overrides;
         return catalog.store(&config.data_dir);
     }
@@ -179,7 +183,7 @@ fn ensure_offsets_topic(catalog: &mut Catalog, config: &EngineConfig) -> Result<
         name: OFFSETS_TOPIC.to_string(),
         id: crate::ids::random_uuid(),
         partitions: OFFSETS_PARTITIONS,
-        config: config.topic_defaults.with_overrides(&overrides)?,
+        config: (catalog.settings.topic_defaults).with_overrides(&overrides)?,
         overrides,
     };
     catalog.topics.insert(meta.name.clone(), meta);
@@ -684,8 +688,9 @@ impl Shard {
     /// The shard's log cleaner: one pass at a time over its compacted
     /// partitions, then a `log.cleaner.backoff.ms` sleep when none needed one.
     async fn run_cleaner(&self) {
-        let cfg = self.shared.config.cleaner.clone();
         loop {
+            // Dynamic settings (`log.cleaner.*`) apply from the next pass.
+            let cfg = self.catalog().settings.cleaner.clone();
             let cells: Vec<PartitionRef> = (self.partitions.borrow().values())
                 .filter(|lp| lp.cell.state.borrow().config.cleanup_compact)
                 .map(|lp| lp.cell.clone())

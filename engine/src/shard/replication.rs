@@ -34,6 +34,10 @@ pub struct Followed {
     pub leader_epoch: i32,
     /// This log's start, reported to the leader (DeleteRecords waits for it).
     pub log_start: Offset,
+    /// Its replication is throttled while this replica is out of sync
+    /// (`follower.replication.throttled.*`): left out of fetches while the
+    /// broker is over its follower rate.
+    pub throttled: bool,
 }
 
 /// A leader's answer to one partition of a follower's fetch.
@@ -45,6 +49,10 @@ pub struct ReplicaFetched {
     /// The follower's log diverged: the largest epoch both know and where it
     /// ends here; the follower truncates there.
     pub diverging: Option<(i32, Offset)>,
+    /// Records were held back: the partition's replication is throttled here
+    /// (`leader.replication.throttled.*`), the follower is out of sync and
+    /// the broker is over its rate. The fetch waits its full time.
+    pub throttled: bool,
 }
 
 impl Shard {
@@ -166,6 +174,8 @@ impl Shard {
                 last_fetched_epoch: p.epochs.latest().unwrap_or(-1),
                 leader_epoch: pi.leader_epoch,
                 log_start: p.log_start,
+                throttled: !pi.isr.contains(&me)
+                    && p.config.follower_throttled.contains(tp.partition, me),
             });
         }
         out
@@ -321,6 +331,7 @@ impl Shard {
             Ok(c) => c,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
+        let shard = self.clone();
         Box::pin(async move {
             let diverging = {
                 let mut p = cell.state.borrow_mut();
@@ -354,21 +365,36 @@ impl Shard {
                 }
                 diverging
             };
-            if let Some(d) = diverging {
+            let throttled = {
+                let p = cell.state.borrow();
+                let me = p.leader_state().map(|l| l.me);
+                let out_of_sync = p.leader_state().is_some_and(|l| !l.isr.contains(&node));
+                out_of_sync
+                    && me.is_some_and(|me| p.config.leader_throttled.contains(tp.partition, me))
+            };
+            let meter = &shard.shared.leader_replication;
+            let held =
+                throttled && meter.exceeded(shard.catalog().settings.leader_replication_rate);
+            if diverging.is_some() || held {
                 let p = cell.state.borrow();
                 return Ok(ReplicaFetched {
                     records: Bytes::new(),
                     high_watermark: p.high_watermark,
                     log_start: p.log_start,
-                    diverging: Some(d),
+                    diverging,
+                    throttled: held,
                 });
             }
             let data = partition::fetch_for_replica(&cell, offset, max_bytes).await?;
+            if throttled {
+                meter.record(data.records.len());
+            }
             Ok(ReplicaFetched {
                 records: data.records,
                 high_watermark: data.high_watermark,
                 log_start: data.log_start,
                 diverging: None,
+                throttled: false,
             })
         })
     }

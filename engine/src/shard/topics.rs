@@ -219,11 +219,7 @@ impl Shard {
                 "{rf}: this broker is a single node"
             )));
         }
-        let config = self
-            .shared
-            .config
-            .topic_defaults
-            .with_overrides(&t.configs)?;
+        let config = (self.catalog().settings.topic_defaults).with_overrides(&t.configs)?;
         Ok(TopicMeta {
             name: t.name.clone(),
             id: crate::ids::random_uuid(),
@@ -233,7 +229,7 @@ impl Shard {
         })
     }
 
-    async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
+    pub(super) async fn broadcast_catalog(self: &Rc<Self>, catalog: Arc<Catalog>) {
         self.invoke_on_all(move |shard| async move {
             shard.adopt_topic_configs(&catalog);
             *shard.catalog.borrow_mut() = catalog;
@@ -298,7 +294,7 @@ impl Shard {
             )));
         }
         let overrides = change.applied_to(&current.overrides);
-        let config = (self.shared.config.topic_defaults).with_overrides(&overrides)?;
+        let config = (self.catalog().settings.topic_defaults).with_overrides(&overrides)?;
         if validate_only || overrides == current.overrides {
             return Ok(());
         }

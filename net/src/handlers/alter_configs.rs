@@ -1,19 +1,22 @@
-//! AlterConfigs and IncrementalAlterConfigs: topic settings changed at run
-//! time (`kafka-configs --alter`, `Admin.incrementalAlterConfigs`).
+//! AlterConfigs and IncrementalAlterConfigs: topic and broker settings
+//! changed at run time (`kafka-configs --alter`, `Admin.incrementalAlterConfigs`,
+//! `kafka-reassign-partitions --throttle`).
 //!
-//! Both resolve the topic's whole new set of overrides here, as Kafka's
+//! Both resolve the resource's whole new set of overrides here, as Kafka's
 //! `ConfigAdminManager` does: AlterConfigs replaces the set, the incremental
 //! form sets, deletes, appends to or subtracts from single entries. The set
 //! is then checked and stored by the engine (`Shard::alter_topic_configs`,
-//! through the metadata quorum in a cluster) and every partition of the topic
-//! uses it from its next operation on.
+//! `Shard::alter_broker_configs`, through the metadata quorum in a cluster)
+//! and used from the next operation on.
 //!
-//! Brook's broker settings are all static (flags or `brook.toml`): a change
-//! to any of them is refused with Kafka's answer for a setting that cannot be
-//! updated dynamically (INVALID_REQUEST); deleting one (a dynamic value that
-//! cannot exist) succeeds and changes nothing. Errors are Kafka's: a resource
-//! named twice, a key named twice or a missing value is INVALID_REQUEST, an
-//! unknown or invalid topic setting INVALID_CONFIG, an unknown topic
+//! A broker resource is this broker (its id) or the cluster-wide default
+//! (the empty name). Only the settings `meta::broker_configs::DYNAMIC` lists
+//! change at run time; setting any other is refused with Kafka's answer for
+//! a setting that cannot be updated dynamically (INVALID_REQUEST); deleting
+//! one (a dynamic value that cannot exist) succeeds and changes nothing.
+//! Errors are Kafka's: a resource named twice, a key named twice or a
+//! missing value is INVALID_REQUEST, an unknown or invalid topic setting or
+//! an invalid broker value INVALID_CONFIG, an unknown topic
 //! UNKNOWN_TOPIC_OR_PARTITION.
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,9 +37,14 @@ use crate::server::ShardServer;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
-/// Topic settings of Kafka's LIST type, the only ones APPEND and SUBTRACT take,
+/// Settings of Kafka's LIST type, the only ones APPEND and SUBTRACT take,
 /// with their defaults.
-const LIST_DEFAULTS: &[(&str, &str)] = &[("cleanup.policy", "delete")];
+const LIST_DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("log.cleanup.policy", "delete"),
+    ("leader.replication.throttled.replicas", ""),
+    ("follower.replication.throttled.replicas", ""),
+];
 
 /// One change to one setting (Kafka's `AlterConfigOp.OpType`).
 #[derive(Clone, Debug, PartialEq)]
@@ -133,46 +141,28 @@ fn resolve(
     Ok(out)
 }
 
-/// Resource types, duplicates and the broker's name, checked as Kafka checks
-/// them before anything is applied. `Ok(false)` is a resource with nothing
-/// left to do (a broker resource with no changes).
-fn check_resource(
-    srv: &ShardServer,
-    resource_type: i8,
-    name: &str,
-    ops: &[(String, Op)],
-) -> Result<bool, Failure> {
-    let mut seen = HashSet::new();
-    if !ops.iter().all(|(k, _)| seen.insert(k.as_str())) {
-        return Err(invalid_request("Error due to duplicate config keys".into()));
-    }
-    // Brook has no dynamic broker settings, so deleting one (what
-    // `kafka-reassign-partitions --verify` does to clear replication
-    // throttles) changes nothing and succeeds, as in Kafka.
-    let keys: Vec<&str> = (ops.iter())
-        .filter(|(_, op)| *op != Op::Delete)
-        .map(|(k, _)| k.as_str())
-        .collect();
-    match resource_type {
-        RESOURCE_TOPIC => Ok(true),
-        RESOURCE_BROKER => {
-            let me = srv.config.node_id;
-            if !name.is_empty() && name.parse::<i32>().ok() != Some(me) {
-                return Err(invalid_request(format!(
-                    "Unexpected broker id, expected {me}, but received {name}"
-                )));
-            }
-            if keys.is_empty() {
-                return Ok(false);
-            }
-            Err(invalid_request(format!(
-                "Cannot update these configs dynamically: Set({}) (Brook's broker settings are static: set them in brook.toml or on the command line and restart)",
-                keys.join(", ")
-            )))
-        }
-        other => Err(invalid_request(format!(
-            "Brook does not alter configs of resource type {other}"
+/// Which broker a broker resource names: this one (its id), or the
+/// cluster-wide default (`None`, the empty name), checked as Kafka checks it.
+fn broker_scope(srv: &ShardServer, name: &str) -> Result<Option<i32>, Failure> {
+    let me = srv.config.node_id;
+    match name {
+        "" => Ok(None),
+        _ if name.parse::<i32>().ok() == Some(me) => Ok(Some(me)),
+        _ => Err(invalid_request(format!(
+            "Unexpected broker id, expected {me}, but received {name}"
         ))),
+    }
+}
+
+/// The change `changes` makes: AlterConfigs (`full`) replaces the whole set.
+fn config_change(changes: Vec<(String, Option<String>)>, full: bool) -> ConfigChange {
+    match full {
+        true => ConfigChange::Replace(
+            (changes.into_iter())
+                .filter_map(|(k, v)| Some((k, v?)))
+                .collect(),
+        ),
+        false => ConfigChange::Update(changes),
     }
 }
 
@@ -206,17 +196,27 @@ async fn alter_topic(
             return Err((errors::code(&e), format!("topic {name} does not exist")));
         }
     };
-    let changes = resolve(&current, ops)?;
-    let change = match full {
-        true => ConfigChange::Replace(
-            (changes.into_iter())
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect(),
-        ),
-        false => ConfigChange::Update(changes),
-    };
+    let change = config_change(resolve(&current, ops)?, full);
     (srv.shard)
         .alter_topic_configs(name.to_string(), change, validate_only)
+        .await
+        .map_err(|e| (errors::code(&e), e.to_string()))
+}
+
+/// Resolves and stores one broker resource's change, as [`alter_topic`].
+async fn alter_broker(
+    srv: &ShardServer,
+    name: &str,
+    ops: Vec<(String, Op)>,
+    full: bool,
+    validate_only: bool,
+) -> Result<(), Failure> {
+    let node = broker_scope(srv, name)?;
+    let catalog = srv.shard.catalog();
+    let current = catalog.broker_configs.scope(node).cloned().unwrap_or_default();
+    let change = config_change(resolve(&current, ops)?, full);
+    (srv.shard)
+        .alter_broker_configs(node, change, validate_only)
         .await
         .map_err(|e| (errors::code(&e), e.to_string()))
 }
@@ -244,10 +244,17 @@ async fn run(
                 ));
             }
             let ops = ops?;
-            if !check_resource(srv, resource_type, &name, &ops)? {
-                return Ok(());
+            let mut seen = HashSet::new();
+            if !ops.iter().all(|(k, _)| seen.insert(k.as_str())) {
+                return Err(invalid_request("Error due to duplicate config keys".into()));
             }
-            alter_topic(srv, &name, ops, full, validate_only).await
+            match resource_type {
+                RESOURCE_TOPIC => alter_topic(srv, &name, ops, full, validate_only).await,
+                RESOURCE_BROKER => alter_broker(srv, &name, ops, full, validate_only).await,
+                other => Err(invalid_request(format!(
+                    "Brook does not alter configs of resource type {other}"
+                ))),
+            }
         };
         let error = res.await.err();
         out.push(Outcome {

@@ -4,14 +4,21 @@
 //! --describe` (which prints the configs whose source is not the default),
 //! `kafka-configs --describe` and the admin clients read them unchanged. A
 //! topic's value comes from its own override (source TOPIC_CONFIG, changed at
-//! run time by AlterConfigs) or from the broker (DEFAULT_CONFIG). Broker
-//! settings are static, so their entries are read-only.
+//! run time by AlterConfigs), from a dynamic broker setting that is its
+//! default (DYNAMIC_BROKER_CONFIG for this broker's own,
+//! DYNAMIC_DEFAULT_BROKER_CONFIG for the cluster-wide one), or from the
+//! broker's static settings (DEFAULT_CONFIG). A broker's entries are
+//! read-only except the ones that change at run time
+//! (`meta::broker_configs::DYNAMIC`); asked with synonyms, those list every
+//! level that sets them, most precedent first, as Kafka does. The empty
+//! broker name is the cluster-wide default: only its dynamic values.
 
 use std::rc::Rc;
 
 use brook_engine::EngineError;
 use brook_engine::config::FlushPolicy;
-use brook_engine::meta::catalog::TopicMeta;
+use brook_engine::meta::broker_configs::{self, BrokerConfigs, Scope};
+use brook_engine::meta::catalog::{Catalog, TopicMeta};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::describe_configs_response::{
@@ -29,6 +36,8 @@ const RESOURCE_BROKER: i8 = 4;
 
 /// Kafka's `DescribeConfigsResponse.ConfigSource` ids.
 const SOURCE_TOPIC_CONFIG: i8 = 1;
+const SOURCE_DYNAMIC_BROKER_CONFIG: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG: i8 = 3;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
 const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
@@ -51,39 +60,100 @@ struct Entry {
     kind: ConfigType,
     source: i8,
     read_only: bool,
+    /// Every level that sets it, most precedent first (name, value, source).
+    synonyms: Vec<(&'static str, String, i8)>,
 }
 
 fn topic_type(name: &str) -> ConfigType {
     match name {
-        "segment.bytes" | "max.message.bytes" => ConfigType::Int,
-        "cleanup.policy" => ConfigType::List,
+        "segment.bytes" | "max.message.bytes" | "min.insync.replicas" => ConfigType::Int,
+        "cleanup.policy"
+        | "leader.replication.throttled.replicas"
+        | "follower.replication.throttled.replicas" => ConfigType::List,
         "min.cleanable.dirty.ratio" => ConfigType::Double,
+        "unclean.leader.election.enable" => ConfigType::Boolean,
+        "message.timestamp.type" => ConfigType::Str,
         _ => ConfigType::Long,
     }
 }
 
-fn topic_entries(meta: &TopicMeta) -> Vec<Entry> {
+/// The dynamic values of broker setting `name` on broker `node`, most
+/// precedent first.
+fn dynamic_levels(
+    configs: &BrokerConfigs,
+    node: i32,
+    name: &'static str,
+) -> Vec<(&'static str, String, i8)> {
+    (configs.levels(node, name).into_iter())
+        .map(|(value, scope)| {
+            let source = match scope {
+                Scope::Broker => SOURCE_DYNAMIC_BROKER_CONFIG,
+                Scope::ClusterDefault => SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG,
+            };
+            (name, value.to_string(), source)
+        })
+        .collect()
+}
+
+fn topic_entries(meta: &TopicMeta, catalog: &Catalog, node: i32) -> Vec<Entry> {
     meta.config
         .describe()
         .into_iter()
-        .map(|(name, value)| Entry {
-            name,
-            value,
-            kind: topic_type(name),
-            source: if meta.overrides.contains_key(name) {
-                SOURCE_TOPIC_CONFIG
-            } else {
-                SOURCE_DEFAULT_CONFIG
-            },
-            read_only: false,
+        .map(|(name, value)| {
+            let own = (meta.overrides.get(name)).map(|v| (name, v.clone(), SOURCE_TOPIC_CONFIG));
+            let broker = broker_configs::broker_synonym(name)
+                .map(|b| dynamic_levels(&catalog.broker_configs, node, b))
+                .unwrap_or_default();
+            let synonyms: Vec<_> = own.into_iter().chain(broker).collect();
+            Entry {
+                name,
+                value,
+                kind: topic_type(name),
+                source: synonyms.first().map_or(SOURCE_DEFAULT_CONFIG, |s| s.2),
+                read_only: false,
+                synonyms,
+            }
         })
         .collect()
+}
+
+/// The cluster-wide dynamic defaults (the empty broker name).
+fn cluster_default_entries(catalog: &Catalog) -> Vec<Entry> {
+    (broker_configs::DYNAMIC.iter())
+        .filter_map(|(name, _)| {
+            let value = catalog.broker_configs.default.get(*name)?.clone();
+            let source = SOURCE_DYNAMIC_DEFAULT_BROKER_CONFIG;
+            Some(Entry {
+                name,
+                kind: broker_type(name),
+                synonyms: vec![(name, value.clone(), source)],
+                value,
+                source,
+                read_only: false,
+            })
+        })
+        .collect()
+}
+
+/// The type of a dynamic broker setting.
+fn broker_type(name: &str) -> ConfigType {
+    match name {
+        "log.cleanup.policy" => ConfigType::List,
+        "log.cleaner.min.cleanable.ratio" | "log.cleaner.io.max.bytes.per.second" => {
+            ConfigType::Double
+        }
+        "log.segment.bytes" | "message.max.bytes" | "min.insync.replicas" => ConfigType::Int,
+        _ => ConfigType::Long,
+    }
 }
 
 fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
     let engine = &srv.shard.shared.config;
     let net = &srv.config;
-    let topic = &engine.topic_defaults;
+    let catalog = srv.shard.catalog();
+    let settings = &catalog.settings;
+    let topic = &settings.topic_defaults;
+    let cleaner = &settings.cleaner;
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
     let flush = match topic.flush {
         FlushPolicy::EveryBatch => i64::MAX.to_string(),
@@ -91,12 +161,20 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
     };
     let ms = |d: std::time::Duration| d.as_millis().to_string();
     use ConfigType::*;
-    let e = |name, value: String, kind| Entry {
-        name,
-        value,
-        kind,
-        source: SOURCE_STATIC_BROKER_CONFIG,
-        read_only: true,
+    let rate = |r: Option<u64>| r.map_or(i64::MAX.to_string(), |r| r.to_string());
+    let e = |name: &'static str, value: String, kind| {
+        let dynamic = broker_configs::is_dynamic(name);
+        let mut synonyms = dynamic_levels(&catalog.broker_configs, net.node_id, name);
+        let source = synonyms.first().map_or(SOURCE_STATIC_BROKER_CONFIG, |s| s.2);
+        synonyms.push((name, value.clone(), SOURCE_STATIC_BROKER_CONFIG));
+        Entry {
+            name,
+            value,
+            kind,
+            source,
+            read_only: !dynamic,
+            synonyms,
+        }
     };
     vec![
         e("node.id", net.node_id.to_string(), Int),
@@ -132,22 +210,42 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
         ),
         e("log.flush.interval.ms", flush, Long),
         e("log.cleanup.policy", topic.cleanup_policy(), List),
-        e(
-            "log.cleaner.enable",
-            engine.cleaner.enabled.to_string(),
-            Boolean,
-        ),
-        e("log.cleaner.backoff.ms", ms(engine.cleaner.backoff), Long),
+        e("log.cleaner.enable", cleaner.enabled.to_string(), Boolean),
+        e("log.cleaner.backoff.ms", ms(cleaner.backoff), Long),
         e(
             "log.cleaner.dedupe.buffer.size",
-            engine.cleaner.dedupe_buffer_bytes.to_string(),
+            cleaner.dedupe_buffer_bytes.to_string(),
             Long,
         ),
         e(
             "log.cleaner.io.max.bytes.per.second",
-            (engine.cleaner.io_max_bytes_per_second)
-                .map_or(f64::MAX.to_string(), |b| b.to_string()),
+            (cleaner.io_max_bytes_per_second).map_or(f64::MAX.to_string(), |b| b.to_string()),
             Double,
+        ),
+        e(
+            broker_configs::LEADER_REPLICATION_RATE,
+            rate(settings.leader_replication_rate),
+            Long,
+        ),
+        e(
+            broker_configs::FOLLOWER_REPLICATION_RATE,
+            rate(settings.follower_replication_rate),
+            Long,
+        ),
+        e(
+            "log.message.timestamp.after.max.ms",
+            topic.timestamp_after_max_ms.to_string(),
+            Long,
+        ),
+        e(
+            "log.message.timestamp.before.max.ms",
+            topic.timestamp_before_max_ms.to_string(),
+            Long,
+        ),
+        e(
+            "min.insync.replicas",
+            topic.min_insync_replicas.to_string(),
+            Int,
         ),
         e(
             "log.cleaner.delete.retention.ms",
@@ -228,8 +326,9 @@ fn result_for(
     match res.resource_type {
         RESOURCE_TOPIC => {
             let name = res.resource_name.as_str();
-            match srv.shard.catalog().topics.get(name) {
-                Some(meta) => Ok(topic_entries(meta)),
+            let catalog = srv.shard.catalog();
+            match catalog.topics.get(name) {
+                Some(meta) => Ok(topic_entries(meta, &catalog, srv.config.node_id)),
                 None => Err((
                     errors::code(&EngineError::UnknownTopicOrPartition),
                     format!("topic {name} does not exist"),
@@ -239,9 +338,9 @@ fn result_for(
         RESOURCE_BROKER => {
             let name = res.resource_name.as_str();
             // "" asks for the cluster-wide defaults; Kafka answers those with
-            // the dynamic defaults only, of which Brook has none.
+            // the dynamic defaults only.
             if name.is_empty() {
-                return Ok(Vec::new());
+                return Ok(cluster_default_entries(&srv.shard.catalog()));
             }
             if name.parse::<i32>().ok() != Some(srv.config.node_id) {
                 return Err((
@@ -263,15 +362,16 @@ fn result_for(
 
 fn encode(e: Entry, version: i16, with_synonyms: bool) -> DescribeConfigsResourceResult {
     let value = Some(StrBytes::from_string(e.value));
-    let synonyms = if with_synonyms && version >= 1 {
-        vec![
-            DescribeConfigsSynonym::default()
-                .with_name(StrBytes::from_static_str(e.name))
-                .with_value(value.clone())
-                .with_source(e.source),
-        ]
-    } else {
-        Vec::new()
+    let synonyms = match with_synonyms && version >= 1 {
+        true => (e.synonyms.into_iter())
+            .map(|(name, value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_static_str(name))
+                    .with_value(Some(StrBytes::from_string(value)))
+                    .with_source(source)
+            })
+            .collect(),
+        false => Vec::new(),
     };
     DescribeConfigsResourceResult::default()
         .with_name(StrBytes::from_static_str(e.name))

@@ -52,6 +52,8 @@ struct Wanted {
 struct Read {
     data: FetchedData,
     diverging: Option<(i32, Offset)>,
+    /// A follower's records held back by the leader's replication throttle.
+    throttled: bool,
 }
 
 impl Wanted {
@@ -117,6 +119,7 @@ async fn read_all(
                             f.await.map(|data| Read {
                                 data,
                                 diverging: None,
+                                throttled: false,
                             })
                         })
                     }
@@ -133,6 +136,7 @@ async fn read_all(
                                     aborted: None,
                                 },
                                 diverging: r.diverging,
+                                throttled: r.throttled,
                             })
                         })
                     }
@@ -168,7 +172,9 @@ fn response_budget(req: &FetchRequest) -> usize {
 fn partition_data(w: &Wanted, r: Result<Read, EngineError>) -> PartitionData {
     let base = PartitionData::default().with_partition_index(w.index);
     match r {
-        Ok(Read { data: d, diverging }) => base
+        Ok(Read {
+            data: d, diverging, ..
+        }) => base
             .with_diverging_epoch(match diverging {
                 Some((epoch, end)) => EpochEndOffset::default()
                     .with_epoch(epoch)
@@ -244,10 +250,16 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
         if total >= min_bytes || any_error || Instant::now() >= deadline || srv.stop.is_fired() {
             break;
         }
-        let watch = wants
-            .iter()
-            .filter_map(|w| Some((w.tp.clone(), w.offset().ok()?)))
+        // A throttled partition has data it may not send yet: it waits out
+        // the fetch's time rather than wake it at once, as in Kafka.
+        let watch: Vec<_> = (wants.iter().zip(&results))
+            .filter(|(_, r)| !r.as_ref().is_ok_and(|r| r.throttled))
+            .filter_map(|(w, _)| Some((w.tp.clone(), w.offset().ok()?)))
             .collect();
+        if watch.is_empty() {
+            compio::time::sleep_until(deadline).await;
+            break;
+        }
         srv.shard
             .wait_for_data(watch, deadline, replica.is_some(), isolation)
             .await;

@@ -32,6 +32,7 @@ pub mod produce;
 pub mod reassignments;
 pub mod sync_group;
 pub mod txn;
+pub mod unregister_broker;
 
 /// Who sent a request, for the APIs that record it (JoinGroup).
 #[derive(Clone, Debug)]

@@ -1,0 +1,112 @@
+//! Dynamic broker settings and the broker's place in the cluster, changed
+//! from the admin APIs: IncrementalAlterConfigs / AlterConfigs on a broker
+//! resource (see `meta::broker_configs`), and UnregisterBroker.
+//!
+//! Both run on shard 0, like topic changes: it checks the change against the
+//! settings it has, then stores it (the quorum in a cluster, the broker's
+//! own file alone) and every shard takes the re-resolved catalog before the
+//! answer goes out.
+
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::Shard;
+use crate::cluster::NodeId;
+use crate::cluster::image::MetaRecord;
+use crate::config::ConfigChange;
+use crate::error::EngineError;
+use crate::meta::quota::RateWindow;
+use crate::types::ShardId;
+
+/// The bytes of throttled replication this broker moved over the last few
+/// seconds, in one direction (leader or follower), shared by its shards:
+/// Kafka's `*.replication.throttled.rate` is a limit per broker.
+#[derive(Default)]
+pub struct ReplicationMeter(Mutex<Option<RateWindow>>);
+
+impl ReplicationMeter {
+    /// Whether throttled replication is over `rate` bytes/s (never when
+    /// there is no limit).
+    pub fn exceeded(&self, rate: Option<u64>) -> bool {
+        let Some(rate) = rate else {
+            return false;
+        };
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        w.as_mut()
+            .is_some_and(|w| w.excess(rate as f64, Instant::now()) > 0.0)
+    }
+
+    pub fn record(&self, bytes: usize) {
+        let now = Instant::now();
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        w.get_or_insert_with(|| RateWindow::new(now)).record(bytes, now);
+    }
+}
+
+impl Shard {
+    /// Changes the dynamic settings of broker `node`, or (`None`) the
+    /// cluster-wide default, as IncrementalAlterConfigs (`Update`) or
+    /// AlterConfigs (`Replace`) asks; on shard 0 wherever it is called.
+    pub async fn alter_broker_configs(
+        self: &Rc<Self>,
+        node: Option<NodeId>,
+        change: ConfigChange,
+        validate_only: bool,
+    ) -> Result<(), EngineError> {
+        if self.id.0 != 0 {
+            let fut = self.invoke_on(ShardId(0), move |s| async move {
+                s.alter_broker_configs(node, change, validate_only).await
+            });
+            return fut.await?;
+        }
+        let _guard = self.topic_lock.lock().await;
+        let catalog = self.catalog();
+        let next = (catalog.broker_configs).checked_change(&self.shared.config, node, &change)?;
+        if validate_only || next == catalog.broker_configs {
+            return Ok(());
+        }
+        if self.shared.cluster.is_some() {
+            let record = MetaRecord::AlterBrokerConfigs { node, change };
+            self.propose_and_install(vec![record]).await?;
+        } else {
+            next.store(&self.shared.config.data_dir)?;
+            let mut updated = (*catalog).clone();
+            updated.broker_configs = next;
+            updated.resolve(&self.shared.config, self.shared.config.node_id);
+            self.broadcast_catalog(Arc::new(updated)).await;
+        }
+        tracing::info!(broker = ?node, "altered dynamic broker configs");
+        Ok(())
+    }
+
+    /// Whether throttled partitions this broker follows must sit out their
+    /// next fetch (the broker is over `follower.replication.throttled.rate`).
+    pub fn follower_throttle_exceeded(&self) -> bool {
+        let rate = self.catalog().settings.follower_replication_rate;
+        self.shared.follower_replication.exceeded(rate)
+    }
+
+    /// Counts bytes a throttled partition fetched as a follower.
+    pub fn record_follower_throttled(&self, bytes: usize) {
+        self.shared.follower_replication.record(bytes);
+    }
+
+    /// UnregisterBroker: retired broker `node`, stopped (fenced), leaves the
+    /// cluster's broker list. Replicas still assigned to it stay offline
+    /// until they are reassigned, as in Kafka.
+    pub async fn unregister_broker(self: &Rc<Self>, node: NodeId) -> Result<(), EngineError> {
+        if self.shared.cluster.is_none() {
+            return Err(match node == self.shared.config.node_id {
+                true => EngineError::InvalidRequest(
+                    "this broker runs alone and cannot unregister itself".into(),
+                ),
+                false => EngineError::BrokerIdNotRegistered(node),
+            });
+        }
+        self.propose_and_install(vec![MetaRecord::UnregisterBroker { node }])
+            .await?;
+        tracing::info!(broker = node, "unregistered broker");
+        Ok(())
+    }
+}
