@@ -201,9 +201,10 @@ mod tests {
         assert_eq!(w.excess(1000.0, now), 2000.0);
         // Four seconds on, 3000 bytes are within 1000 B/s.
         assert!(w.excess(1000.0, now + Duration::from_secs(4)) <= 0.0);
-        // A minute later the burst has slid out of the window.
+        // A minute later the window holds the average of that minute, 50 B/s.
         let later = now + Duration::from_secs(60);
-        assert!(w.excess(10.0, later) <= 0.0);
+        assert!(w.excess(100.0, later) <= 0.0);
+        assert!(w.excess(40.0, later) > 0.0);
     }
 
     #[test]
