@@ -124,3 +124,74 @@ def test_segments_roll_seal_and_recover(broker):
                    what="index files of the sealed segments of %s" % d)
     broker.restart()
     check_keyed(consume_all(broker.bootstrap, topic, 2), 6000, acked=dr.acked)
+
+
+def test_dynamic_broker_configs_apply_at_once_and_survive_a_restart(broker):
+    """kafka-configs changes broker settings at run time, as a cluster-wide
+    default and for this broker (Kafka's precedence: the broker's own value
+    over the default over the static one). A topic without overrides takes
+    them at once (its next segment rolls at the new size; DescribeConfigs
+    names the dynamic source), the values are stored and come back after a
+    restart, deleting one restores the static value, and a static setting
+    is refused with Kafka's error."""
+    from test_kafka_tools import tool
+    bs = broker.bootstrap
+    configs = ("kafka-configs", "--bootstrap-server", bs)
+    r = tool(*configs, "--alter", "--entity-type", "brokers", "--entity-default",
+             "--add-config", "log.retention.ms=3600000,log.segment.bytes=4194304")
+    assert "Completed updating default config for brokers in the cluster." in r.out, r
+    r = tool(*configs, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+             "--add-config", "log.segment.bytes=65536,follower.replication.throttled.rate=5000000")
+    assert "Completed updating config for broker 1." in r.out, r
+    r = tool(*configs, "--describe", "--entity-type", "brokers", "--entity-name", "1")
+    assert "Dynamic configs for broker 1 are:" in r.out, r
+    assert ("log.segment.bytes=65536 sensitive=false synonyms={DYNAMIC_BROKER_CONFIG:log.segment.bytes=65536, "
+            "DYNAMIC_DEFAULT_BROKER_CONFIG:log.segment.bytes=4194304, "
+            "STATIC_BROKER_CONFIG:log.segment.bytes=1073741824}") in r.out, r
+    assert "follower.replication.throttled.rate=5000000" in r.out, r
+    r = tool(*configs, "--describe", "--entity-type", "brokers", "--entity-default")
+    assert "log.retention.ms=3600000 sensitive=false synonyms={DYNAMIC_DEFAULT_BROKER_CONFIG:log.retention.ms=3600000}" in r.out, r
+
+    # A static setting: Kafka's answer, nothing stored.
+    r = tool(*configs, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+             "--add-config", "log.dirs=/elsewhere", check=False)
+    assert r.rc != 0 and "Cannot update these configs dynamically: Set(log.dirs)" in r.out + r.err, r
+    r = tool(*configs, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+             "--add-config", "log.segment.bytes=lots", check=False)
+    assert r.rc != 0 and "InvalidConfigurationException" in r.out + r.err, r
+
+    def topic_configs(topic):
+        a = admin(bs)
+        res = ConfigResource(ResourceType.TOPIC, topic)
+        return a.describe_configs([res], request_timeout=15)[res].result(30)
+
+    topic = unique_topic("dyn")
+    create_topic(bs, topic, 1)
+    c = topic_configs(topic)
+    assert (c["segment.bytes"].value, c["segment.bytes"].source) == ("65536", 2), c["segment.bytes"]
+    assert (c["retention.ms"].value, c["retention.ms"].source) == ("3600000", 3), c["retention.ms"]
+    p = producer(bs, **{"linger.ms": 1, "batch.size": 8192})
+    dr = produce_keyed(p, topic, 6000)
+    assert not dr.errors, dr.errors[:5]
+    import os
+    d = os.path.join(broker.data_dir, "%s-0" % topic)
+    logs = [f for f in os.listdir(d) if f.endswith(".log")]
+    assert len(logs) >= 4, "64 KiB segments expected from the dynamic log.segment.bytes: %r" % logs
+
+    broker.restart()
+    r = tool(*configs, "--describe", "--entity-type", "brokers", "--entity-name", "1")
+    assert "log.segment.bytes=65536" in r.out and "follower.replication.throttled.rate=5000000" in r.out, r
+    check_keyed(consume_all(bs, topic, 1), 6000, acked=dr.acked)
+
+    # Deleting the broker's own values: the default applies again, then the static one.
+    r = tool(*configs, "--alter", "--entity-type", "brokers", "--entity-name", "1",
+             "--delete-config", "log.segment.bytes,follower.replication.throttled.rate")
+    assert "Completed updating config for broker 1." in r.out, r
+    c = topic_configs(topic)
+    assert (c["segment.bytes"].value, c["segment.bytes"].source) == ("4194304", 3), c["segment.bytes"]
+    tool(*configs, "--alter", "--entity-type", "brokers", "--entity-default",
+         "--delete-config", "log.retention.ms,log.segment.bytes")
+    c = topic_configs(topic)
+    assert (c["segment.bytes"].value, c["segment.bytes"].source) == (str(1 << 30), 5), c["segment.bytes"]
+    r = tool(*configs, "--describe", "--entity-type", "brokers", "--entity-name", "1")
+    assert "Dynamic configs for broker 1 are:" in r.out and "synonyms" not in r.out, r

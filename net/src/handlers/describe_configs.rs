@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use brook_engine::EngineError;
 use brook_engine::config::FlushPolicy;
-use brook_engine::meta::broker_configs::{self, BrokerConfigs, Scope};
+use brook_engine::meta::broker_configs::{self, BrokerConfigs, BrokerSettings, Scope};
 use brook_engine::meta::catalog::{Catalog, TopicMeta};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -147,11 +147,38 @@ fn broker_type(name: &str) -> ConfigType {
     }
 }
 
+/// This broker's entries: the values it runs with, each with its dynamic
+/// levels and its static value as synonyms.
 fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
+    let catalog = srv.shard.catalog();
+    let engine = &srv.shard.shared.config;
+    let static_settings = BrokerConfigs::default().resolve_or_static(engine, srv.config.node_id);
+    let effective = broker_values(srv, &catalog.settings);
+    let fixed = broker_values(srv, &static_settings);
+    (effective.into_iter().zip(fixed))
+        .map(|((name, value, kind), (_, static_value, _))| {
+            let mut synonyms = dynamic_levels(&catalog.broker_configs, srv.config.node_id, name);
+            let source = synonyms.first().map_or(SOURCE_STATIC_BROKER_CONFIG, |s| s.2);
+            synonyms.push((name, static_value, SOURCE_STATIC_BROKER_CONFIG));
+            Entry {
+                name,
+                value,
+                kind,
+                source,
+                read_only: !broker_configs::is_dynamic(name),
+                synonyms,
+            }
+        })
+        .collect()
+}
+
+/// Every broker setting described, with its value under `settings`.
+fn broker_values(
+    srv: &ShardServer,
+    settings: &BrokerSettings,
+) -> Vec<(&'static str, String, ConfigType)> {
     let engine = &srv.shard.shared.config;
     let net = &srv.config;
-    let catalog = srv.shard.catalog();
-    let settings = &catalog.settings;
     let topic = &settings.topic_defaults;
     let cleaner = &settings.cleaner;
     let opt = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
@@ -162,20 +189,7 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
     let ms = |d: std::time::Duration| d.as_millis().to_string();
     use ConfigType::*;
     let rate = |r: Option<u64>| r.map_or(i64::MAX.to_string(), |r| r.to_string());
-    let e = |name: &'static str, value: String, kind| {
-        let dynamic = broker_configs::is_dynamic(name);
-        let mut synonyms = dynamic_levels(&catalog.broker_configs, net.node_id, name);
-        let source = synonyms.first().map_or(SOURCE_STATIC_BROKER_CONFIG, |s| s.2);
-        synonyms.push((name, value.clone(), SOURCE_STATIC_BROKER_CONFIG));
-        Entry {
-            name,
-            value,
-            kind,
-            source,
-            read_only: !dynamic,
-            synonyms,
-        }
-    };
+    let e = |name: &'static str, value: String, kind| (name, value, kind);
     vec![
         e("node.id", net.node_id.to_string(), Int),
         e("broker.id", net.node_id.to_string(), Int),
