@@ -227,3 +227,122 @@ def test_reassignment_moves_replicas_to_a_new_broker_under_load(tmp_path, reques
         for q, (_l, replicas, _i) in placed.items():
             assert sorted("a" if n <= 2 else "b" for n in replicas) == ["a", "b"], (q, replicas)
         assert sorted(l for l, _r, _i in placed.values()) == [1, 1, 2, 2, 3, 3, 4, 4], placed
+
+
+def test_a_throttled_reassignment_then_the_old_broker_is_retired(tmp_path, request):
+    """kafka-reassign-partitions --throttle moves a 24 MB partition off broker
+    4 onto broker 1 at a limited rate: the tool sets the brokers' replication
+    rates and the topic's throttled replica lists; while either the leader's
+    (broker 4) or the follower's (broker 1) limit alone is in force, the new
+    copy grows far slower than an unthrottled one would (the whole partition
+    copies in well under a second on loopback); lifting the limits lets it
+    finish, --verify clears them, and the moved partition holds every record
+    once, in order. Broker 4, now empty, is stopped and retired with
+    kafka-cluster unregister; a running broker cannot be unregistered and an
+    unknown id is Kafka's BROKER_ID_NOT_REGISTERED."""
+    import os
+    import time
+    from confluent_kafka.admin import NewTopic
+    from util import consume_all, produce_keyed
+
+    rate = 400_000
+    c = Cluster(tmp_path, brokers_only=1)
+    for b in c.brokers:
+        cfg = b.workdir / "brook.toml"
+        cfg.write_text(cfg.read_text() + '"auto.leader.rebalance.enable" = "false"\n')
+    with cluster_of(c, request):
+        topic = unique_topic("throttled")
+        a = admin(c.node(1).bootstrap)
+        a.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[4, 2, 3]])])[topic].result(timeout=30)
+        wait_until(lambda: partitions_of(c, topic, c.node(1)).get(0, (0,))[0] == 4, 30, what="broker 4 leads")
+        p = producer(c.bootstrap, acks="all", **{"linger.ms": 20})
+        n = 24_000
+        def big(i):
+            return payload(i) + b"." * 1000
+        dr = produce_keyed(p, topic, n, value=big)
+        assert not dr.errors and len(dr.acked) == n, dr.errors[:5]
+
+        def log_bytes(node):
+            d = c.node(node).data_dir / ("%s-0" % topic)
+            return sum(f.stat().st_size for f in d.glob("*.log")) if d.exists() else 0
+        total = log_bytes(4)
+        assert total > 24_000_000, total
+
+        spec = tmp_path / "move.json"
+        spec.write_text(json.dumps({"version": 1, "partitions": [
+            {"topic": topic, "partition": 0, "replicas": [1, 2, 3]}]}))
+        r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(2).bootstrap,
+                 "--reassignment-json-file", spec, "--execute", "--throttle", str(rate))
+        assert "The inter-broker throttle limit was set to %d B/s" % rate in r.out, r
+        started = time.monotonic()
+        assert topic_config(c.node(3), topic, "leader.replication.throttled.replicas") == "0:2,0:3,0:4"
+        assert topic_config(c.node(3), topic, "follower.replication.throttled.replicas") == "0:1"
+
+        def broker_op(node, name, value):
+            res = ConfigResource(ConfigResource.Type.BROKER, str(node), incremental_configs=[
+                ConfigEntry(name, value, incremental_operation=(
+                    AlterConfigOpType.DELETE if value is None else AlterConfigOpType.SET))])
+            via = admin(c.node(node).bootstrap)  # alive until the future completes
+            via.incremental_alter_configs([res])[res].result(timeout=30)
+
+        def broker_config(node, name):
+            res = ConfigResource(ConfigResource.Type.BROKER, str(node))
+            via = admin(c.node(node).bootstrap)
+            e = via.describe_configs([res])[res].result(timeout=30)[name]
+            return e.value, e.source
+        for node in (1, 2, 3, 4):
+            assert broker_config(node, "leader.replication.throttled.rate") == (str(rate), 2)
+
+        def still_throttled(what):
+            time.sleep(3)
+            copied = log_bytes(1)
+            # Without a throttle the copy would be complete by now; the bound
+            # is the rate over the whole time since the start, plus one fetch
+            # (1 MiB) and a first second's burst, far below half.
+            assert copied < total / 2, (what, copied, total, time.monotonic() - started)
+            listed = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(3).bootstrap, "--list")
+            assert "%s-0: replicas: 1,2,3,4. adding: 1. removing: 4." % topic in listed.out, listed
+            print("%s: %d of %d bytes copied after %.1f s" % (what, copied, total, time.monotonic() - started))
+        still_throttled("both limits")
+        broker_op(1, "follower.replication.throttled.rate", None)
+        still_throttled("the leader's limit alone")
+        broker_op(1, "follower.replication.throttled.rate", str(rate))
+        broker_op(4, "leader.replication.throttled.rate", None)
+        still_throttled("the follower's limit alone")
+        assert log_bytes(1) > 0, "a throttled replica still moves"
+
+        broker_op(1, "follower.replication.throttled.rate", None)
+
+        def verified():
+            r = tool("kafka-reassign-partitions", "--bootstrap-server", c.node(3).bootstrap,
+                     "--reassignment-json-file", spec, "--verify")
+            return "Reassignment of partition %s-0 is completed." % topic in r.out and r
+        r = wait_until(verified, 120, interval=1, what="the reassignment completed")
+        assert "Clearing broker-level throttles on brokers 1,2,3,4" in r.out, r
+        assert "Clearing topic-level throttles on topic %s" % topic in r.out, r
+        for node in (1, 2, 3, 4):
+            assert broker_config(node, "leader.replication.throttled.rate") == (str(2**63 - 1), 4)
+            assert broker_config(node, "follower.replication.throttled.rate") == (str(2**63 - 1), 4)
+        assert topic_config(c.node(1), topic, "leader.replication.throttled.replicas") == ""
+        wait_until(lambda: partitions_of(c, topic, c.node(1))[0][1:] == ([1, 2, 3], [1, 2, 3]), 60,
+                   what="broker 1 in sync")
+        got = consume_all(c.node(1).bootstrap, topic, 1)[0]
+        assert [off for off, *_ in got] == list(range(n)), "offsets not dense from 0"
+        for off, key, value, _ts in got:
+            i = int(key[1:])
+            assert dr.acked[key] == (0, off) and value == big(i), (off, key, value[:40])
+        wait_until(lambda: log_bytes(4) == 0 and not (c.node(4).data_dir / ("%s-0" % topic)).exists(), 30,
+                   what="broker 4 deleted its copy")
+
+        # Retiring broker 4.
+        unregister = ("kafka-cluster", "unregister", "--bootstrap-server", c.node(2).bootstrap, "--id")
+        r = tool(*unregister, "2", check=False)
+        assert r.rc != 0 and "broker 2 is running" in r.out + r.err, r
+        c.node(4).terminate()
+        c.wait_brokers([1, 2, 3], c.node(2))
+        r = tool(*unregister, "4")
+        assert "Broker 4 is no longer registered." in r.out, r
+        r = tool(*unregister, "4", check=False)
+        assert r.rc != 0 and "BrokerIdNotRegisteredException" in r.out + r.err, r
+        desc = a.describe_cluster().result(timeout=30)
+        assert sorted(n.id for n in desc.nodes) == [1, 2, 3], desc.nodes
