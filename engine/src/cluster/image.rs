@@ -918,6 +918,7 @@ pub fn place_replicas_racked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ConfigChange;
 
     #[test]
     fn racked_placement_spreads_replicas_over_racks_and_leaders_over_brokers() {
@@ -1438,5 +1439,45 @@ mod tests {
         let img = three_brokers_one_topic();
         let json = serde_json::to_vec(&img).unwrap();
         assert_eq!(serde_json::from_slice::<ClusterImage>(&json).unwrap(), img);
+    }
+
+    #[test]
+    fn broker_configs_reach_every_brokers_catalog() {
+        let mut img = three_brokers_one_topic();
+        let set = |node, k: &str, v: &str| MetaRecord::AlterBrokerConfigs {
+            node,
+            change: ConfigChange::Update(vec![(k.to_string(), Some(v.to_string()))]),
+        };
+        apply(&mut img, vec![set(None, "log.retention.ms", "1000")]).unwrap();
+        apply(&mut img, vec![set(Some(2), "log.retention.ms", "2000")]).unwrap();
+        let engine = EngineConfig::new("/nonexistent".into(), 1);
+        let retention = |node| img.catalog(&engine, node).topics["t"].config.retention_ms;
+        assert_eq!((retention(1), retention(2)), (Some(1000), Some(2000)));
+        // Older images (no broker configs) still read.
+        let mut json: serde_json::Value = serde_json::to_value(&img).unwrap();
+        json.as_object_mut().unwrap().remove("broker_configs");
+        let old: ClusterImage = serde_json::from_value(json).unwrap();
+        assert_eq!(old.broker_configs, BrokerConfigs::default());
+    }
+
+    #[test]
+    fn only_a_stopped_broker_is_unregistered() {
+        let mut img = three_brokers_one_topic();
+        let unregister = |node| MetaRecord::UnregisterBroker { node };
+        assert!(matches!(
+            apply(&mut img, vec![unregister(3)]),
+            Err(EngineError::InvalidRequest(_))
+        ));
+        assert_eq!(
+            apply(&mut img, vec![unregister(9)]),
+            Err(EngineError::BrokerIdNotRegistered(9))
+        );
+        apply(&mut img, vec![MetaRecord::FenceBroker { node: 3 }]).unwrap();
+        apply(&mut img, vec![unregister(3)]).unwrap();
+        assert_eq!(img.live_brokers(), vec![1, 2]);
+        assert!(!img.brokers.contains_key(&3));
+        // It may come back: a start registers it again.
+        apply(&mut img, vec![register(3)]).unwrap();
+        assert!(img.brokers.contains_key(&3));
     }
 }
