@@ -557,7 +557,8 @@ impl ClusterImage {
                 self.broker_configs = self.broker_configs.changed(*node, change);
             }
             MetaRecord::UnregisterBroker { node } => {
-                let b = (self.brokers.get(node)).ok_or(EngineError::BrokerIdNotRegistered(*node))?;
+                let b =
+                    (self.brokers.get(node)).ok_or(EngineError::BrokerIdNotRegistered(*node))?;
                 if !b.fenced {
                     return Err(EngineError::InvalidRequest(format!(
                         "broker {node} is running: stop it before it is unregistered"

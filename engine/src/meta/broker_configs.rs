@@ -45,7 +45,10 @@ pub const DYNAMIC: &[(&str, Option<&str>)] = &[
     ("log.retention.bytes", Some("retention.bytes")),
     ("log.flush.interval.ms", Some("flush.ms")),
     ("log.cleanup.policy", Some("cleanup.policy")),
-    ("log.cleaner.delete.retention.ms", Some("delete.retention.ms")),
+    (
+        "log.cleaner.delete.retention.ms",
+        Some("delete.retention.ms"),
+    ),
     (
         "log.cleaner.min.cleanable.ratio",
         Some("min.cleanable.dirty.ratio"),
@@ -164,7 +167,9 @@ impl BrokerConfigs {
         change: &ConfigChange,
     ) -> Result<BrokerConfigs, EngineError> {
         let set: Vec<(&str, &str)> = match change {
-            ConfigChange::Replace(all) => all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            ConfigChange::Replace(all) => {
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+            }
             ConfigChange::Update(ops) => (ops.iter())
                 .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)))
                 .collect(),
@@ -254,13 +259,19 @@ impl BrokerConfigs {
 }
 
 fn invalid(name: &str, value: &str, why: &str) -> EngineError {
-    EngineError::InvalidConfig(format!("Invalid value {value} for configuration {name}: {why}"))
+    EngineError::InvalidConfig(format!(
+        "Invalid value {value} for configuration {name}: {why}"
+    ))
 }
 
 fn long(name: &str, value: &str, min: i64) -> Result<i64, EngineError> {
     let n = (value.trim().parse::<i64>()).map_err(|_| invalid(name, value, "not a number"))?;
     if n < min {
-        return Err(invalid(name, value, &format!("Value must be at least {min}")));
+        return Err(invalid(
+            name,
+            value,
+            &format!("Value must be at least {min}"),
+        ));
     }
     Ok(n)
 }
@@ -311,11 +322,22 @@ mod tests {
     fn a_brokers_own_value_wins_over_the_cluster_default() {
         let engine = EngineConfig::new("/nonexistent".into(), 1);
         let c = BrokerConfigs::default()
-            .checked_change(&engine, None, &update(&[("log.retention.ms", Some("1000"))]))
+            .checked_change(
+                &engine,
+                None,
+                &update(&[("log.retention.ms", Some("1000"))]),
+            )
             .unwrap()
-            .checked_change(&engine, Some(2), &update(&[("log.retention.ms", Some("2000"))]))
+            .checked_change(
+                &engine,
+                Some(2),
+                &update(&[("log.retention.ms", Some("2000"))]),
+            )
             .unwrap();
-        assert_eq!(c.value(2, "log.retention.ms"), Some(("2000", Scope::Broker)));
+        assert_eq!(
+            c.value(2, "log.retention.ms"),
+            Some(("2000", Scope::Broker))
+        );
         assert_eq!(
             c.value(3, "log.retention.ms"),
             Some(("1000", Scope::ClusterDefault))
@@ -350,7 +372,10 @@ mod tests {
             .unwrap();
         let s = c.resolve(&engine, 1).unwrap();
         assert_eq!(s.leader_replication_rate, Some(1_000_000));
-        assert_eq!(s.follower_replication_rate, None, "Long.MAX_VALUE: no limit");
+        assert_eq!(
+            s.follower_replication_rate, None,
+            "Long.MAX_VALUE: no limit"
+        );
         assert_eq!(
             BrokerConfigs::default().resolve(&engine, 1).unwrap(),
             BrokerSettings {
@@ -383,7 +408,10 @@ mod tests {
             (CLEANER_DEDUPE, "10"),
         ] {
             let r = none.checked_change(&engine, Some(1), &update(&[(k, Some(v))]));
-            assert!(matches!(r, Err(EngineError::InvalidConfig(_))), "{k}={v}: {r:?}");
+            assert!(
+                matches!(r, Err(EngineError::InvalidConfig(_))),
+                "{k}={v}: {r:?}"
+            );
         }
     }
 
@@ -391,7 +419,10 @@ mod tests {
     fn store_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(crate::meta::data_dir::meta_dir(dir.path())).unwrap();
-        assert_eq!(BrokerConfigs::load(dir.path()).unwrap(), BrokerConfigs::default());
+        assert_eq!(
+            BrokerConfigs::load(dir.path()).unwrap(),
+            BrokerConfigs::default()
+        );
         let engine = EngineConfig::new(dir.path().into(), 1);
         let c = BrokerConfigs::default()
             .checked_change(&engine, Some(1), &update(&[(CLEANER_BACKOFF, Some("50"))]))

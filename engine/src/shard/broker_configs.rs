@@ -40,7 +40,8 @@ impl ReplicationMeter {
     pub fn record(&self, bytes: usize) {
         let now = Instant::now();
         let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        w.get_or_insert_with(|| RateWindow::new(now)).record(bytes, now);
+        w.get_or_insert_with(|| RateWindow::new(now))
+            .record(bytes, now);
     }
 }
 

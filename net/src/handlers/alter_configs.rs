@@ -213,7 +213,11 @@ async fn alter_broker(
 ) -> Result<(), Failure> {
     let node = broker_scope(srv, name)?;
     let catalog = srv.shard.catalog();
-    let current = catalog.broker_configs.scope(node).cloned().unwrap_or_default();
+    let current = catalog
+        .broker_configs
+        .scope(node)
+        .cloned()
+        .unwrap_or_default();
     let change = config_change(resolve(&current, ops)?, full);
     (srv.shard)
         .alter_broker_configs(node, change, validate_only)

@@ -158,7 +158,9 @@ fn broker_entries(srv: &ShardServer) -> Vec<Entry> {
     (effective.into_iter().zip(fixed))
         .map(|((name, value, kind), (_, static_value, _))| {
             let mut synonyms = dynamic_levels(&catalog.broker_configs, srv.config.node_id, name);
-            let source = synonyms.first().map_or(SOURCE_STATIC_BROKER_CONFIG, |s| s.2);
+            let source = synonyms
+                .first()
+                .map_or(SOURCE_STATIC_BROKER_CONFIG, |s| s.2);
             synonyms.push((name, static_value, SOURCE_STATIC_BROKER_CONFIG));
             Entry {
                 name,
