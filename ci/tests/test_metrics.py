@@ -80,6 +80,8 @@ def test_scrape_passes_promtool_and_matches_what_happened(make_broker):
     assert value(s, "brook_partition_log_start_offset", topic=topic, partition=1) == 0
     assert value(s, "brook_consumer_group_lag", group=group, topic=topic, partition=0) == 11
     assert value(s, "brook_consumer_group_lag", group=group, topic=topic, partition=1) == 0
+    assert value(s, "brook_consumer_group_committed_offset", group=group, topic=topic, partition=0) == 4
+    assert value(s, "brook_consumer_group_committed_offset", group=group, topic=topic, partition=1) == 15
     assert value(s, "brook_requests_total", api="Produce") >= 1
     assert value(s, "brook_requests_total", api="DeleteRecords") == 1
     assert value(s, "brook_requests_total", api="OffsetCommit") == 1

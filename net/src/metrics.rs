@@ -9,7 +9,9 @@
 //! names prefixed `brook_`, counters ending in `_total`, times in seconds,
 //! sizes in bytes. Consumer-group lag is reported for the groups this broker
 //! coordinates and the partitions it leads (the high watermark is known only
-//! where the partition is led).
+//! where the partition is led); every committed offset is exported too, so
+//! that Prometheus joins it with the leaders' high watermarks for the lag of
+//! the whole cluster (the dashboard's lag panel does).
 //!
 //! The HTTP side is minimal on purpose: `GET /metrics` (or `/`), one
 //! response, `Connection: close`; a request head larger than 8 KiB or slower
@@ -426,6 +428,20 @@ pub fn render(net: &[NetCounters], engine: &EngineMetrics) -> String {
         .filter(|p| p.leader)
         .map(|p| (&p.tp, p.high_watermark))
         .collect();
+    o.family(
+        "brook_consumer_group_committed_offset",
+        "gauge",
+        "The offset a group committed, for the groups this broker coordinates (with brook_partition_high_watermark, the lag of partitions led anywhere in the cluster).",
+    );
+    for (group, tp, committed) in &engine.committed {
+        let labels = format!(
+            "group=\"{}\",topic=\"{}\",partition=\"{}\"",
+            label(group),
+            label(&tp.topic),
+            tp.partition
+        );
+        o.sample("brook_consumer_group_committed_offset", &labels, *committed);
+    }
     o.family("brook_consumer_group_lag", "gauge", "High watermark minus the committed offset, for groups coordinated and partitions led on this broker.");
     for (group, tp, committed) in &engine.committed {
         if let Some(hw) = hw.get(tp) {
