@@ -796,7 +796,7 @@ impl Partition {
             }
             let s = self.segments.remove(0);
             total -= s.size;
-            s.remove_files();
+            s.delete();
             deleted += 1;
             self.log_start = self.log_start.max(self.segments[0].base);
             self.producers.drop_aborted_before(self.log_start);
@@ -817,7 +817,7 @@ impl Partition {
             && self.segments[0].sealed
             && self.segments[1].base <= self.log_start
         {
-            self.segments.remove(0).remove_files();
+            self.segments.remove(0).delete();
             deleted += 1;
         }
         if deleted > 0 {

@@ -283,12 +283,33 @@ impl Segment {
         }
     }
 
-    pub fn remove_files(&self) {
-        for p in files(&self.dir, self.base) {
-            if let Err(e) = std::fs::remove_file(&p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove segment file");
+    /// Deletes the segment's files (retention, DeleteRecords) on a thread of
+    /// its own: the unlink, and the close of the last handle, free the
+    /// file's blocks and cached pages, which can take the event loop
+    /// hundreds of milliseconds (see `release_read_handles`). The base is
+    /// below the log start, so no segment is created again at it.
+    pub fn delete(mut self) {
+        let handles = self.release_read_handles();
+        let paths = files(&self.dir, self.base);
+        let remove = move || {
+            for p in &paths {
+                if let Err(e) = std::fs::remove_file(p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove segment file");
+                }
+            }
+            drop(handles);
+        };
+        let spawned = std::thread::Builder::new()
+            .name("brook-delete".into())
+            .spawn(remove);
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start a thread to delete a segment; deleting it here");
+            // The closure moved into the failed spawn is gone with it:
+            // delete again from the paths, here.
+            for p in files(&self.dir, self.base) {
+                let _ = std::fs::remove_file(p);
             }
         }
     }
