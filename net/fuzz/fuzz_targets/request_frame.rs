@@ -161,6 +161,7 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
             drop(round_trip::<DescribeTransactionsRequest>(buf, v, flexible))
         }
         ApiKey::ListTransactions => drop(round_trip::<ListTransactionsRequest>(buf, v, flexible)),
+        ApiKey::UnregisterBroker => drop(round_trip::<UnregisterBrokerRequest>(buf, v, flexible)),
         other => panic!("{other:?} is in routes::APIS but not in this fuzz target"),
     }
 }
