@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use brook_engine::{EngineConfig, TopicConfig};
 use brook_net::NetConfig;
+use brook_net::security::SecurityProtocol;
 use clap::Parser;
 
 #[derive(Parser, Debug, Default)]
@@ -138,20 +139,6 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("address {s:?} resolves to nothing"))
 }
 
-fn split_host_port(s: &str) -> Result<(String, i32), String> {
-    let s = strip_scheme(s);
-    let (host, port) = s
-        .rsplit_once(':')
-        .ok_or_else(|| format!("expected HOST:PORT, got {s:?}"))?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("bad port in {s:?}"))?;
-    Ok((
-        host.trim_matches(|c| c == '[' || c == ']').to_string(),
-        port as i32,
-    ))
-}
-
 fn load_file(path: &PathBuf) -> Result<BTreeMap<String, toml::Value>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -208,21 +195,14 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         return Err(format!("log.dirs: {} given twice", dup.display()));
     }
     let data_dir = log_dirs[0].clone();
-    let (file_listen, file_controller) = get("listeners")
+    let (_, file_controller) = get("listeners")
         .map(|l| split_listeners(&l))
         .unwrap_or_default();
-    let listen_s = cli
-        .listen
-        .clone()
-        .or(file_listen)
-        .unwrap_or_else(|| "127.0.0.1:9092".into());
-    let listen = resolve(&listen_s)?;
-    let advertise_s = cli
-        .advertise
-        .clone()
-        .or(get("advertised.listeners"))
-        .unwrap_or_else(|| listen_s.clone());
-    let (advertise_host, advertise_port) = split_host_port(&advertise_s)?;
+    let client_listeners =
+        crate::listeners::listeners(&get, cli.listen.clone(), cli.advertise.clone())?;
+    let first = &client_listeners[0];
+    let listen = first.addr;
+    let (advertise_host, advertise_port) = (first.advertise_host.clone(), first.advertise_port);
 
     let mut topic = TopicConfig::default();
     let mut overrides = BTreeMap::new();
@@ -385,7 +365,14 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     } else if cli.controller_listen.is_some() {
         return Err("--controller-listen needs --voters".into());
     }
+    if engine.cluster.is_some() && first.protocol != SecurityProtocol::Plaintext {
+        return Err(format!(
+            "listener {}: in a cluster the first listener is the one brokers use between them, and it must be PLAINTEXT for now (Brook's brokers do not speak TLS or SASL to each other yet); list a PLAINTEXT listener first",
+            first.name
+        ));
+    }
     let mut net = NetConfig::new(listen, advertise_host, advertise_port, node_id);
+    net.listeners = client_listeners;
     net.steer_connections = !cli.no_steer;
     let positive =
         |k: &str| -> Result<Option<usize>, String> { Ok(num(k)?.map(|n| n.max(1) as usize)) };

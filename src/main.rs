@@ -5,6 +5,7 @@
 //! to stop accepting, finish in-flight requests, flush, and exit.
 
 mod config;
+mod listeners;
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -29,7 +30,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// every shard is ready, take its listening socket and accept; drain
 /// connections, then (once every shard has drained) close partitions.
 struct Phases {
-    listen: oneshot::Receiver<std::net::TcpListener>,
+    /// This shard's socket of each listener, in `NetConfig::listeners` order.
+    listen: oneshot::Receiver<Vec<std::net::TcpListener>>,
     drain: oneshot::Receiver<()>,
     drained: mpsc::Sender<()>,
     close: oneshot::Receiver<()>,
@@ -88,15 +90,25 @@ fn run_shard(
         brook_net::txn_calls::install(&shard);
         let server = ShardServer::new(shard.clone(), net.clone(), connections);
         let _ = ready.send(Ok(()));
-        let Ok(listener) = stop.listen.await else {
+        let Ok(sockets) = stop.listen.await else {
             return; // start-up failed elsewhere
         };
-        if let Err(e) = brook_net::listener::listen(&server, listener) {
-            let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
-            return;
+        for (index, socket) in sockets.into_iter().enumerate() {
+            if let Err(e) = brook_net::listener::listen(&server, socket, index) {
+                let _ = ready.send(Err(format!("shard {id}: listen: {e}")));
+                return;
+            }
         }
         // Serving: the quorum member keeps this broker registered.
-        shard.serve_in_cluster(net.advertise_host.clone(), net.advertise_port);
+        let endpoints = (net.listeners.iter())
+            .map(|l| brook_engine::cluster::image::Endpoint {
+                name: l.name.clone(),
+                host: l.advertise_host.clone(),
+                port: l.advertise_port,
+                protocol: l.protocol.id(),
+            })
+            .collect();
+        shard.serve_in_cluster(net.advertise_host.clone(), net.advertise_port, endpoints);
         let _ = ready.send(Ok(()));
         let _ = stop.drain.await;
         server.shutdown(SHUTDOWN_GRACE).await;
@@ -147,7 +159,9 @@ fn run(settings: config::Settings) -> Result<(), String> {
     );
     let held = DataDir::lock(&engine.data_dir)
         .map_err(|e| format!("{}: {e}", engine.data_dir.display()))?;
-    brook_net::listener::ensure_port_free(net.listen)?;
+    for l in &net.listeners {
+        brook_net::listener::ensure_port_free(l.addr)?;
+    }
     net.cluster_id = match &engine.cluster {
         // Every node of a cluster reports the same id: one derived from its voters.
         Some(c) => cluster_id_of(&c.voters),
@@ -163,8 +177,13 @@ fn run(settings: config::Settings) -> Result<(), String> {
     // reuseport group that the steering program indexes.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let steer = net.steer_connections && shared.config.pin_cores && shards <= cores;
-    let listeners = brook_net::listener::bind_listeners(net.listen, shards)
-        .map_err(|e| format!("bind {}: {e}", net.listen))?;
+    // One reuseport group per listener, each with one socket per shard.
+    let mut groups = Vec::new();
+    for l in &net.listeners {
+        let g = brook_net::listener::bind_listeners(l.addr, shards)
+            .map_err(|e| format!("bind {}: {e}", l.addr))?;
+        groups.push(g);
+    }
     let (ready_tx, ready_rx) = mpsc::channel();
     let (drained_tx, drained_rx) = mpsc::channel();
     let mut drains = Vec::new();
@@ -209,13 +228,24 @@ fn run(settings: config::Settings) -> Result<(), String> {
     };
     // Every shard has opened its partitions before the port takes a connection.
     wait_all()?;
-    brook_net::listener::start_listening(&listeners, steer)
-        .map_err(|e| format!("listen on {}: {e}", net.listen))?;
-    for (tx, listener) in listens.into_iter().zip(listeners) {
-        let _ = tx.send(listener);
+    for (l, g) in net.listeners.iter().zip(&groups) {
+        brook_net::listener::start_listening(g, steer)
+            .map_err(|e| format!("listen on {}: {e}", l.addr))?;
+    }
+    let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
+    for g in groups {
+        for (shard, socket) in g.into_iter().enumerate() {
+            per_shard[shard].push(socket);
+        }
+    }
+    for (tx, sockets) in listens.into_iter().zip(per_shard) {
+        let _ = tx.send(sockets);
     }
     wait_all()?;
-    tracing::info!(listen = %net.listen, shards, data_dir = %data_dir.display(), "brook ready");
+    let listening: Vec<String> = (net.listeners.iter())
+        .map(|l| format!("{}://{}", l.name, l.addr))
+        .collect();
+    tracing::info!(listeners = ?listening, shards, data_dir = %data_dir.display(), "brook ready");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
             signal = sig,

@@ -91,6 +91,12 @@ pub enum EngineError {
     UnknownTopicId,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A SCRAM credential Kafka would not accept (iterations out of bounds).
+    #[error("{0}")]
+    UnacceptableCredential(String),
+    /// Something asked for by name does not exist (a SCRAM credential).
+    #[error("{0}")]
+    ResourceNotFound(String),
     /// The partition exists in the cluster but this broker does not lead it.
     #[error("this broker is not the leader of the partition")]
     NotLeaderOrFollower,

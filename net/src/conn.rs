@@ -8,6 +8,12 @@
 //! group commit — while responses leave in order, as the protocol requires. The
 //! channel bound (`max_in_flight_per_connection`) is the backpressure: when it is
 //! full the connection stops reading and TCP slows the client down.
+//!
+//! On a TLS listener the handshake runs first, and both sides then go through
+//! the connection's [`TlsConn`]; on a SASL listener the [`Session`] admits
+//! nothing but the authentication until it succeeds, holds frames to
+//! `MAX_UNAUTHENTICATED_FRAME`, and closes a connection that has not
+//! authenticated within `AUTHENTICATION_TIMEOUT`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -21,6 +27,8 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use crate::dispatch::dispatch;
 use crate::memory::Permit;
 use crate::routes::Dispatched;
+use crate::security::Session;
+use crate::security::tls::TlsConn;
 use crate::server::ShardServer;
 
 /// A request being handled, the request memory it holds until its response is
@@ -45,13 +53,38 @@ const READ_CHUNK_BYTES: usize = 256 << 10;
 /// Smallest valid request frame: api key, api version, correlation id.
 const MIN_FRAME_BYTES: usize = 8;
 
-pub async fn serve(srv: &Rc<ShardServer>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(
+    srv: &Rc<ShardServer>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    listener: usize,
+) {
     let _ = stream.set_nodelay(true);
-    tracing::debug!(%peer, shard = srv.shard.id.0, "connection opened");
+    let l = srv.config.listeners[listener].clone();
+    tracing::debug!(%peer, shard = srv.shard.id.0, listener = %l.name, "connection opened");
+    let session = Rc::new(Session::new(l.clone(), listener));
+    let tls = match &l.tls {
+        None => None,
+        Some(acceptor) => {
+            let limit = crate::security::AUTHENTICATION_TIMEOUT;
+            match TlsConn::accept(&mut stream, acceptor.config(), limit).await {
+                Ok(t) => {
+                    if let Some(subject) = t.peer_subject() {
+                        session.set_principal(format!("User:{subject}"));
+                    }
+                    Some(t)
+                }
+                Err(why) => {
+                    tracing::info!(%peer, listener = %l.name, "TLS handshake failed: {why}");
+                    return;
+                }
+            }
+        }
+    };
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(srv.config.max_in_flight_per_connection);
-    let writer_task = compio::runtime::spawn(write_loop(writer, rx));
-    read_loop(srv, reader, tx, peer).await;
+    let writer_task = compio::runtime::spawn(write_loop(writer, tls.clone(), rx));
+    read_loop(srv, &session, reader, tls, tx, peer).await;
     let _ = writer_task.await;
     tracing::debug!(%peer, "connection closed");
 }
@@ -92,7 +125,9 @@ fn next_frame(buf: &mut BytesMut, max_request_bytes: usize) -> Result<Option<Byt
 
 async fn read_loop(
     srv: &Rc<ShardServer>,
+    session: &Rc<Session>,
     mut reader: TcpStream,
+    tls: Option<TlsConn>,
     mut tx: mpsc::Sender<Pending>,
     peer: SocketAddr,
 ) {
@@ -105,7 +140,8 @@ async fn read_loop(
     let fetch_turn = std::sync::Arc::new(futures::lock::Mutex::new(()));
     loop {
         loop {
-            let size = match frame_size(&buf, cfg.max_request_bytes) {
+            let max_frame = session.max_frame(cfg.max_request_bytes);
+            let size = match frame_size(&buf, max_frame) {
                 Ok(Some(size)) => size,
                 Ok(None) => break,
                 Err(why) => {
@@ -120,7 +156,7 @@ async fn read_loop(
                     p = acquire.fuse() => Some(p),
                 };
             }
-            let frame = match next_frame(&mut buf, cfg.max_request_bytes) {
+            let frame = match next_frame(&mut buf, max_frame) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(why) => {
@@ -139,12 +175,17 @@ async fn read_loop(
                 } else {
                     None
                 };
-            match dispatch(srv, peer, frame) {
+            match dispatch(srv, session, peer, frame) {
                 Dispatched::Respond(fut) => {
                     let pending = (compio::runtime::spawn(fut), held, turn);
                     if tx.send(pending).await.is_err() {
                         return;
                     }
+                }
+                Dispatched::RespondThenClose(fut) => {
+                    let pending = (compio::runtime::spawn(fut), held, turn);
+                    let _ = tx.send(pending).await;
+                    return;
                 }
                 Dispatched::NoResponse(fut) => compio::runtime::spawn(async move {
                     fut.await;
@@ -163,8 +204,9 @@ async fn read_loop(
         if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
             buf.reserve(READ_CHUNK_BYTES);
         }
-        // A client may idle between requests, but not in the middle of one.
-        let (quiet_limit, what) = if buf.is_empty() {
+        // A client may idle between requests, but not in the middle of one,
+        // nor before it has authenticated.
+        let (mut quiet_limit, mut what) = if buf.is_empty() {
             (cfg.connections_max_idle, "idle")
         } else {
             (
@@ -172,9 +214,24 @@ async fn read_loop(
                 "silent in the middle of a request",
             )
         };
+        if let Some(deadline) = session.authentication_deadline() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left < quiet_limit {
+                (quiet_limit, what) = (left, "not authenticated in time");
+            }
+        }
+        let read_more = async {
+            match &tls {
+                None => reader.append(buf).await,
+                Some(t) => {
+                    let (r, b) = t.read_plain(&mut reader, buf).await;
+                    compio::BufResult(r, b)
+                }
+            }
+        };
         let read = futures::select_biased! {
             _ = stop => return,
-            r = reader.append(buf).fuse() => r,
+            r = read_more.fuse() => r,
             _ = compio::time::sleep(quiet_limit).fuse() => {
                 tracing::info!(%peer, "closing connection: {what} for {quiet_limit:?}");
                 return;
@@ -193,7 +250,7 @@ async fn read_loop(
     }
 }
 
-async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
+async fn write_loop(mut writer: TcpStream, tls: Option<TlsConn>, mut rx: mpsc::Receiver<Pending>) {
     while let Some((pending, permit, turn)) = rx.next().await {
         let response = match pending.await {
             Ok(Some(r)) => r,
@@ -204,12 +261,18 @@ async fn write_loop(mut writer: TcpStream, mut rx: mpsc::Receiver<Pending>) {
                 break;
             }
         };
-        let compio::BufResult(res, _) = writer.write_all(response).await;
+        let res = match &tls {
+            None => writer.write_all(response).await.0,
+            Some(t) => t.write_plain(&mut writer, response).await,
+        };
         drop(permit);
         drop(turn);
         if res.is_err() {
             break;
         }
+    }
+    if let Some(t) = &tls {
+        t.close(&mut writer).await;
     }
     let _ = writer.shutdown().await;
 }

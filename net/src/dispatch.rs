@@ -13,16 +13,22 @@ use kafka_protocol::protocol::Decodable;
 
 use crate::handlers;
 use crate::routes::{self, Dispatched, PRODUCE_MIN_DECODABLE, Request, encode_response};
+use crate::security::Session;
 use crate::server::ShardServer;
 
 /// Routes one request frame, counting it for the metrics endpoint: a
 /// request when its response is encoded (or its acks=0 Produce has run), a
 /// bad request when the connection must close.
-pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, frame: Bytes) -> Dispatched {
+pub fn dispatch(
+    srv: &Rc<ShardServer>,
+    session: &Rc<Session>,
+    peer: std::net::SocketAddr,
+    frame: Bytes,
+) -> Dispatched {
     let started = std::time::Instant::now();
     let bytes_in = frame.len();
     let key = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]]));
-    match (route(srv, peer, frame), key) {
+    match (route(srv, session, peer, frame), key) {
         (Dispatched::Respond(fut), Ok(key)) => Dispatched::Respond(Box::pin(async move {
             let r = fut.await;
             if let Some(b) = &r {
@@ -35,6 +41,15 @@ pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, frame: Bytes)
             crate::metrics::record_request(key, bytes_in, 0, started.elapsed());
             r
         })),
+        (Dispatched::RespondThenClose(fut), Ok(key)) => {
+            Dispatched::RespondThenClose(Box::pin(async move {
+                let r = fut.await;
+                if let Some(b) = &r {
+                    crate::metrics::record_request(key, bytes_in, b.len(), started.elapsed());
+                }
+                r
+            }))
+        }
         (Dispatched::Close(why), _) => {
             crate::metrics::record_bad_request();
             Dispatched::Close(why)
@@ -43,7 +58,12 @@ pub fn dispatch(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, frame: Bytes)
     }
 }
 
-fn route(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) -> Dispatched {
+fn route(
+    srv: &Rc<ShardServer>,
+    session: &Rc<Session>,
+    peer: std::net::SocketAddr,
+    mut frame: Bytes,
+) -> Dispatched {
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -53,6 +73,9 @@ fn route(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) ->
     let Some(api) = routes::find(key) else {
         return Dispatched::Close(format!("unsupported api {key:?}"));
     };
+    if let Err(why) = session.admits(key) {
+        return Dispatched::Close(why);
+    }
     if version < api.min || version > api.max {
         if key == ApiKey::ApiVersions {
             let resp = handlers::api_versions::unsupported_version(routes::api_versions());
@@ -84,12 +107,16 @@ fn route(srv: &Rc<ShardServer>, peer: std::net::SocketAddr, mut frame: Bytes) ->
             .map(|c| c.to_string())
             .unwrap_or_default(),
         host: format!("/{}", peer.ip()),
+        principal: session.principal(),
+        listener: session.listener_index,
     };
     let request = Request {
         key,
         version,
         correlation_id,
         client,
+        session: session.clone(),
+        peer,
     };
     match (api.route)(srv, request, &mut frame) {
         Ok(d) => d,

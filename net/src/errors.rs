@@ -64,6 +64,8 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::UnstableOffsetCommit => E::UnstableOffsetCommit,
         EngineError::TransactionalIdNotFound => E::TransactionalIdNotFound,
         EngineError::BrokerIdNotRegistered(_) => E::BrokerIdNotRegistered,
+        EngineError::UnacceptableCredential(_) => E::UnacceptableCredential,
+        EngineError::ResourceNotFound(_) => E::ResourceNotFound,
         EngineError::TransactionCoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
         _ => E::UnknownServerError,
     };

@@ -28,6 +28,7 @@ pub mod peer;
 pub mod quota;
 pub mod replica_fetcher;
 pub mod routes;
+pub mod security;
 pub mod server;
 pub mod txn_calls;
 

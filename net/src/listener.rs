@@ -130,17 +130,19 @@ fn attach_cpu_steering(listener: &std::net::TcpListener, shards: usize) -> std::
 
 /// Accepts on this shard's listener (from [`start_listening`]) in a background
 /// task, until the server's stop signal.
+/// `index` is the listener's place in `NetConfig::listeners`.
 pub fn listen(
     server: &Rc<ShardServer>,
     std_listener: std::net::TcpListener,
+    index: usize,
 ) -> std::io::Result<()> {
     let listener = compio::net::TcpListener::from_std(std_listener)?;
     let me = server.clone();
-    compio::runtime::spawn(async move { accept_loop(me, listener).await }).detach();
+    compio::runtime::spawn(async move { accept_loop(me, listener, index).await }).detach();
     Ok(())
 }
 
-async fn accept_loop(server: Rc<ShardServer>, listener: compio::net::TcpListener) {
+async fn accept_loop(server: Rc<ShardServer>, listener: compio::net::TcpListener, index: usize) {
     let mut stop = server.stop.wait().fuse();
     loop {
         let accepted = futures::select_biased! {
@@ -158,7 +160,7 @@ async fn accept_loop(server: Rc<ShardServer>, listener: compio::net::TcpListener
                 server.connection_opened();
                 let me = server.clone();
                 compio::runtime::spawn(async move {
-                    crate::conn::serve(&me, stream, peer).await;
+                    crate::conn::serve(&me, stream, peer, index).await;
                     me.connections.release(peer.ip());
                     me.connection_closed();
                 })

@@ -45,6 +45,7 @@ pub struct NetCounters {
     /// Connections closed because a request could not be answered
     /// (malformed, unknown or unsupported API or version).
     pub bad_requests: u64,
+    pub failed_authentications: u64,
     pub connections_accepted: u64,
     pub connections_open: u64,
     /// Responses that carried a quota throttle time, by direction.
@@ -67,6 +68,10 @@ pub(crate) fn record_request(key: ApiKey, bytes_in: usize, bytes_out: usize, too
 
 pub(crate) fn record_bad_request() {
     NET.with_borrow_mut(|n| n.bad_requests += 1);
+}
+
+pub(crate) fn record_failed_authentication() {
+    NET.with_borrow_mut(|n| n.failed_authentications += 1);
 }
 
 pub(crate) fn record_connection(opened: bool) {
@@ -259,6 +264,12 @@ pub fn render(net: &[NetCounters], engine: &EngineMetrics) -> String {
     let sum = |f: &dyn Fn(&NetCounters) -> u64| net.iter().map(f).sum::<u64>();
     o.family("brook_bad_requests_total", "counter", "Connections closed for a request that could not be answered (malformed, unknown or unsupported API or version).");
     o.sample("brook_bad_requests_total", "", sum(&|n| n.bad_requests));
+    o.family("brook_failed_authentications_total", "counter", "SASL authentications that failed (wrong password, unknown user, malformed exchange), each answered and closed.");
+    o.sample(
+        "brook_failed_authentications_total",
+        "",
+        sum(&|n| n.failed_authentications),
+    );
     o.family(
         "brook_connections_accepted_total",
         "counter",

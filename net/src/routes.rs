@@ -28,7 +28,9 @@
 //! 2, so 4.x clients use it): InitProducerId 0–5, AddPartitionsToTxn 0–5
 //! (4+ are from partition leaders), EndTxn 0–5 and TxnOffsetCommit 0–5,
 //! WriteTxnMarkers 1. UnregisterBroker 0 is Kafka 4's (`kafka-cluster
-//! unregister`).
+//! unregister`). SaslHandshake is listed from v1 (v0's raw tokens are gone
+//! in Kafka 4 too), SaslAuthenticate to v2 (KIP-368 session lifetimes from
+//! v1), Describe/AlterUserScramCredentials at v0.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +42,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::handlers::{self, ClientInfo};
+use crate::security::Session;
 use crate::server::ShardServer;
 
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Option<Bytes>>>>;
@@ -50,6 +53,9 @@ pub enum Dispatched {
     Respond(ResponseFuture),
     /// Run this; the client expects no answer (Produce with acks=0).
     NoResponse(Pin<Box<dyn Future<Output = Option<Bytes>>>>),
+    /// Queue this, then close the connection once it is written (a failed
+    /// authentication).
+    RespondThenClose(ResponseFuture),
     /// The protocol gives no way to answer: close the connection.
     Close(String),
 }
@@ -60,6 +66,8 @@ pub struct Request {
     pub version: i16,
     pub correlation_id: i32,
     pub client: ClientInfo,
+    pub session: Rc<Session>,
+    pub peer: std::net::SocketAddr,
 }
 
 impl Request {
@@ -80,6 +88,27 @@ impl Request {
             let resp = fut.await;
             encode_response(key, version, correlation_id, &resp)
         }))
+    }
+}
+
+impl Request {
+    /// Answers a SASL step: late after a failure, and closing when it says so.
+    fn answer<R: Encodable + 'static>(&self, a: handlers::sasl::Answer<R>) -> Dispatched {
+        let handlers::sasl::Answer {
+            response,
+            close,
+            delay,
+        } = a;
+        let d = self.respond(async move {
+            if let Some(d) = delay {
+                compio::time::sleep(d).await;
+            }
+            response
+        });
+        match (d, close) {
+            (Dispatched::Respond(fut), true) => Dispatched::RespondThenClose(fut),
+            (d, _) => d,
+        }
     }
 }
 
@@ -156,12 +185,12 @@ apis! {
         Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, id)))
     },
     ListOffsets 1..=7 => |s, r, f| Ok(r.respond(handlers::list_offsets::handle(s.clone(), r.decode(f)?, r.version))),
-    Metadata 0..=13 => |s, r, f| Ok(r.respond(handlers::metadata::handle(s.clone(), r.decode(f)?, r.version))),
+    Metadata 0..=13 => |s, r, f| Ok(r.respond(handlers::metadata::handle(s.clone(), r.decode(f)?, r.version, r.client.listener))),
     ApiVersions 0..=3 => |_s, r, f| Ok(r.respond(handlers::api_versions::handle(r.decode(f)?, api_versions()))),
     CreateTopics 2..=7 => |s, r, f| Ok(r.respond(handlers::create_topics::handle(s.clone(), r.decode(f)?, r.version))),
     DeleteTopics 1..=6 => |s, r, f| Ok(r.respond(handlers::delete_topics::handle(s.clone(), r.decode(f)?, r.version))),
     InitProducerId 0..=5 => |s, r, f| Ok(r.respond(handlers::init_producer_id::handle(s.clone(), r.decode(f)?, r.version))),
-    FindCoordinator 0..=4 => |s, r, f| Ok(r.respond(handlers::find_coordinator::handle(s.clone(), r.decode(f)?, r.version))),
+    FindCoordinator 0..=4 => |s, r, f| Ok(r.respond(handlers::find_coordinator::handle(s.clone(), r.decode(f)?, r.version, r.client.listener))),
     JoinGroup 0..=7 => |s, r, f| {
         let req = r.decode(f)?;
         let client = r.client.clone();
@@ -185,7 +214,7 @@ apis! {
     AlterConfigs 0..=2 => |s, r, f| Ok(r.respond(handlers::alter_configs::alter(s.clone(), r.decode(f)?))),
     IncrementalAlterConfigs 0..=1 => |s, r, f| Ok(r.respond(handlers::alter_configs::incremental(s.clone(), r.decode(f)?))),
     DescribeConfigs 1..=4 => |s, r, f| Ok(r.respond(handlers::describe_configs::handle(s.clone(), r.decode(f)?, r.version))),
-    DescribeCluster 0..=2 => |s, r, f| Ok(r.respond(handlers::describe_cluster::handle(s.clone(), r.decode(f)?))),
+    DescribeCluster 0..=2 => |s, r, f| Ok(r.respond(handlers::describe_cluster::handle(s.clone(), r.decode(f)?, r.client.listener))),
     AlterReplicaLogDirs 1..=2 => |s, r, f| Ok(r.respond(handlers::alter_replica_log_dirs::handle(s.clone(), r.decode(f)?))),
     DescribeLogDirs 1..=4 => |s, r, f| Ok(r.respond(handlers::describe_log_dirs::handle(s.clone(), r.decode(f)?))),
     CreatePartitions 0..=3 => |s, r, f| Ok(r.respond(handlers::create_partitions::handle(s.clone(), r.decode(f)?))),
@@ -199,6 +228,10 @@ apis! {
     DescribeTransactions 0..=0 => |s, r, f| Ok(r.respond(handlers::txn::describe(s.clone(), r.decode(f)?))),
     ListTransactions 0..=1 => |s, r, f| Ok(r.respond(handlers::txn::list(s.clone(), r.decode(f)?))),
     UnregisterBroker 0..=0 => |s, r, f| Ok(r.respond(handlers::unregister_broker::handle(s.clone(), r.decode(f)?))),
+    SaslHandshake 1..=1 => |_s, r, f| Ok(r.answer(handlers::sasl::handshake(&r.session, r.decode(f)?))),
+    SaslAuthenticate 0..=2 => |s, r, f| Ok(r.answer(handlers::sasl::authenticate(s, &r.session, r.peer, r.decode(f)?))),
+    DescribeUserScramCredentials 0..=0 => |s, r, f| Ok(r.respond(handlers::scram_credentials::describe(s.clone(), r.decode(f)?))),
+    AlterUserScramCredentials 0..=0 => |s, r, f| Ok(r.respond(handlers::scram_credentials::alter(s.clone(), r.decode(f)?))),
 }
 
 /// The served API for `key`, if any.
@@ -269,6 +302,10 @@ mod tests {
             ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
             ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
             ApiKey::UnregisterBroker => UnregisterBrokerRequest::VERSIONS,
+            ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
+            ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
+            ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,
+            ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in APIS {

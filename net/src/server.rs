@@ -15,15 +15,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use brook_engine::Shard;
+
+use crate::security::Listener;
 use futures::FutureExt;
 use futures::channel::oneshot;
 
 /// Settings of the protocol layer, shared read-only by all shards.
 #[derive(Clone, Debug)]
 pub struct NetConfig {
+    /// The first listener's address and advertised address: the one the
+    /// broker registers in a cluster and other brokers reach it on.
     pub listen: SocketAddr,
     pub advertise_host: String,
     pub advertise_port: i32,
+    /// Every client listener, the first being the one above (Kafka's
+    /// `listeners` without the CONTROLLER listener).
+    pub listeners: Vec<Arc<Listener>>,
     pub node_id: i32,
     pub cluster_id: String,
     /// Largest request frame accepted (Kafka's `socket.request.max.bytes`).
@@ -57,6 +64,11 @@ impl NetConfig {
     ) -> NetConfig {
         NetConfig {
             listen,
+            listeners: vec![Arc::new(Listener::plaintext(
+                listen,
+                advertise_host.clone(),
+                advertise_port,
+            ))],
             advertise_host,
             advertise_port,
             node_id,

@@ -16,6 +16,7 @@ use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
 use crate::meta::broker_configs::BrokerConfigs;
 use crate::meta::catalog::{Catalog, TopicMeta};
+use crate::meta::scram::{ScramChange, ScramCredentials};
 
 /// A broker's node id (Kafka's `node.id`).
 pub type NodeId = i32;
@@ -34,6 +35,9 @@ pub enum MetaRecord {
         port: i32,
         rack: Option<String>,
         incarnation: u64,
+        /// Every client listener (`host`/`port` is the first).
+        #[serde(default)]
+        endpoints: Vec<Endpoint>,
     },
     /// The broker stopped heartbeating (or is shutting down): its leaderships
     /// move to another ISR member and it leaves every ISR it was in.
@@ -130,6 +134,12 @@ pub enum MetaRecord {
         node: Option<NodeId>,
         change: crate::config::ConfigChange,
     },
+    /// AlterUserScramCredentials: credentials added, replaced or deleted,
+    /// in order (a deletion of a credential that does not exist refuses
+    /// the whole record).
+    AlterScramCredentials {
+        changes: Vec<ScramChange>,
+    },
     /// UnregisterBroker: a retired broker leaves the cluster. Refused while
     /// it is live or still holds a replica.
     UnregisterBroker {
@@ -165,6 +175,30 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
     pub incarnation: u64,
     pub fenced: bool,
+    /// Every client listener, by name (older images have none: `host`/`port` only).
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl BrokerInfo {
+    /// Where clients of listener `name` reach this broker: that listener's
+    /// advertised address, or `host`/`port` when it has none of that name.
+    pub fn endpoint(&self, name: &str) -> (&str, i32) {
+        (self.endpoints.iter().find(|e| e.name == name))
+            .map_or((self.host.as_str(), self.port), |e| {
+                (e.host.as_str(), e.port)
+            })
+    }
+}
+
+/// One advertised listener of a broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    /// Kafka's security protocol id (0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL).
+    pub protocol: i16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,6 +363,9 @@ pub struct ClusterImage {
     /// Dynamic broker settings (cluster-wide default and per broker).
     #[serde(default)]
     pub broker_configs: BrokerConfigs,
+    /// SCRAM credentials (AlterUserScramCredentials).
+    #[serde(default)]
+    pub scram: ScramCredentials,
 }
 
 impl ClusterImage {
@@ -355,6 +392,7 @@ impl ClusterImage {
                 port,
                 rack,
                 incarnation,
+                endpoints,
             } => {
                 let restarted =
                     (self.brokers.get(node)).is_none_or(|b| b.incarnation != *incarnation);
@@ -375,6 +413,7 @@ impl ClusterImage {
                         rack: rack.clone(),
                         incarnation: *incarnation,
                         fenced: false,
+                        endpoints: endpoints.clone(),
                     },
                 );
                 self.lead_orphans(*node);
@@ -555,6 +594,12 @@ impl ClusterImage {
             }
             MetaRecord::AlterBrokerConfigs { node, change } => {
                 self.broker_configs = self.broker_configs.changed(*node, change);
+            }
+            MetaRecord::AlterScramCredentials { changes } => {
+                for c in changes {
+                    self.scram.check(c)?;
+                    self.scram = self.scram.changed(std::slice::from_ref(c));
+                }
             }
             MetaRecord::UnregisterBroker { node } => {
                 let b =
@@ -798,6 +843,7 @@ impl ClusterImage {
         let mut catalog = Catalog {
             topics,
             broker_configs: self.broker_configs.clone(),
+            scram: std::sync::Arc::new(self.scram.clone()),
             ..Catalog::default()
         };
         catalog.resolve(engine, node);
@@ -974,6 +1020,7 @@ mod tests {
             port: 9000 + node,
             rack: None,
             incarnation: 1,
+            endpoints: Vec::new(),
         }
     }
 

@@ -614,6 +614,7 @@ impl Quorum {
                     port: info.port,
                     rack: info.rack.clone(),
                     incarnation: info.incarnation,
+                    endpoints: info.endpoints.clone(),
                 }]);
             }
         }

@@ -8,12 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
 use crate::meta::broker_configs::{BrokerConfigs, BrokerSettings};
+use crate::meta::scram::ScramCredentials;
 
 /// Everything the broker knows about one topic.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,9 @@ pub struct Catalog {
     pub broker_configs: BrokerConfigs,
     /// What this broker runs with (see [`Catalog::resolve`]).
     pub settings: BrokerSettings,
+    /// Every user's SCRAM credentials (shared: they change rarely and are
+    /// read on every SCRAM authentication).
+    pub scram: Arc<ScramCredentials>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +124,7 @@ impl Catalog {
         let data_dir = &engine.data_dir;
         let mut catalog = Catalog {
             broker_configs: BrokerConfigs::load(data_dir)?,
+            scram: Arc::new(ScramCredentials::load(data_dir)?),
             ..Catalog::default()
         };
         let path = Self::path(data_dir);

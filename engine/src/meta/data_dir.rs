@@ -32,6 +32,10 @@ pub fn broker_configs_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("broker-configs.json")
 }
 
+pub fn scram_credentials_path(data_dir: &Path) -> PathBuf {
+    meta_dir(data_dir).join("scram-credentials.json")
+}
+
 pub fn quotas_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("quotas.json")
 }

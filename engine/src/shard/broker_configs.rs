@@ -1,6 +1,7 @@
-//! Dynamic broker settings and the broker's place in the cluster, changed
-//! from the admin APIs: IncrementalAlterConfigs / AlterConfigs on a broker
-//! resource (see `meta::broker_configs`), and UnregisterBroker.
+//! Dynamic broker settings, SCRAM credentials and the broker's place in the
+//! cluster, changed from the admin APIs: IncrementalAlterConfigs /
+//! AlterConfigs on a broker resource (see `meta::broker_configs`),
+//! AlterUserScramCredentials (`meta::scram`), and UnregisterBroker.
 //!
 //! Both run on shard 0, like topic changes: it checks the change against the
 //! settings it has, then stores it (the quorum in a cluster, the broker's
@@ -17,6 +18,7 @@ use crate::cluster::image::MetaRecord;
 use crate::config::ConfigChange;
 use crate::error::EngineError;
 use crate::meta::quota::RateWindow;
+use crate::meta::scram::ScramChange;
 use crate::types::ShardId;
 
 /// The bytes of throttled replication this broker moved over the last few
@@ -91,6 +93,51 @@ impl Shard {
     /// Counts bytes a throttled partition fetched as a follower.
     pub fn record_follower_throttled(&self, bytes: usize) {
         self.shared.follower_replication.record(bytes);
+    }
+
+    /// AlterUserScramCredentials: `changes` checked one by one against the
+    /// credentials as they stand (with the earlier changes applied); the
+    /// accepted ones are stored together (the quorum in a cluster, the
+    /// broker's file alone) before the answer. One result per change, in
+    /// order.
+    pub async fn alter_scram_credentials(
+        self: &Rc<Self>,
+        changes: Vec<ScramChange>,
+    ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
+        if self.id.0 != 0 {
+            let fut = self.invoke_on(ShardId(0), move |s| async move {
+                s.alter_scram_credentials(changes).await
+            });
+            return fut.await?;
+        }
+        let _guard = self.topic_lock.lock().await;
+        let catalog = self.catalog();
+        let mut next = (*catalog.scram).clone();
+        let mut accepted = Vec::new();
+        let mut results = Vec::new();
+        for c in changes {
+            let r = next.check(&c);
+            if r.is_ok() {
+                next = next.changed(std::slice::from_ref(&c));
+                accepted.push(c);
+            }
+            results.push(r);
+        }
+        if accepted.is_empty() {
+            return Ok(results);
+        }
+        let users: Vec<String> = accepted.iter().map(|c| c.user().to_string()).collect();
+        if self.shared.cluster.is_some() {
+            let record = MetaRecord::AlterScramCredentials { changes: accepted };
+            self.propose_and_install(vec![record]).await?;
+        } else {
+            next.store(&self.shared.config.data_dir)?;
+            let mut updated = (*catalog).clone();
+            updated.scram = Arc::new(next);
+            self.broadcast_catalog(Arc::new(updated)).await;
+        }
+        tracing::info!(?users, "altered SCRAM credentials");
+        Ok(results)
     }
 
     /// UnregisterBroker: retired broker `node`, stopped (fenced), leaves the

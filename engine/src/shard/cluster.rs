@@ -10,7 +10,9 @@
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::image::{Applied, BrokerInfo, MetaRecord, NodeId, place_replicas_racked};
+use crate::cluster::image::{
+    Applied, BrokerInfo, Endpoint, MetaRecord, NodeId, place_replicas_racked,
+};
 use crate::cluster::quorum::{Quorum, QuorumConfig, raft_id};
 use crate::cluster::store::QuorumStore;
 use crate::cluster::{ClusterConfig, ClusterImage, NO_LEADER};
@@ -321,7 +323,7 @@ impl Shard {
 
     /// This broker serves clients now (called on shard 0 once listening):
     /// the quorum member keeps it registered with its client address.
-    pub fn serve_in_cluster(&self, host: String, port: i32) {
+    pub fn serve_in_cluster(&self, host: String, port: i32, endpoints: Vec<Endpoint>) {
         let (Some(q), Some(c)) = (self.quorum(), self.cluster()) else {
             return;
         };
@@ -332,6 +334,7 @@ impl Shard {
             rack: c.config.rack.clone(),
             incarnation: q.incarnation(),
             fenced: false,
+            endpoints,
         });
     }
 

@@ -22,15 +22,18 @@ pub struct PartitionView {
     pub offline: Vec<i32>,
 }
 
-/// The live brokers: this one alone, or every unfenced broker of the
-/// cluster. Before any registration has committed, a serving broker lists
-/// itself, so a client bootstrapping from it is never told of no broker.
-pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
+/// The live brokers, as clients of listener `listener` (an index of
+/// `NetConfig::listeners`) reach them: this one alone, or every unfenced
+/// broker of the cluster at its listener of the same name. Before any
+/// registration has committed, a serving broker lists itself, so a client
+/// bootstrapping from it is never told of no broker.
+pub fn brokers(srv: &ShardServer, listener: usize) -> Vec<BrokerView> {
     let cfg = &srv.config;
+    let l = &cfg.listeners[listener];
     let me = BrokerView {
         node: cfg.node_id,
-        host: cfg.advertise_host.clone(),
-        port: cfg.advertise_port,
+        host: l.advertise_host.clone(),
+        port: l.advertise_port,
         rack: None,
     };
     let Some(img) = srv.shard.cluster_image() else {
@@ -38,11 +41,14 @@ pub fn brokers(srv: &ShardServer) -> Vec<BrokerView> {
     };
     let mut out: Vec<BrokerView> = (img.brokers.values())
         .filter(|b| !b.fenced)
-        .map(|b| BrokerView {
-            node: b.node,
-            host: b.host.clone(),
-            port: b.port,
-            rack: b.rack.clone(),
+        .map(|b| {
+            let (host, port) = b.endpoint(&l.name);
+            BrokerView {
+                node: b.node,
+                host: host.to_string(),
+                port,
+                rack: b.rack.clone(),
+            }
         })
         .collect();
     if out.is_empty() {

@@ -33,7 +33,11 @@ const CLUSTER_OPERATIONS: [u8; 7] = [
 /// Kafka's "authorized operations not requested" value.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub async fn handle(srv: Rc<ShardServer>, req: DescribeClusterRequest) -> DescribeClusterResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: DescribeClusterRequest,
+    listener: usize,
+) -> DescribeClusterResponse {
     let cfg = &srv.config;
     let resp = DescribeClusterResponse::default().with_endpoint_type(req.endpoint_type);
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
@@ -52,7 +56,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: DescribeClusterRequest) -> Descri
     } else {
         OPERATIONS_OMITTED
     };
-    let brokers = cluster_view::brokers(&srv)
+    let brokers = cluster_view::brokers(&srv, listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

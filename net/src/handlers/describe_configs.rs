@@ -203,10 +203,28 @@ fn broker_values(
                 .join(","),
             Str,
         ),
-        e("listeners", format!("PLAINTEXT://{}", net.listen), List),
+        e(
+            "listeners",
+            (net.listeners.iter())
+                .map(|l| format!("{}://{}", l.name, l.addr))
+                .collect::<Vec<_>>()
+                .join(","),
+            List,
+        ),
         e(
             "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", net.advertise_host, net.advertise_port),
+            (net.listeners.iter())
+                .map(|l| format!("{}://{}:{}", l.name, l.advertise_host, l.advertise_port))
+                .collect::<Vec<_>>()
+                .join(","),
+            List,
+        ),
+        e(
+            "listener.security.protocol.map",
+            (net.listeners.iter())
+                .map(|l| format!("{}:{}", l.name, l.protocol.name()))
+                .collect::<Vec<_>>()
+                .join(","),
             List,
         ),
         e("num.partitions", engine.default_partitions.to_string(), Int),

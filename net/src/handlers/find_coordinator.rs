@@ -21,7 +21,7 @@ use crate::server::ShardServer;
 /// (error code, error message, node, host, port)
 type Answer = (i16, Option<StrBytes>, BrokerId, StrBytes, i32);
 
-async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str) -> Answer {
+async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str, listener: usize) -> Answer {
     const GROUP: i8 = 0;
     const TRANSACTION: i8 = 1;
     if key_type != GROUP && key_type != TRANSACTION {
@@ -36,20 +36,20 @@ async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str) -> Answer {
         );
     }
     if srv.shard.cluster().is_some() {
-        return in_cluster(srv, key_type == TRANSACTION, key).await;
+        return in_cluster(srv, key_type == TRANSACTION, key, listener).await;
     }
     if key_type == TRANSACTION
         && let Err(e) = srv.shard.ensure_txn_topic().await
     {
         return failed(&e);
     }
-    let host = StrBytes::from_string(srv.config.advertise_host.clone());
+    let l = &srv.config.listeners[listener];
     (
         0,
         None,
         BrokerId(srv.config.node_id),
-        host,
-        srv.config.advertise_port,
+        StrBytes::from_string(l.advertise_host.clone()),
+        l.advertise_port,
     )
 }
 
@@ -73,7 +73,12 @@ fn failed(e: &brook_engine::EngineError) -> Answer {
 
 /// The key's coordinator in a cluster: the leader of its partition of
 /// `__consumer_offsets` or `__transaction_state` (created on first use).
-async fn in_cluster(srv: &Rc<ShardServer>, transaction: bool, key: &str) -> Answer {
+async fn in_cluster(
+    srv: &Rc<ShardServer>,
+    transaction: bool,
+    key: &str,
+    listener: usize,
+) -> Answer {
     let node = if transaction {
         srv.shard.txn_coordinator(key).await
     } else {
@@ -83,7 +88,7 @@ async fn in_cluster(srv: &Rc<ShardServer>, transaction: bool, key: &str) -> Answ
         Ok(n) => n,
         Err(e) => return failed(&e),
     };
-    match cluster_view::brokers(srv)
+    match cluster_view::brokers(srv, listener)
         .into_iter()
         .find(|b| b.node == node)
     {
@@ -102,11 +107,13 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: usize,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
         let mut coordinators = Vec::new();
         for key in req.coordinator_keys {
-            let (code, message, node, host, port) = answer(&srv, req.key_type, &key).await;
+            let (code, message, node, host, port) =
+                answer(&srv, req.key_type, &key, listener).await;
             coordinators.push(
                 Coordinator::default()
                     .with_key(key)
@@ -119,7 +126,7 @@ pub async fn handle(
         }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, message, node, host, port) = answer(&srv, req.key_type, &req.key).await;
+    let (code, message, node, host, port) = answer(&srv, req.key_type, &req.key, listener).await;
     FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(message)

@@ -113,9 +113,14 @@ async fn lookup_or_create(
     }
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: MetadataRequest,
+    version: i16,
+    listener: usize,
+) -> MetadataResponse {
     let cfg = &srv.config;
-    let brokers = cluster_view::brokers(&srv)
+    let brokers = cluster_view::brokers(&srv, listener)
         .into_iter()
         .map(|b| {
             MetadataResponseBroker::default()

@@ -30,6 +30,8 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod reassignments;
+pub mod sasl;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod txn;
 pub mod unregister_broker;
@@ -40,6 +42,10 @@ pub struct ClientInfo {
     pub client_id: String,
     /// `/ip`, as Kafka reports client hosts.
     pub host: String,
+    /// `User:…` (see `security`).
+    pub principal: std::sync::Arc<str>,
+    /// The index of the listener the request came in on (`NetConfig::listeners`).
+    pub listener: usize,
 }
 
 use kafka_protocol::messages::TopicName;
