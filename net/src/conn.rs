@@ -103,7 +103,7 @@ fn frame_size(buf: &[u8], max_request_bytes: usize) -> Result<Option<usize>, Str
     }
     if len as usize > max_request_bytes {
         return Err(format!(
-            "frame of {len} bytes exceeds socket.request.max.bytes {max_request_bytes}"
+            "frame of {len} bytes exceeds {max_request_bytes} (socket.request.max.bytes; before authentication sasl.server.max.receive.size)"
         ));
     }
     Ok(Some(4 + len as usize))

@@ -126,7 +126,8 @@ impl Shard {
         if accepted.is_empty() {
             return Ok(results);
         }
-        let users: Vec<String> = accepted.iter().map(|c| c.user().to_string()).collect();
+        let users: std::collections::BTreeSet<String> =
+            accepted.iter().map(|c| c.user().to_string()).collect();
         if self.shared.cluster.is_some() {
             let record = MetaRecord::AlterScramCredentials { changes: accepted };
             self.propose_and_install(vec![record]).await?;

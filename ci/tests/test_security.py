@@ -1,0 +1,429 @@
+"""Security with real clients: TLS (rustls) listeners, mTLS principals, SASL
+PLAIN and SCRAM-SHA-256/512 on SASL_PLAINTEXT and SASL_SSL, SCRAM credentials
+managed with AlterUserScramCredentials and kept across a restart, KIP-368
+re-authentication, certificate reload, and what an attacker gets: the same
+answer, late, for every wrong credential, and nothing served before
+authentication.
+
+One broker runs five listeners at once (Kafka's `listeners` with
+`listener.security.protocol.map`); certificates are made with openssl for
+each test module. Every record produced is read back and checked one by one.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialUpsertion)
+
+import kproto as kp
+from apache_kafka import free_port
+from util import (check_keyed, consume_all, produce_keyed, producer, unique_topic,
+                  wait_until)
+
+ADMIN_PW = "admin-secret"
+ALICE_PW = "alice-pw-%s" % os.getpid()
+
+SASL_HANDSHAKE = 17
+SASL_AUTHENTICATE = 36
+SASL_AUTHENTICATION_FAILED = 58
+ILLEGAL_SASL_STATE = 34
+
+
+def openssl(*args, cwd):
+    r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, timeout=60)
+    assert r.returncode == 0, "openssl %s: %s" % (" ".join(args), r.stderr.decode()[-2000:])
+
+
+def make_cert(d, name, subject, ca=True, san=None):
+    """A key (PKCS#8) and a certificate signed by the CA in `d` (or a
+    self-signed CA when ca=True); returns (key, cert) paths."""
+    key, cert = d / ("%s.key" % name), d / ("%s.pem" % name)
+    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key), cwd=d)
+    if ca:
+        openssl("req", "-x509", "-new", "-key", str(key), "-subj", subject, "-days", "2",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+                "-out", str(cert), cwd=d)
+        return key, cert
+    csr = d / ("%s.csr" % name)
+    openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr), cwd=d)
+    ext = d / ("%s.ext" % name)
+    lines = ["basicConstraints=CA:FALSE", "keyUsage=critical,digitalSignature"]
+    if san:
+        lines += ["subjectAltName=%s" % san, "extendedKeyUsage=serverAuth"]
+    else:
+        lines += ["extendedKeyUsage=clientAuth"]
+    ext.write_text("\n".join(lines) + "\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(d / "ca.pem"), "-CAkey", str(d / "ca.key"),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert), cwd=d)
+    return key, cert
+
+
+def server_keystore(d, name, subject):
+    key, cert = make_cert(d, name, subject, ca=False, san="IP:127.0.0.1,DNS:localhost")
+    ks = d / ("%s-keystore.pem" % name)
+    ks.write_text(key.read_text() + cert.read_text())
+    return ks
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("certs")
+    make_cert(d, "ca", "/CN=Brook Test CA/O=Brook")
+    keystore = server_keystore(d, "server", "/CN=localhost/O=Brook")
+    ckey, ccert = make_cert(d, "client", "/C=US/O=Brook/OU=ingest/CN=alice-client", ca=False)
+    client_pem = d / "client-keystore.pem"
+    client_pem.write_text(ckey.read_text() + ccert.read_text())
+    return {"dir": d, "ca": d / "ca.pem", "keystore": keystore, "client_key": ckey,
+            "client_cert": ccert, "client_pem": client_pem}
+
+
+class SecureBroker:
+    """Ports and client settings of the five listeners of one broker."""
+
+    def __init__(self, b, ports):
+        self.b = b
+        self.ports = ports
+
+    def addr(self, name):
+        return "127.0.0.1:%d" % self.ports[name]
+
+
+def write_config(path, certs, ports, extra=""):
+    jaas = ('org.apache.kafka.common.security.plain.PlainLoginModule required '
+            'username="admin" password="%s" user_admin="%s";' % (ADMIN_PW, ADMIN_PW))
+    path.write_text("\n".join([
+        '"listeners" = "PLAINTEXT://127.0.0.1:%(PLAINTEXT)d,SSL://127.0.0.1:%(SSL)d,'
+        'MTLS://127.0.0.1:%(MTLS)d,SASL_SSL://127.0.0.1:%(SASL_SSL)d,'
+        'SASL_PLAINTEXT://127.0.0.1:%(SASL_PLAINTEXT)d"' % ports,
+        '"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,SSL:SSL,MTLS:SSL,'
+        'SASL_SSL:SASL_SSL,SASL_PLAINTEXT:SASL_PLAINTEXT"',
+        '"ssl.keystore.type" = "PEM"',
+        '"ssl.keystore.location" = "%s"' % certs["keystore"],
+        '"ssl.truststore.location" = "%s"' % certs["ca"],
+        '"listener.name.mtls.ssl.client.auth" = "required"',
+        '"sasl.enabled.mechanisms" = "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"',
+        "'listener.name.sasl_ssl.plain.sasl.jaas.config' = '%s'" % jaas,
+        "'listener.name.sasl_plaintext.plain.sasl.jaas.config' = '%s'" % jaas,
+        extra,
+    ]) + "\n")
+
+
+@pytest.fixture(scope="module")
+def secure(request, tmp_path_factory, certs):
+    from conftest import Broker, running
+    b = Broker(tmp_path_factory.mktemp("brook-sec"))
+    ports = {"PLAINTEXT": b.port}
+    for name in ("SSL", "MTLS", "SASL_SSL", "SASL_PLAINTEXT"):
+        ports[name] = free_port()
+    cfg = b.workdir / "brook.toml"
+    write_config(cfg, certs, ports)
+    b.extra_args = ["--config", str(cfg)]
+    # --listen (set by the harness) names the first listener's address: the same.
+    yield from (SecureBroker(x, ports) for x in running(request, b, request.module))
+
+
+def conf(sb, certs, listener, mechanism=None, user=None, password=None, client_cert=False):
+    c = {"bootstrap.servers": sb.addr(listener), "security.protocol": {
+        "SSL": "SSL", "MTLS": "SSL", "SASL_SSL": "SASL_SSL",
+        "SASL_PLAINTEXT": "SASL_PLAINTEXT", "PLAINTEXT": "PLAINTEXT"}[listener]}
+    if listener in ("SSL", "MTLS", "SASL_SSL"):
+        c["ssl.ca.location"] = str(certs["ca"])
+    if client_cert:
+        c["ssl.certificate.location"] = str(certs["client_cert"])
+        c["ssl.key.location"] = str(certs["client_key"])
+    if mechanism:
+        c.update({"sasl.mechanism": mechanism, "sasl.username": user, "sasl.password": password})
+    return c
+
+
+def add_scram_users(sb, certs):
+    """alice with both SCRAM mechanisms, set by admin (PLAIN) over SASL_SSL."""
+    c = conf(sb, certs, "SASL_SSL", "PLAIN", "admin", ADMIN_PW)
+    from confluent_kafka.admin import AdminClient
+    a = AdminClient(dict(c, **{"socket.timeout.ms": 10000}))
+    ups = [UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
+                                        ALICE_PW.encode()),
+           UserScramCredentialUpsertion("alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192),
+                                        ALICE_PW.encode())]
+    for f in a.alter_user_scram_credentials(ups).values():
+        f.result(30)
+    desc = a.describe_user_scram_credentials(["alice"])["alice"].result(30)
+    infos = sorted((i.mechanism, i.iterations) for i in desc.scram_credential_infos)
+    assert infos == [(ScramMechanism.SCRAM_SHA_256, 4096), (ScramMechanism.SCRAM_SHA_512, 8192)], infos
+    return a
+
+
+CASES = [
+    ("SSL", {}),
+    ("MTLS", {"client_cert": True}),
+    ("SASL_SSL", {"mechanism": "PLAIN", "user": "admin", "password": ADMIN_PW}),
+    ("SASL_SSL", {"mechanism": "SCRAM-SHA-256", "user": "alice", "password": ALICE_PW}),
+    ("SASL_SSL", {"mechanism": "SCRAM-SHA-512", "user": "alice", "password": ALICE_PW}),
+    ("SASL_PLAINTEXT", {"mechanism": "SCRAM-SHA-512", "user": "alice", "password": ALICE_PW}),
+]
+
+
+def test_every_protocol_carries_records_with_librdkafka(secure, certs):
+    sb = secure
+    add_scram_users(sb, certs)
+    n = 3000
+    for listener, kw in CASES:
+        c = conf(sb, certs, listener, **kw)
+        topic = unique_topic("sec-%s" % listener.lower())
+        a = __import__("confluent_kafka.admin", fromlist=["AdminClient"]).AdminClient(
+            dict(c, **{"socket.timeout.ms": 10000}))
+        md = a.list_topics(timeout=20)
+        # Metadata names this broker at the listener the client came in on.
+        assert [(b.host, b.port) for b in md.brokers.values()] == [("127.0.0.1", sb.ports[listener])], md.brokers
+        from confluent_kafka.admin import NewTopic
+        a.create_topics([NewTopic(topic, 2, 1)])[topic].result(30)
+        p = producer(c["bootstrap.servers"], **{k: v for k, v in c.items() if k != "bootstrap.servers"})
+        dr = produce_keyed(p, topic, n)
+        assert not dr.errors, (listener, kw, dr.errors[:3])
+        got = consume_all(c["bootstrap.servers"], topic, 2,
+                          **{k: v for k, v in c.items() if k != "bootstrap.servers"})
+        check_keyed(got, n, acked=dr.acked)
+    # The credentials are stored: after a restart alice still gets in, and
+    # a wrong password still does not.
+    sb.b.restart()
+    c = conf(sb, certs, "SASL_SSL", "SCRAM-SHA-512", "alice", ALICE_PW)
+    topic = unique_topic("sec-after-restart")
+    p = producer(c["bootstrap.servers"], **{k: v for k, v in c.items() if k != "bootstrap.servers"})
+    dr = produce_keyed(p, topic, 500)
+    got = consume_all(c["bootstrap.servers"], topic, 3, **{k: v for k, v in c.items() if k != "bootstrap.servers"})
+    check_keyed(got, 500, acked=dr.acked)
+
+
+def auth_error(c):
+    """The error a librdkafka client gets when it cannot authenticate."""
+    errs = []
+    c = dict(c, **{"error_cb": lambda e: errs.append(e), "socket.timeout.ms": 5000,
+                   "message.timeout.ms": 5000})
+    from confluent_kafka import Producer
+    p = Producer(c)
+    deadline = time.monotonic() + 20
+    while not errs and time.monotonic() < deadline:
+        p.poll(0.2)
+    assert errs, "no error for a bad login within 20 s"
+    return errs[0]
+
+
+def test_wrong_credentials_are_refused(secure, certs):
+    sb = secure
+    add_scram_users(sb, certs)
+    for listener, mech, user, pw in [
+        ("SASL_SSL", "PLAIN", "admin", "wrong"),
+        ("SASL_SSL", "PLAIN", "nobody", ADMIN_PW),
+        ("SASL_SSL", "SCRAM-SHA-256", "alice", "wrong"),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-512", "nobody", "x"),
+    ]:
+        e = auth_error(conf(sb, certs, listener, mech, user, pw))
+        assert "Authentication failed" in e.str() and mech in e.str(), (listener, mech, user, e)
+    # mTLS without a client certificate: the handshake fails.
+    auth_error(conf(sb, certs, "MTLS"))
+    wait_until(lambda: "TLS handshake failed" in sb.b.log_text(), 10, what="the refused handshake logged")
+    # No password reaches the log.
+    log = sb.b.log_text()
+    assert ALICE_PW not in log and ADMIN_PW not in log
+    assert log.count("failed authentication") >= 4
+
+
+# ------------------------------------------------------------ raw exchanges
+
+def sasl_handshake(c, mechanism):
+    r = c.request(SASL_HANDSHAKE, 1, kp.string(mechanism))
+    err = r.i16()
+    mechs = r.array(lambda r: r.string())
+    return err, mechs
+
+
+def sasl_authenticate(c, token, version=1):
+    r = c.request(SASL_AUTHENTICATE, version, kp.bytes_(token))
+    err = r.i16()
+    msg = r.string()
+    data = r.bytes_()
+    lifetime = r.i64() if version >= 1 else None
+    return err, msg, data, lifetime
+
+
+def scram_login(c, mech, user, password, nonce="fyko+d2lbbFgONRv9qkxdawL"):
+    """A SCRAM client written from RFC 5802. Returns the final
+    SaslAuthenticate answer (error, message, data, lifetime)."""
+    h = {"SCRAM-SHA-256": hashlib.sha256, "SCRAM-SHA-512": hashlib.sha512}[mech]
+    err, _ = sasl_handshake(c, mech)
+    assert err == 0
+    first_bare = "n=%s,r=%s" % (user, nonce)
+    err, msg, server_first, _ = sasl_authenticate(c, ("n,," + first_bare).encode())
+    if err:
+        return err, msg, server_first, None
+    attrs = dict(a.split("=", 1) for a in server_first.decode().split(","))
+    assert attrs["r"].startswith(nonce) and len(attrs["r"]) > len(nonce)
+    salted = hashlib.pbkdf2_hmac(h().name, password.encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+    client_key = hmac.new(salted, b"Client Key", h).digest()
+    stored = h(client_key).digest()
+    without_proof = "c=biws,r=%s" % attrs["r"]
+    auth = ",".join([first_bare, server_first.decode(), without_proof]).encode()
+    sig = hmac.new(stored, auth, h).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, sig))
+    final = "%s,p=%s" % (without_proof, base64.b64encode(proof).decode())
+    out = sasl_authenticate(c, final.encode())
+    if out[0] == 0:
+        server_key = hmac.new(salted, b"Server Key", h).digest()
+        expect = b"v=" + base64.b64encode(hmac.new(server_key, auth, h).digest())
+        assert out[2] == expect, "the broker's server signature does not verify"
+    return out
+
+
+def timed_failure(sb, listener, login):
+    with kp.Conn(sb.addr(listener)) as c:
+        t0 = time.monotonic()
+        err, msg, _, _ = login(c)
+        took = time.monotonic() - t0
+        closed = c.wait_closed(5)
+    return err, msg, took, closed
+
+
+def test_failures_look_alike_and_nothing_is_served_before_authentication(secure, certs):
+    sb = secure
+    add_scram_users(sb, certs)
+    plain = lambda u, p: (lambda c: (sasl_handshake(c, "PLAIN"), sasl_authenticate(c, b"\0%s\0%s" % (u.encode(), p.encode())))[1])
+    outcomes = [
+        timed_failure(sb, "SASL_PLAINTEXT", plain("admin", "nope")),
+        timed_failure(sb, "SASL_PLAINTEXT", plain("nobody", "nope")),
+        timed_failure(sb, "SASL_PLAINTEXT", lambda c: scram_login(c, "SCRAM-SHA-256", "alice", "nope")),
+        timed_failure(sb, "SASL_PLAINTEXT", lambda c: scram_login(c, "SCRAM-SHA-256", "nobody", "nope")),
+    ]
+    for err, msg, took, closed in outcomes:
+        assert err == SASL_AUTHENTICATION_FAILED, outcomes
+        assert took >= 0.09, "failure answered after %.3f s, not after the delay" % took
+        assert closed, "connection not closed after a failed authentication"
+    # One message per mechanism, whatever was wrong.
+    assert outcomes[0][1] == outcomes[1][1] and outcomes[2][1] == outcomes[3][1], outcomes
+    # The right password works, and its server signature verifies.
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        assert scram_login(c, "SCRAM-SHA-512", "alice", ALICE_PW)[0] == 0
+        assert c.api_versions()[0] == 0
+        # A second handshake while authenticated starts a re-authentication.
+        assert scram_login(c, "SCRAM-SHA-256", "alice", ALICE_PW)[0] == 0
+        assert c.api_versions()[0] == 0
+    # Before authenticating, ApiVersions is answered and anything else closes.
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        assert c.api_versions()[0] == 0
+        c.send(kp.METADATA, 1, kp.array([]))
+        assert c.wait_closed(5), "Metadata before authentication was served"
+    # An unsupported mechanism gets the list of enabled ones, then a close.
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        err, mechs = sasl_handshake(c, "GSSAPI")
+        assert err == 33 and sorted(mechs) == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"], (err, mechs)
+        assert c.wait_closed(5)
+    # SaslAuthenticate without a handshake is ILLEGAL_SASL_STATE and a close.
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        assert sasl_authenticate(c, b"x")[0] == ILLEGAL_SASL_STATE
+        assert c.wait_closed(5)
+    # An oversized frame before authentication closes the connection.
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        c.send_raw(kp.i32(1 << 20) + b"\0" * 1024)
+        assert c.wait_closed(5)
+    # A connection that never authenticates is closed (10 s).
+    with kp.Conn(sb.addr("SASL_PLAINTEXT"), timeout=20) as c:
+        assert c.api_versions()[0] == 0
+        t0 = time.monotonic()
+        assert c.wait_closed(15), "unauthenticated connection kept open"
+        assert time.monotonic() - t0 < 14
+    # The broker served everyone else meanwhile.
+    with kp.Conn(sb.addr("PLAINTEXT")) as c:
+        assert c.api_versions()[0] == 0
+
+
+def test_reauthentication_and_session_expiry(make_broker, certs, tmp_path):
+    """connections.max.reauth.ms=3000: librdkafka re-authenticates and keeps
+    producing past several lifetimes; a raw client that does not is closed
+    at its first request after expiry."""
+    ports = {"PLAINTEXT": 0}
+    names = ("SSL", "MTLS", "SASL_SSL", "SASL_PLAINTEXT")
+
+    def args(b):
+        ports["PLAINTEXT"] = b.port
+        for name in names:
+            ports[name] = free_port()
+        cfg = tmp_path / "reauth.toml"
+        write_config(cfg, certs, ports, extra='"connections.max.reauth.ms" = 3000')
+        return ["--config", str(cfg)]
+
+    b = make_broker(args)
+    sb = SecureBroker(b, ports)
+    with kp.Conn(sb.addr("SASL_PLAINTEXT")) as c:
+        sasl_handshake(c, "PLAIN")
+        err, _, _, lifetime = sasl_authenticate(c, b"\0admin\0" + ADMIN_PW.encode())
+        assert err == 0 and lifetime == 3000, (err, lifetime)
+        assert c.api_versions()[0] == 0
+        time.sleep(3.3)
+        c.send(kp.METADATA, 1, kp.array([]))
+        assert c.wait_closed(5), "a request after the session expired was served"
+    c = conf(sb, certs, "SASL_SSL", "PLAIN", "admin", ADMIN_PW)
+    topic = unique_topic("reauth")
+    extra = {k: v for k, v in c.items() if k != "bootstrap.servers"}
+    p = producer(c["bootstrap.servers"], **extra)
+    dr = None
+    total = 0
+    t_end = time.monotonic() + 8
+    while time.monotonic() < t_end:
+        dr = produce_keyed(p, topic, 200, start=total, dr=dr)
+        total += 200
+        time.sleep(0.5)
+    assert not dr.errors, dr.errors[:3]
+    got = consume_all(c["bootstrap.servers"], topic, 3, **extra)
+    check_keyed(got, total, acked=dr.acked)
+    assert "SASL session expired" in b.log_text()
+
+
+def peer_cert(addr, ca):
+    ctx = ssl.create_default_context(cafile=str(ca))
+    host, port = addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            return dict(x[0] for x in t.getpeercert()["subject"]), t.version()
+
+
+def test_certificates_reload_without_restart(secure, certs):
+    sb = secure
+    subject, version = peer_cert(sb.addr("SSL"), certs["ca"])
+    assert subject["commonName"] == "localhost" and version in ("TLSv1.3", "TLSv1.2")
+    d = certs["dir"]
+    new = server_keystore(d, "renewed", "/CN=localhost/O=Brook Renewed")
+    tmp = certs["keystore"].with_suffix(".tmp")
+    tmp.write_text(new.read_text())
+    os.replace(tmp, certs["keystore"])
+    wait_until(lambda: peer_cert(sb.addr("SSL"), certs["ca"])[0].get("organizationName") == "Brook Renewed",
+               10, what="the renewed certificate served")
+    # A keystore that no longer reads keeps the last good one.
+    certs["keystore"].write_text("not a pem file\n")
+    time.sleep(1.2)
+    assert peer_cert(sb.addr("SSL"), certs["ca"])[0]["organizationName"] == "Brook Renewed"
+    assert "do not load" in sb.b.log_text()
+    certs["keystore"].write_text(new.read_text())
+
+
+def test_bad_security_settings_fail_fast(tmp_path, certs):
+    from conftest import BROOK_BIN
+    for extra, says in [
+        ('"listeners" = "SSL://127.0.0.1:%d"' % free_port(), "ssl.keystore.location"),
+        ('"listeners" = "SSL://127.0.0.1:%d"\n"ssl.keystore.location" = "%s"' % (free_port(), certs["ca"]),
+         "private key"),
+        ('"listeners" = "SASL_PLAINTEXT://127.0.0.1:%d"\n"sasl.enabled.mechanisms" = "OAUTHBEARER"' % free_port(),
+         "OAUTHBEARER is not supported"),
+    ]:
+        cfg = tmp_path / "bad.toml"
+        cfg.write_text(extra + "\n")
+        r = subprocess.run([str(BROOK_BIN), "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 2 and says in r.stderr.decode(), (extra, r.returncode, r.stderr.decode()[-500:])
