@@ -427,3 +427,104 @@ def test_bad_security_settings_fail_fast(tmp_path, certs):
         r = subprocess.run([str(BROOK_BIN), "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
                            capture_output=True, timeout=30)
         assert r.returncode == 2 and says in r.stderr.decode(), (extra, r.returncode, r.stderr.decode()[-500:])
+
+
+# ------------------------------------------------------------ other clients
+
+def test_kafka_python_over_sasl_ssl_scram_and_mtls(secure, certs):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    sb = secure
+    add_scram_users(sb, certs)
+    settings = [
+        ("SASL_SSL", dict(security_protocol="SASL_SSL", ssl_cafile=str(certs["ca"]),
+                          sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
+                          sasl_plain_password=ALICE_PW)),
+        ("MTLS", dict(security_protocol="SSL", ssl_cafile=str(certs["ca"]),
+                      ssl_certfile=str(certs["client_cert"]), ssl_keyfile=str(certs["client_key"]))),
+    ]
+    for listener, kw in settings:
+        topic = unique_topic("kp-sec")
+        p = KafkaProducer(bootstrap_servers=sb.addr(listener), request_timeout_ms=15000, acks="all", **kw)
+        futures = [p.send(topic, key=b"k%d" % i, value=b"v%d" % i, partition=0) for i in range(500)]
+        p.flush(60)
+        offsets = [f.get(30).offset for f in futures]
+        assert offsets == list(range(500)), offsets[:10]
+        p.close()
+        c = KafkaConsumer(bootstrap_servers=sb.addr(listener), group_id=None, enable_auto_commit=False,
+                          consumer_timeout_ms=15000, **kw)
+        c.assign([TopicPartition(topic, 0)])
+        c.seek_to_beginning()
+        got = []
+        for m in c:
+            got.append((m.offset, m.key, m.value))
+            if len(got) == 500:
+                break
+        c.close()
+        assert got == [(i, b"k%d" % i, b"v%d" % i) for i in range(500)], (listener, got[:5])
+
+
+def properties(path, **kv):
+    path.write_text("".join("%s=%s\n" % (k.replace("_", "."), v) for k, v in kv.items()))
+    return path
+
+
+def test_kafka_tools_manage_scram_users_and_use_them(secure, certs, tmp_path):
+    """`kafka-configs --entity-type users` adds and deletes SCRAM credentials
+    over SASL_SSL as the PLAIN admin; the console tools then produce and
+    consume as the new user with SCRAM-SHA-512, and over mTLS with a PEM
+    keystore."""
+    from test_kafka_tools import JARS, tool
+    if not (JARS / "kafka-tools-4.4.0.jar").exists():
+        pytest.skip("Kafka's tools are not installed (ci/setup.sh)")
+    sb = secure
+    trust = {"ssl_truststore_type": "PEM", "ssl_truststore_location": certs["ca"]}
+    admin_cfg = properties(tmp_path / "admin.properties", security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
+                           sasl_jaas_config='org.apache.kafka.common.security.plain.PlainLoginModule required '
+                                            'username="admin" password="%s";' % ADMIN_PW, **trust)
+    bs = sb.addr("SASL_SSL")
+    r = tool("kafka-configs", "--bootstrap-server", bs, "--command-config", admin_cfg, "--alter",
+             "--add-config", "SCRAM-SHA-512=[iterations=8192,password=bob-pw],SCRAM-SHA-256=[password=bob-pw]",
+             "--entity-type", "users", "--entity-name", "bob")
+    assert "Completed updating config for user bob" in r.out, r
+    r = tool("kafka-configs", "--bootstrap-server", bs, "--command-config", admin_cfg, "--describe",
+             "--entity-type", "users", "--entity-name", "bob")
+    assert "SCRAM-SHA-256=iterations=4096" in r.out and "SCRAM-SHA-512=iterations=8192" in r.out, r
+    bob = properties(tmp_path / "bob.properties", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                     sasl_jaas_config='org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                      'username="bob" password="bob-pw";', **trust)
+    mtls = properties(tmp_path / "mtls.properties", security_protocol="SSL", ssl_keystore_type="PEM",
+                      ssl_keystore_location=certs["client_pem"], **trust)
+    for cfg, addr in [(bob, bs), (mtls, sb.addr("MTLS"))]:
+        topic = unique_topic("tools-sec")
+        n = 200
+        data = "".join("k%d\tv%d\n" % (i, i) for i in range(n)).encode()
+        r = tool("kafka-console-producer", "--bootstrap-server", addr, "--topic", topic,
+                 "--command-config", cfg, "--reader-property", "parse.key=true",
+                 "--reader-property", "key.separator=\t", "--command-property", "acks=all", input=data)
+        assert "ERROR" not in r.err and "Exception" not in r.err, r
+        r = tool("kafka-console-consumer", "--bootstrap-server", addr, "--topic", topic, "--from-beginning",
+                 "--command-config", cfg, "--max-messages", n, "--timeout-ms", 60000,
+                 "--formatter-property", "print.key=true", "--formatter-property", "print.partition=true",
+                 "--formatter-property", "print.offset=true")
+        # Partition:P<TAB>Offset:O<TAB>key<TAB>value
+        rows = [l.split("\t") for l in r.out.splitlines() if l.strip()]
+        by_p = {}
+        for part, off, key, value in rows:
+            by_p.setdefault(part, []).append((int(off.split(":")[1]), int(key[1:]), value))
+        for recs in by_p.values():
+            assert [o for o, _, _ in recs] == list(range(len(recs))), recs[:5]
+            assert [i for _, i, _ in recs] == sorted(i for _, i, _ in recs), "order broken"
+            assert all(v == "v%d" % i for _, i, v in recs)
+        assert sorted(i for recs in by_p.values() for _, i, _ in recs) == list(range(n)), r
+    # A wrong password: the tool reports Kafka's authentication error.
+    wrong = properties(tmp_path / "wrong.properties", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
+                       sasl_jaas_config='org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                        'username="bob" password="not-it";', **trust)
+    r = tool("kafka-topics", "--bootstrap-server", bs, "--command-config", wrong, "--list", check=False)
+    assert r.rc != 0 and "SaslAuthenticationException" in r.out + r.err, r
+    # Deleting one mechanism leaves the other.
+    tool("kafka-configs", "--bootstrap-server", bs, "--command-config", admin_cfg, "--alter",
+         "--delete-config", "SCRAM-SHA-256", "--entity-type", "users", "--entity-name", "bob")
+    r = tool("kafka-configs", "--bootstrap-server", bs, "--command-config", admin_cfg, "--describe",
+             "--entity-type", "users", "--entity-name", "bob")
+    assert "SCRAM-SHA-256" not in r.out and "SCRAM-SHA-512=iterations=8192" in r.out, r

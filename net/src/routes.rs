@@ -181,8 +181,8 @@ macro_rules! apis {
 apis! {
     Produce 0..=12 => |s, r, f| produce(s, r, f),
     Fetch 4..=12 => |s, r, f| {
-        let id = r.client.client_id.clone();
-        Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, id)))
+        let client = r.client.clone();
+        Ok(r.respond(handlers::fetch::handle(s.clone(), r.decode(f)?, client)))
     },
     ListOffsets 1..=7 => |s, r, f| Ok(r.respond(handlers::list_offsets::handle(s.clone(), r.decode(f)?, r.version))),
     Metadata 0..=13 => |s, r, f| Ok(r.respond(handlers::metadata::handle(s.clone(), r.decode(f)?, r.version, r.client.listener))),

@@ -213,23 +213,25 @@ impl ShardServer {
         }
     }
 
-    /// How long to throttle `client_id` after it moved `bytes`, under its quota
-    /// (zero when it has none).
+    /// How long to throttle `client` after it moved `bytes`, under the
+    /// quota of its user and client id (zero when none applies).
     pub fn throttle(
         &self,
-        client_id: &str,
+        client: &crate::handlers::ClientInfo,
         dir: crate::quota::Direction,
         bytes: usize,
     ) -> Duration {
+        use brook_engine::meta::quota::{CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE};
         let quotas = self.shard.quotas();
-        let rate = quotas.for_client(client_id).and_then(|q| match dir {
-            crate::quota::Direction::Produce => q.producer_byte_rate,
-            crate::quota::Direction::Fetch => q.consumer_byte_rate,
-        });
-        let wait = match rate {
-            Some(r) => self
-                .throttler
-                .record(client_id, dir, bytes, r, std::time::Instant::now()),
+        let key = match dir {
+            crate::quota::Direction::Produce => PRODUCER_BYTE_RATE,
+            crate::quota::Direction::Fetch => CONSUMER_BYTE_RATE,
+        };
+        let user = client.principal.strip_prefix("User:").unwrap_or(&client.principal);
+        let wait = match quotas.limit(key, user, &client.client_id) {
+            Some((rate, measured)) => {
+                (self.throttler).record(&measured, dir, bytes, rate, std::time::Instant::now())
+            }
             None => Duration::ZERO,
         };
         if !wait.is_zero() {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::Shard;
 use crate::error::EngineError;
-use crate::meta::quota::{QuotaOp, Quotas};
+use crate::meta::quota::{QuotaEntity, QuotaOp, Quotas};
 use crate::types::ShardId;
 
 impl Shard {
@@ -17,7 +17,7 @@ impl Shard {
     /// Applies AlterClientQuotas changes (on shard 0), persists and broadcasts them.
     pub async fn alter_quotas(
         self: &Rc<Self>,
-        changes: Vec<(Option<String>, Vec<QuotaOp>)>,
+        changes: Vec<(QuotaEntity, Vec<QuotaOp>)>,
         validate_only: bool,
     ) -> Result<Vec<Result<(), EngineError>>, EngineError> {
         if self.id.0 != 0 {

@@ -1,14 +1,16 @@
-//! DescribeClientQuotas / AlterClientQuotas for client-id entities (Kafka's
-//! `producer_byte_rate` and `consumer_byte_rate`). Users are not supported until
-//! authentication exists: filters or entities naming them get INVALID_REQUEST.
+//! DescribeClientQuotas / AlterClientQuotas for user, client-id and
+//! (user, client-id) entities, each with its default (Kafka's
+//! `producer_byte_rate` and `consumer_byte_rate`; see `meta::quota` for the
+//! precedence). Other entity types (`ip`) get INVALID_REQUEST.
 
 use std::rc::Rc;
 
 use brook_engine::EngineError;
-use brook_engine::meta::quota::QuotaOp;
+use brook_engine::meta::quota::{EntityName, QuotaEntity, QuotaOp};
 use kafka_protocol::messages::alter_client_quotas_response::{
     EntityData as AlterEntity, EntryData as AlterEntry,
 };
+use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
 use kafka_protocol::messages::describe_client_quotas_response::{EntityData, EntryData, ValueData};
 use kafka_protocol::messages::{
     AlterClientQuotasRequest, AlterClientQuotasResponse, DescribeClientQuotasRequest,
@@ -20,72 +22,96 @@ use crate::errors;
 use crate::server::ShardServer;
 
 const CLIENT_ID: &str = "client-id";
+const USER: &str = "user";
 
-/// How a DescribeClientQuotas component matches a client id.
-enum Match {
-    Exact(String),
-    Default,
-    Any,
+fn unsupported(t: &str) -> EngineError {
+    EngineError::InvalidRequest(format!("entity type {t} is not supported"))
 }
 
-fn parse_filter(req: &DescribeClientQuotasRequest) -> Result<Option<Match>, EngineError> {
-    let mut found = None;
-    for c in &req.components {
-        if c.entity_type.as_str() != CLIENT_ID {
-            return Err(EngineError::InvalidRequest(format!(
-                "entity type {} is not supported",
-                c.entity_type
-            )));
-        }
-        found = Some(match c.match_type {
-            0 => Match::Exact(c._match.as_ref().map(|m| m.to_string()).unwrap_or_default()),
-            1 => Match::Default,
-            _ => Match::Any,
-        });
-    }
-    Ok(found)
+/// Whether `e` passes one filter component (`Err` for an unknown type).
+fn matches(e: &QuotaEntity, c: &ComponentData) -> Result<bool, EngineError> {
+    let part = match c.entity_type.as_str() {
+        USER => &e.user,
+        CLIENT_ID => &e.client,
+        other => return Err(unsupported(other)),
+    };
+    Ok(match (c.match_type, part) {
+        (_, None) => false,
+        (0, Some(EntityName::Named(n))) => c._match.as_ref().is_some_and(|m| m.as_str() == n),
+        (0, Some(EntityName::Default)) => false,
+        (1, Some(name)) => *name == EntityName::Default,
+        (_, Some(_)) => true,
+    })
+}
+
+fn entity_data(t: &'static str, name: &EntityName) -> EntityData {
+    EntityData::default()
+        .with_entity_type(StrBytes::from_static_str(t))
+        .with_entity_name(match name {
+            EntityName::Default => None,
+            EntityName::Named(n) => Some(StrBytes::from_string(n.clone())),
+        })
 }
 
 pub async fn describe(
     srv: Rc<ShardServer>,
     req: DescribeClientQuotasRequest,
 ) -> DescribeClientQuotasResponse {
-    let filter = match parse_filter(&req) {
-        Ok(f) => f,
-        Err(e) => {
-            return DescribeClientQuotasResponse::default()
-                .with_error_code(errors::code(&e))
-                .with_error_message(Some(StrBytes::from_string(e.to_string())));
-        }
-    };
     let quotas = srv.shard.quotas();
-    let entries = quotas
-        .clients
-        .iter()
-        .filter(|(id, _)| match &filter {
-            None | Some(Match::Any) => true,
-            Some(Match::Default) => id.is_none(),
-            Some(Match::Exact(want)) => id.as_deref() == Some(want.as_str()),
-        })
-        .map(|(id, q)| {
-            let entity = EntityData::default()
-                .with_entity_type(StrBytes::from_static_str(CLIENT_ID))
-                .with_entity_name(id.clone().map(StrBytes::from_string));
-            let values = q
-                .values()
-                .into_iter()
-                .map(|(k, v)| {
-                    ValueData::default()
-                        .with_key(StrBytes::from_static_str(k))
-                        .with_value(v)
-                })
-                .collect();
-            EntryData::default()
-                .with_entity(vec![entity])
-                .with_values(values)
-        })
-        .collect();
+    let mut entries = Vec::new();
+    for (e, q) in &quotas.entities {
+        let mut hit = true;
+        for c in &req.components {
+            match matches(e, c) {
+                Ok(m) => hit &= m,
+                Err(err) => {
+                    return DescribeClientQuotasResponse::default()
+                        .with_error_code(errors::code(&err))
+                        .with_error_message(Some(StrBytes::from_string(err.to_string())));
+                }
+            }
+        }
+        // Strict: the entity has no parts beyond the filter's.
+        let parts = e.user.is_some() as usize + e.client.is_some() as usize;
+        if !hit || (req.strict && parts != req.components.len()) {
+            continue;
+        }
+        let mut entity = Vec::new();
+        if let Some(u) = &e.user {
+            entity.push(entity_data(USER, u));
+        }
+        if let Some(c) = &e.client {
+            entity.push(entity_data(CLIENT_ID, c));
+        }
+        let values = (q.values().into_iter())
+            .map(|(k, v)| ValueData::default().with_key(StrBytes::from_static_str(k)).with_value(v))
+            .collect();
+        entries.push(EntryData::default().with_entity(entity).with_values(values));
+    }
     DescribeClientQuotasResponse::default().with_entries(Some(entries))
+}
+
+/// The entity an AlterClientQuotas entry names.
+fn entity_of(parts: &[kafka_protocol::messages::alter_client_quotas_request::EntityData]) -> Result<QuotaEntity, EngineError> {
+    let mut e = QuotaEntity { user: None, client: None };
+    for p in parts {
+        let name = match &p.entity_name {
+            None => EntityName::Default,
+            Some(n) => EntityName::Named(n.to_string()),
+        };
+        let slot = match p.entity_type.as_str() {
+            USER => &mut e.user,
+            CLIENT_ID => &mut e.client,
+            other => return Err(unsupported(other)),
+        };
+        if slot.replace(name).is_some() {
+            return Err(EngineError::InvalidRequest(format!("entity type {} given twice", p.entity_type)));
+        }
+    }
+    if e.user.is_none() && e.client.is_none() {
+        return Err(EngineError::InvalidRequest("an entry names no entity".into()));
+    }
+    Ok(e)
 }
 
 pub async fn alter(
@@ -95,19 +121,13 @@ pub async fn alter(
     let mut changes = Vec::with_capacity(req.entries.len());
     let mut refused: Vec<Option<EngineError>> = Vec::with_capacity(req.entries.len());
     for e in &req.entries {
-        let [entity] = e.entity.as_slice() else {
-            refused.push(Some(EngineError::InvalidRequest(
-                "exactly one client-id entity is supported".into(),
-            )));
-            continue;
+        let entity = match entity_of(&e.entity) {
+            Ok(en) => en,
+            Err(err) => {
+                refused.push(Some(err));
+                continue;
+            }
         };
-        if entity.entity_type.as_str() != CLIENT_ID {
-            refused.push(Some(EngineError::InvalidRequest(format!(
-                "entity type {} is not supported",
-                entity.entity_type
-            ))));
-            continue;
-        }
         let ops = e
             .ops
             .iter()
@@ -116,7 +136,7 @@ pub async fn alter(
                 value: (!op.remove).then_some(op.value),
             })
             .collect();
-        changes.push((entity.entity_name.as_ref().map(|n| n.to_string()), ops));
+        changes.push((entity, ops));
         refused.push(None);
     }
     let outcome = srv.shard.alter_quotas(changes, req.validate_only).await;

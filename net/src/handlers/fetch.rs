@@ -218,7 +218,7 @@ fn max_bytes_sent(topics: &[FetchableTopicResponse]) -> usize {
         .sum()
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) -> FetchResponse {
+pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client: super::ClientInfo) -> FetchResponse {
     let wants = wanted(&req);
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
@@ -229,7 +229,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
     // Brook's fetcher names its broker's start in its client id
     // (`brook-replica-fetcher/<incarnation>`), so a fetch sent before a
     // restart is told apart (Kafka's replica broker epoch, KIP-903).
-    let incarnation = (client_id.strip_prefix(REPLICA_CLIENT_PREFIX))
+    let incarnation = (client.client_id.strip_prefix(REPLICA_CLIENT_PREFIX))
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
     let replica = (req.replica_id.0 >= 0).then_some((req.replica_id.0, incarnation));
@@ -293,7 +293,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client_id: String) 
     let sent = max_bytes_sent(&topics);
     // Replication is not a client: no consumer quota applies to it.
     let sent = if replica.is_some() { 0 } else { sent };
-    let throttle = srv.throttle(&client_id, Direction::Fetch, sent);
+    let throttle = srv.throttle(&client, Direction::Fetch, sent);
     if !throttle.is_zero() {
         compio::time::sleep(throttle).await;
     }

@@ -110,7 +110,7 @@ pub fn handle(
         }
         topics.push((t.name, parts));
     }
-    let throttle = srv.throttle(&client.client_id, Direction::Produce, bytes);
+    let throttle = srv.throttle(client, Direction::Produce, bytes);
     // Phase 2: wait for durability (acks) of every partition; with acks=all,
     // no longer than the request's deadline (one timer for the request).
     async move {
