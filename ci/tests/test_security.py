@@ -528,3 +528,43 @@ def test_kafka_tools_manage_scram_users_and_use_them(secure, certs, tmp_path):
     r = tool("kafka-configs", "--bootstrap-server", bs, "--command-config", admin_cfg, "--describe",
              "--entity-type", "users", "--entity-name", "bob")
     assert "SCRAM-SHA-256" not in r.out and "SCRAM-SHA-512=iterations=8192" in r.out, r
+
+
+def throttles_of(c, topic, client_id, n=2000):
+    throttles, errors = [], []
+    extra = {k: v for k, v in c.items() if k != "bootstrap.servers"}
+    p = producer(c["bootstrap.servers"], **dict(extra, **{
+        "client.id": client_id, "throttle_cb": lambda ev: throttles.append(ev.throttle_time)}))
+    for i in range(n):
+        p.produce(topic, key=b"k%d" % i, value=b"x" * 512, on_delivery=lambda e, m: e and errors.append(e))
+        p.poll(0)
+    assert p.flush(120) == 0
+    p.poll(0.5)
+    assert not errors, errors[:3]
+    return throttles
+
+
+def test_user_quotas_follow_the_principal(secure, certs):
+    """producer_byte_rate on user alice (set with kafka-configs' wire request,
+    AlterClientQuotas) throttles alice whatever her client id, and not admin."""
+    sb = secure
+    add_scram_users(sb, certs)
+    import struct
+    # AlterClientQuotas v0 over the PLAINTEXT listener: entity user=alice.
+    body = kp.array([kp.array([kp.string("user") + kp.string("alice")]) +
+                     kp.array([kp.string("producer_byte_rate") + struct.pack(">d", 200000.0) + kp.i8(0)])]) + kp.i8(0)
+    with kp.Conn(sb.addr("PLAINTEXT")) as c:
+        r = c.request(49, 0, body)
+        r.i32()
+        entries = r.array(lambda r: (r.i16(), r.string(), r.array(lambda r: (r.string(), r.string()))))
+        assert [(e[0], e[2]) for e in entries] == [(0, [("user", "alice")])], entries
+        # DescribeClientQuotas v0, strict, user=alice.
+        r = c.request(48, 0, kp.array([kp.string("user") + kp.i8(0) + kp.string("alice")]) + kp.i8(1))
+        r.i32()
+        assert r.i16() == 0
+    topic = unique_topic("user-quota")
+    alice = conf(sb, certs, "SASL_SSL", "SCRAM-SHA-256", "alice", ALICE_PW)
+    admin_c = conf(sb, certs, "SASL_SSL", "PLAIN", "admin", ADMIN_PW)
+    assert any(t > 0 for t in throttles_of(alice, topic, "one")), "alice over her quota was not throttled"
+    assert any(t > 0 for t in throttles_of(alice, topic, "another-id")), "alice's quota must follow her, not her client id"
+    assert not any(t > 0 for t in throttles_of(admin_c, topic, "one")), "admin has no quota but was throttled"
