@@ -26,7 +26,7 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/brook-fuzz-target}"
 
 ENGINE_TARGETS="batch_header records index_decode recovery_scan group_log quorum_message"
-NET_TARGETS="request_frame"
+NET_TARGETS="request_frame sasl"
 WANT="${FUZZ_TARGETS:-$ENGINE_TARGETS $NET_TARGETS}"
 
 step() { echo; echo "=== fuzz: $* ($(date -u +%H:%M:%S)) ==="; }

@@ -8,9 +8,11 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::BenchError;
 
@@ -36,9 +38,74 @@ const WANTED: [(ApiKey, i16, i16); 5] = [
     (ApiKey::CreateTopics, 2, 7),
 ];
 
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// TLS for every connection (Kafka's `security.protocol=SSL`), when set.
+static TLS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Connects with TLS from now on: the broker's certificate must chain to a
+/// CA in `ca` (PEM); `client` (PEM certificate chain, PEM key) is sent
+/// when the broker asks for one (mTLS).
+pub fn use_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Result<(), BenchError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &Path, e: &dyn std::fmt::Display| {
+        BenchError::Config(format!("{}: {e}", what.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
+        roots.add(c.map_err(|e| bad(ca, &e))?).map_err(|e| bad(ca, &e))?;
+    }
+    // ring: no C toolchain beyond cc; rustls deprecates it for lacking
+    // post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BenchError::Config(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| bad(cert, &e))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| bad(cert, &e))?
+        }
+    };
+    TLS.set(Arc::new(config))
+        .map_err(|_| BenchError::Config("TLS set twice".into()))
+}
+
+/// A connection to `addr`, in TLS when [`use_tls`] was called, split in halves.
+async fn open(addr: &str) -> Result<(ReadHalf, WriteHalf), BenchError> {
+    let io_err = |source| BenchError::Io {
+        addr: addr.to_string(),
+        source,
+    };
+    let stream = TcpStream::connect(addr).await.map_err(io_err)?;
+    stream.set_nodelay(true).map_err(io_err)?;
+    let Some(config) = TLS.get() else {
+        let (rd, wr) = stream.into_split();
+        return Ok((Box::new(rd), Box::new(wr)));
+    };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_matches(|c| c == '[' || c == ']').to_string();
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| BenchError::Config(format!("{addr}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(io_err)?;
+    let (rd, wr) = tokio::io::split(tls);
+    Ok((Box::new(rd), Box::new(wr)))
+}
+
 pub struct ConnWriter {
     pub addr: String,
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
     buf: BytesMut,
     next_correlation_id: i32,
     client_id: StrBytes,
@@ -46,7 +113,7 @@ pub struct ConnWriter {
 
 pub struct ConnReader {
     pub addr: String,
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: BytesMut,
 }
 
@@ -60,13 +127,7 @@ pub struct Conn {
 impl Conn {
     /// Connects and negotiates API versions (ApiVersions v0, which every broker answers).
     pub async fn connect(addr: &str, client_id: &str) -> Result<Conn, BenchError> {
-        let io_err = |source| BenchError::Io {
-            addr: addr.to_string(),
-            source,
-        };
-        let stream = TcpStream::connect(addr).await.map_err(io_err)?;
-        stream.set_nodelay(true).map_err(io_err)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = open(addr).await?;
         let mut conn = Conn {
             w: ConnWriter {
                 addr: addr.to_string(),

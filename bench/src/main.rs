@@ -67,6 +67,17 @@ struct Cli {
     /// Print the effective workload as TOML and exit.
     #[arg(long)]
     print_workload: bool,
+    /// Connect with TLS (Kafka's security.protocol=SSL), trusting the CA
+    /// certificates in this PEM file.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// With --tls-ca: a client certificate chain (PEM) for brokers that
+    /// require one (mTLS), with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -80,6 +91,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(ca) = &cli.tls_ca {
+        let client = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+        if let Err(e) = conn::use_tls(ca, client) {
+            eprintln!("brook-bench: {e}");
+            return ExitCode::from(2);
+        }
+    }
     if cli.print_workload {
         print!("{}", toml::to_string(&w).expect("workload serializes"));
         return ExitCode::SUCCESS;

@@ -162,6 +162,14 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         }
         ApiKey::ListTransactions => drop(round_trip::<ListTransactionsRequest>(buf, v, flexible)),
         ApiKey::UnregisterBroker => drop(round_trip::<UnregisterBrokerRequest>(buf, v, flexible)),
+        ApiKey::SaslHandshake => drop(round_trip::<SaslHandshakeRequest>(buf, v, flexible)),
+        ApiKey::SaslAuthenticate => drop(round_trip::<SaslAuthenticateRequest>(buf, v, flexible)),
+        ApiKey::DescribeUserScramCredentials => {
+            drop(round_trip::<DescribeUserScramCredentialsRequest>(buf, v, flexible))
+        }
+        ApiKey::AlterUserScramCredentials => {
+            drop(round_trip::<AlterUserScramCredentialsRequest>(buf, v, flexible))
+        }
         other => panic!("{other:?} is in routes::APIS but not in this fuzz target"),
     }
 }
