@@ -373,6 +373,19 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
     }
     let mut net = NetConfig::new(listen, advertise_host, advertise_port, node_id);
     net.listeners = client_listeners;
+    net.authz.enabled = get("authorizer.class.name").is_some_and(|a| !a.trim().is_empty());
+    net.authz.super_users = (get("super.users").unwrap_or_default().split(';'))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    net.authz.allow_if_no_acl = match get("allow.everyone.if.no.acl.found").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!("allow.everyone.if.no.acl.found: expected true or false, got {other:?}"));
+        }
+    };
     net.steer_connections = !cli.no_steer;
     let positive =
         |k: &str| -> Result<Option<usize>, String> { Ok(num(k)?.map(|n| n.max(1) as usize)) };

@@ -232,6 +232,9 @@ apis! {
     SaslAuthenticate 0..=2 => |s, r, f| Ok(r.answer(handlers::sasl::authenticate(s, &r.session, r.peer, r.decode(f)?))),
     DescribeUserScramCredentials 0..=0 => |s, r, f| Ok(r.respond(handlers::scram_credentials::describe(s.clone(), r.decode(f)?))),
     AlterUserScramCredentials 0..=0 => |s, r, f| Ok(r.respond(handlers::scram_credentials::alter(s.clone(), r.decode(f)?))),
+    DescribeAcls 1..=3 => |s, r, f| Ok(r.respond(handlers::acls::describe(s.clone(), r.decode(f)?, r.client.clone()))),
+    CreateAcls 1..=3 => |s, r, f| Ok(r.respond(handlers::acls::create(s.clone(), r.decode(f)?, r.client.clone()))),
+    DeleteAcls 1..=3 => |s, r, f| Ok(r.respond(handlers::acls::delete(s.clone(), r.decode(f)?, r.client.clone()))),
 }
 
 /// The served API for `key`, if any.
@@ -306,6 +309,9 @@ mod tests {
             ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
             ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,
             ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
+            ApiKey::DescribeAcls => DescribeAclsRequest::VERSIONS,
+            ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,
+            ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
             other => panic!("{other:?} listed without a codec check"),
         };
         for r in APIS {

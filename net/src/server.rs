@@ -52,6 +52,8 @@ pub struct NetConfig {
     pub steer_connections: bool,
     /// Where shard 0 serves Prometheus metrics (`crate::metrics`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// ACL enforcement (`security::authz`).
+    pub authz: crate::security::authz::AuthzConfig,
 }
 
 impl NetConfig {
@@ -82,6 +84,7 @@ impl NetConfig {
             partial_request_timeout: Duration::from_secs(60),
             steer_connections: true,
             metrics_listen: None,
+            authz: Default::default(),
         }
     }
 }

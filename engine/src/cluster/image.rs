@@ -16,6 +16,7 @@ use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
 use crate::meta::broker_configs::BrokerConfigs;
 use crate::meta::catalog::{Catalog, TopicMeta};
+use crate::meta::acls::{AclBinding, AclFilter, Acls};
 use crate::meta::scram::{ScramChange, ScramCredentials};
 
 /// A broker's node id (Kafka's `node.id`).
@@ -139,6 +140,12 @@ pub enum MetaRecord {
     /// the whole record).
     AlterScramCredentials {
         changes: Vec<ScramChange>,
+    },
+    /// CreateAcls (`created`) and DeleteAcls (every binding matching one of
+    /// `deleted`).
+    AlterAcls {
+        created: Vec<AclBinding>,
+        deleted: Vec<AclFilter>,
     },
     /// UnregisterBroker: a retired broker leaves the cluster. Refused while
     /// it is live or still holds a replica.
@@ -366,6 +373,9 @@ pub struct ClusterImage {
     /// SCRAM credentials (AlterUserScramCredentials).
     #[serde(default)]
     pub scram: ScramCredentials,
+    /// ACLs (CreateAcls, DeleteAcls).
+    #[serde(default)]
+    pub acls: Acls,
 }
 
 impl ClusterImage {
@@ -600,6 +610,9 @@ impl ClusterImage {
                     self.scram.check(c)?;
                     self.scram = self.scram.changed(std::slice::from_ref(c));
                 }
+            }
+            MetaRecord::AlterAcls { created, deleted } => {
+                self.acls = self.acls.changed(created, deleted);
             }
             MetaRecord::UnregisterBroker { node } => {
                 let b =
@@ -844,6 +857,7 @@ impl ClusterImage {
             topics,
             broker_configs: self.broker_configs.clone(),
             scram: std::sync::Arc::new(self.scram.clone()),
+            acls: std::sync::Arc::new(self.acls.clone()),
             ..Catalog::default()
         };
         catalog.resolve(engine, node);

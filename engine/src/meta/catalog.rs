@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
 use crate::meta::broker_configs::{BrokerConfigs, BrokerSettings};
+use crate::meta::acls::Acls;
 use crate::meta::scram::ScramCredentials;
 
 /// Everything the broker knows about one topic.
@@ -41,6 +42,8 @@ pub struct Catalog {
     /// Every user's SCRAM credentials (shared: they change rarely and are
     /// read on every SCRAM authentication).
     pub scram: Arc<ScramCredentials>,
+    /// Every ACL (read on every authorized request).
+    pub acls: Arc<Acls>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -125,6 +128,7 @@ impl Catalog {
         let mut catalog = Catalog {
             broker_configs: BrokerConfigs::load(data_dir)?,
             scram: Arc::new(ScramCredentials::load(data_dir)?),
+            acls: Arc::new(Acls::load(data_dir)?),
             ..Catalog::default()
         };
         let path = Self::path(data_dir);

@@ -32,6 +32,10 @@ pub fn broker_configs_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("broker-configs.json")
 }
 
+pub fn acls_path(data_dir: &Path) -> PathBuf {
+    meta_dir(data_dir).join("acls.json")
+}
+
 pub fn scram_credentials_path(data_dir: &Path) -> PathBuf {
     meta_dir(data_dir).join("scram-credentials.json")
 }

@@ -1,7 +1,8 @@
-//! Dynamic broker settings, SCRAM credentials and the broker's place in the
-//! cluster, changed from the admin APIs: IncrementalAlterConfigs /
+//! Dynamic broker settings, SCRAM credentials, ACLs and the broker's place in
+//! the cluster, changed from the admin APIs: IncrementalAlterConfigs /
 //! AlterConfigs on a broker resource (see `meta::broker_configs`),
-//! AlterUserScramCredentials (`meta::scram`), and UnregisterBroker.
+//! AlterUserScramCredentials (`meta::scram`), CreateAcls / DeleteAcls
+//! (`meta::acls`), and UnregisterBroker.
 //!
 //! Both run on shard 0, like topic changes: it checks the change against the
 //! settings it has, then stores it (the quorum in a cluster, the broker's
@@ -18,6 +19,7 @@ use crate::cluster::image::MetaRecord;
 use crate::config::ConfigChange;
 use crate::error::EngineError;
 use crate::meta::quota::RateWindow;
+use crate::meta::acls::{AclBinding, AclFilter};
 use crate::meta::scram::ScramChange;
 use crate::types::ShardId;
 
@@ -139,6 +141,44 @@ impl Shard {
         }
         tracing::info!(?users, "altered SCRAM credentials");
         Ok(results)
+    }
+
+    /// CreateAcls and DeleteAcls: adds `created` and removes every binding
+    /// matching one of `deleted`, stored (the quorum in a cluster, the
+    /// broker's file alone) before the answer. Returns, per filter, the
+    /// bindings it removed.
+    pub async fn alter_acls(
+        self: &Rc<Self>,
+        created: Vec<AclBinding>,
+        deleted: Vec<AclFilter>,
+    ) -> Result<Vec<Vec<AclBinding>>, EngineError> {
+        if self.id.0 != 0 {
+            let fut = self.invoke_on(ShardId(0), move |s| async move {
+                s.alter_acls(created, deleted).await
+            });
+            return fut.await?;
+        }
+        let _guard = self.topic_lock.lock().await;
+        let catalog = self.catalog();
+        let removed: Vec<Vec<AclBinding>> = (deleted.iter())
+            .map(|f| catalog.acls.matching(f).cloned().collect())
+            .collect();
+        let next = catalog.acls.changed(&created, &deleted);
+        if next == *catalog.acls {
+            return Ok(removed);
+        }
+        let (n_created, n_removed) = (created.len(), removed.iter().map(Vec::len).sum::<usize>());
+        if self.shared.cluster.is_some() {
+            let record = MetaRecord::AlterAcls { created, deleted };
+            self.propose_and_install(vec![record]).await?;
+        } else {
+            next.store(&self.shared.config.data_dir)?;
+            let mut updated = (*catalog).clone();
+            updated.acls = Arc::new(next);
+            self.broadcast_catalog(Arc::new(updated)).await;
+        }
+        tracing::info!(created = n_created, removed = n_removed, "altered ACLs");
+        Ok(removed)
     }
 
     /// UnregisterBroker: retired broker `node`, stopped (fenced), leaves the

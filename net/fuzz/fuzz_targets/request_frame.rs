@@ -167,6 +167,9 @@ fn decode_body(key: ApiKey, v: i16, flexible: bool, buf: &mut Bytes) {
         ApiKey::DescribeUserScramCredentials => {
             drop(round_trip::<DescribeUserScramCredentialsRequest>(buf, v, flexible))
         }
+        ApiKey::DescribeAcls => drop(round_trip::<DescribeAclsRequest>(buf, v, flexible)),
+        ApiKey::CreateAcls => drop(round_trip::<CreateAclsRequest>(buf, v, flexible)),
+        ApiKey::DeleteAcls => drop(round_trip::<DeleteAclsRequest>(buf, v, flexible)),
         ApiKey::AlterUserScramCredentials => {
             drop(round_trip::<AlterUserScramCredentialsRequest>(buf, v, flexible))
         }

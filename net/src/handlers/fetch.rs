@@ -15,10 +15,12 @@ use futures::future::join_all;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use crate::errors;
 use crate::quota::Direction;
+use brook_engine::meta::acls::Operation;
 use crate::server::ShardServer;
 
 /// Longest wait honoured, whatever the client asks.
@@ -220,6 +222,13 @@ fn max_bytes_sent(topics: &[FetchableTopicResponse]) -> usize {
 
 pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client: super::ClientInfo) -> FetchResponse {
     let wants = wanted(&req);
+    // A follower needs the cluster's CLUSTER_ACTION, a consumer READ on each topic.
+    if req.replica_id.0 >= 0 && !srv.allowed_on_cluster(&client, Operation::ClusterAction) {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
+    let (wants, denied): (Vec<Wanted>, Vec<Wanted>) = (wants.into_iter())
+        .partition(|w| req.replica_id.0 >= 0 || srv.allowed_topic(&client, Operation::Read, &w.topic));
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -284,6 +293,19 @@ pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client: super::Clie
         match topics.last_mut() {
             Some(t) if t.topic == w.topic => t.partitions.push(pd),
             _ => topics.push(
+                FetchableTopicResponse::default()
+                    .with_topic(w.topic.clone())
+                    .with_partitions(vec![pd]),
+            ),
+        }
+    }
+    for w in &denied {
+        let pd = PartitionData::default()
+            .with_partition_index(w.index)
+            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+        match topics.iter_mut().find(|t| t.topic == w.topic) {
+            Some(t) => t.partitions.push(pd),
+            None => topics.push(
                 FetchableTopicResponse::default()
                     .with_topic(w.topic.clone())
                     .with_partitions(vec![pd]),

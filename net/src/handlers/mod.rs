@@ -1,4 +1,5 @@
 //! One file per Kafka API, as Redpanda lays out `kafka/server/handlers/`.
+pub mod acls;
 pub mod alter_configs;
 pub mod alter_replica_log_dirs;
 pub mod api_versions;

@@ -30,6 +30,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::errors;
 use crate::quota::Direction;
+use brook_engine::meta::acls::Operation;
 use crate::server::ShardServer;
 
 fn acks_of(raw: i16) -> Option<Acks> {
@@ -73,6 +74,10 @@ pub fn handle(
         .then(|| Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64));
     let refuse = if req.transactional_id.is_none() && has_transactional_batch(&req) {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+    } else if (req.transactional_id.as_ref())
+        .is_some_and(|id| !srv.allowed_txn(client, Operation::Write, id))
+    {
+        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if acks.is_none() {
         Some(ResponseError::InvalidRequiredAcks.code())
     } else {
@@ -91,9 +96,11 @@ pub fn handle(
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let mut parts = Vec::with_capacity(t.partition_data.len());
+        let denied = (!srv.allowed_topic(client, Operation::Write, &t.name))
+            .then_some(ResponseError::TopicAuthorizationFailed.code());
         for p in t.partition_data {
             let index = p.index;
-            let pending = match (refuse, p.records, u32::try_from(index)) {
+            let pending = match (refuse.or(denied), p.records, u32::try_from(index)) {
                 (Some(code), _, _) => Err(code),
                 (None, None, _) => Err(ResponseError::CorruptMessage.code()),
                 (None, Some(_), Err(_)) => Err(errors::code(&EngineError::UnknownTopicOrPartition)),

@@ -7,6 +7,7 @@
 //! and on SSL without a client certificate, `User:<subject DN>` with one,
 //! `User:<name>` after SASL.
 
+pub mod authz;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
