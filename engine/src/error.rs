@@ -91,6 +91,15 @@ pub enum EngineError {
     UnknownTopicId,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The principal may not do this to the cluster (ACLs).
+    #[error("Cluster authorization failed.")]
+    ClusterAuthorizationFailed,
+    /// The principal may not do this to the topic (ACLs).
+    #[error("Topic authorization failed.")]
+    TopicAuthorizationFailed,
+    /// The principal may not do this to the group (ACLs).
+    #[error("Group authorization failed.")]
+    GroupAuthorizationFailed,
     /// A SCRAM credential Kafka would not accept (iterations out of bounds).
     #[error("{0}")]
     UnacceptableCredential(String),

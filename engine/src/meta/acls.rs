@@ -260,6 +260,18 @@ impl Acls {
         }
     }
 
+    /// Whether some ALLOW binding of `resource_type` lets `principal` from
+    /// `host` do `op` on some resource.
+    pub fn allows_some(&self, principal: &str, host: &str, op: Operation, resource_type: ResourceType) -> bool {
+        self.bindings.iter().any(|b| {
+            b.resource_type == resource_type
+                && b.permission == Permission::Allow
+                && (b.principal == principal || b.principal == "User:*")
+                && (b.host == host || b.host == "*")
+                && b.operation.covers(op)
+        })
+    }
+
     pub fn matching<'a>(&'a self, f: &'a AclFilter) -> impl Iterator<Item = &'a AclBinding> + 'a {
         self.bindings.iter().filter(move |b| f.matches(b))
     }

@@ -234,10 +234,12 @@ struct Outcome {
 
 async fn run(
     srv: &ShardServer,
+    client: &super::ClientInfo,
     resources: Vec<Resource>,
     full: bool,
     validate_only: bool,
 ) -> Vec<Outcome> {
+    use brook_engine::meta::acls::Operation::AlterConfigs;
     let dup = duplicated(resources.iter().map(|(t, n, _)| (*t, n.as_str())));
     let mut out = Vec::with_capacity(resources.len());
     for (resource_type, name, ops) in resources {
@@ -246,6 +248,17 @@ async fn run(
                 return Err(invalid_request(
                     "Each resource must appear at most once.".into(),
                 ));
+            }
+            let allowed = match resource_type {
+                RESOURCE_TOPIC => srv.allowed_topic(client, AlterConfigs, &name),
+                _ => srv.allowed_on_cluster(client, AlterConfigs),
+            };
+            if !allowed {
+                let code = match resource_type {
+                    RESOURCE_TOPIC => ResponseError::TopicAuthorizationFailed,
+                    _ => ResponseError::ClusterAuthorizationFailed,
+                };
+                return Err((code.code(), String::new()));
             }
             let ops = ops?;
             let mut seen = HashSet::new();
@@ -270,7 +283,11 @@ async fn run(
     out
 }
 
-pub async fn alter(srv: Rc<ShardServer>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(
+    srv: Rc<ShardServer>,
+    req: AlterConfigsRequest,
+    client: super::ClientInfo,
+) -> AlterConfigsResponse {
     let resources = (req.resources.into_iter())
         .map(|r| {
             let ops = (r.configs.iter())
@@ -285,7 +302,7 @@ pub async fn alter(srv: Rc<ShardServer>, req: AlterConfigsRequest) -> AlterConfi
             (r.resource_type, r.resource_name, ops)
         })
         .collect();
-    let responses = run(&srv, resources, true, req.validate_only)
+    let responses = run(&srv, &client, resources, true, req.validate_only)
         .await
         .into_iter()
         .map(|o| {
@@ -303,6 +320,7 @@ pub async fn alter(srv: Rc<ShardServer>, req: AlterConfigsRequest) -> AlterConfi
 pub async fn incremental(
     srv: Rc<ShardServer>,
     req: IncrementalAlterConfigsRequest,
+    client: super::ClientInfo,
 ) -> IncrementalAlterConfigsResponse {
     let resources = (req.resources.into_iter())
         .map(|r| {
@@ -316,7 +334,7 @@ pub async fn incremental(
             (r.resource_type, r.resource_name, ops)
         })
         .collect();
-    let responses = run(&srv, resources, false, req.validate_only)
+    let responses = run(&srv, &client, resources, false, req.validate_only)
         .await
         .into_iter()
         .map(|o| {

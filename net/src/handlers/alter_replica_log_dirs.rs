@@ -22,14 +22,18 @@ use crate::server::ShardServer;
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: AlterReplicaLogDirsRequest,
+    client: super::ClientInfo,
 ) -> AlterReplicaLogDirsResponse {
+    let allowed = srv.allowed_on_cluster(&client, brook_engine::meta::acls::Operation::Alter);
     let mut by_topic: BTreeMap<String, Vec<AlterReplicaLogDirPartitionResult>> = BTreeMap::new();
     for dir in req.dirs {
         let target = PathBuf::from(dir.path.to_string());
         for t in dir.topics {
             let topic = t.name.to_string();
             for p in t.partitions {
-                let code = if p < 0 {
+                let code = if !allowed {
+                    kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code()
+                } else if p < 0 {
                     kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code()
                 } else {
                     let tp = TopicPartition {

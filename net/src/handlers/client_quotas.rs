@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use brook_engine::EngineError;
+use brook_engine::meta::acls::Operation;
 use brook_engine::meta::quota::{EntityName, QuotaEntity, QuotaOp};
 use kafka_protocol::messages::alter_client_quotas_response::{
     EntityData as AlterEntity, EntryData as AlterEntry,
@@ -56,7 +57,12 @@ fn entity_data(t: &'static str, name: &EntityName) -> EntityData {
 pub async fn describe(
     srv: Rc<ShardServer>,
     req: DescribeClientQuotasRequest,
+    client: super::ClientInfo,
 ) -> DescribeClientQuotasResponse {
+    if !srv.allowed_on_cluster(&client, Operation::DescribeConfigs) {
+        return DescribeClientQuotasResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
+    }
     let quotas = srv.shard.quotas();
     let mut entries = Vec::new();
     for (e, q) in &quotas.entities {
@@ -117,10 +123,16 @@ fn entity_of(parts: &[kafka_protocol::messages::alter_client_quotas_request::Ent
 pub async fn alter(
     srv: Rc<ShardServer>,
     req: AlterClientQuotasRequest,
+    client: super::ClientInfo,
 ) -> AlterClientQuotasResponse {
+    let allowed = srv.allowed_on_cluster(&client, Operation::AlterConfigs);
     let mut changes = Vec::with_capacity(req.entries.len());
     let mut refused: Vec<Option<EngineError>> = Vec::with_capacity(req.entries.len());
     for e in &req.entries {
+        if !allowed {
+            refused.push(Some(EngineError::ClusterAuthorizationFailed));
+            continue;
+        }
         let entity = match entity_of(&e.entity) {
             Ok(en) => en,
             Err(err) => {

@@ -50,6 +50,7 @@ fn check_assignments(srv: &ShardServer, t: &CreatePartitionsTopic) -> Result<(),
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: CreatePartitionsRequest,
+    client: super::ClientInfo,
 ) -> CreatePartitionsResponse {
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = req
@@ -71,6 +72,13 @@ pub async fn handle(
             results.push(fail(
                 ResponseError::InvalidRequest.code(),
                 "duplicate topic in request".to_string(),
+            ));
+            continue;
+        }
+        if !srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Alter, &t.name) {
+            results.push(fail(
+                ResponseError::TopicAuthorizationFailed.code(),
+                String::new(),
             ));
             continue;
         }

@@ -36,7 +36,10 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: CreateTopicsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> CreateTopicsResponse {
+    use brook_engine::meta::acls::Operation::Create;
+    let on_cluster = srv.allowed_on_cluster(&client, Create);
     let duplicates = duplicate_names(&req.topics);
     let mut results = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -46,6 +49,9 @@ pub async fn handle(
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         let alone = srv.shard.cluster().is_none();
         let outcome = match new_topic(t, srv.config.node_id, alone, req.validate_only) {
+            Ok(_) if !on_cluster && !srv.allowed_topic(&client, Create, &t.name) => {
+                Err(EngineError::TopicAuthorizationFailed)
+            }
             Ok(n) => srv.shard.create_topic(n).await,
             Err(e) => Err(e),
         };

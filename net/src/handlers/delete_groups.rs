@@ -8,10 +8,17 @@ use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use crate::errors;
 use crate::server::ShardServer;
 
-pub async fn handle(srv: Rc<ShardServer>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: DeleteGroupsRequest,
+    client: super::ClientInfo,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let r = srv.shard.delete_group(id.to_string()).await;
+        let r = match srv.allowed_group(&client, brook_engine::meta::acls::Operation::Delete, &id) {
+            true => srv.shard.delete_group(id.to_string()).await,
+            false => Err(brook_engine::EngineError::GroupAuthorizationFailed),
+        };
         let code = r.err().map_or(errors::NONE, |e| errors::code(&e));
         results.push(
             DeletableGroupResult::default()

@@ -24,10 +24,16 @@ use crate::server::ShardServer;
 /// Kafka's `DeleteRecordsRequest.HIGH_WATERMARK`.
 const HIGH_WATERMARK: i64 = -1;
 
-pub async fn handle(srv: Rc<ShardServer>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: DeleteRecordsRequest,
+    client: super::ClientInfo,
+) -> DeleteRecordsResponse {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let allowed =
+            srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Delete, &t.name);
         let parts = t.partitions.iter().map(|p| {
             let tp = TopicPartition {
                 topic: t.name.to_string(),
@@ -41,6 +47,7 @@ pub async fn handle(srv: Rc<ShardServer>, req: DeleteRecordsRequest) -> DeleteRe
             let srv = srv.clone();
             async move {
                 let res = match (known, before) {
+                    _ if !allowed => Err(EngineError::TopicAuthorizationFailed),
                     (false, _) => Err(EngineError::UnknownTopicOrPartition),
                     (true, Err(_)) => Err(EngineError::NegativeOffset(p.offset)),
                     (true, Ok(before)) => srv.shard.delete_records(tp, before, timeout).await,

@@ -16,6 +16,7 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: DeleteTopicsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> DeleteTopicsResponse {
     let mut targets: Vec<(Option<String>, uuid::Uuid)> = Vec::new();
     if version >= 6 {
@@ -34,6 +35,9 @@ pub async fn handle(
             catalog.topic_by_id(id.as_bytes()).map(|t| t.name.clone())
         });
         let outcome = match &name {
+            Some(n) if !srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Delete, n) => {
+                Err(EngineError::TopicAuthorizationFailed)
+            }
             Some(n) => srv.shard.delete_topic(n.clone()).await,
             // Only v6+ names a topic by id alone, and Kafka answers an id it does
             // not know with UNKNOWN_TOPIC_ID.

@@ -421,7 +421,9 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: DescribeConfigsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> DescribeConfigsResponse {
+    use brook_engine::meta::acls::Operation::DescribeConfigs;
     let results = req
         .resources
         .iter()
@@ -429,7 +431,18 @@ pub async fn handle(
             let result = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            match result_for(&srv, res) {
+            let allowed = match res.resource_type {
+                RESOURCE_TOPIC => srv.allowed_topic(&client, DescribeConfigs, &res.resource_name),
+                _ => srv.allowed_on_cluster(&client, DescribeConfigs),
+            };
+            let outcome = match allowed {
+                true => result_for(&srv, res),
+                false if res.resource_type == RESOURCE_TOPIC => {
+                    Err((ResponseError::TopicAuthorizationFailed.code(), String::new()))
+                }
+                false => Err((ResponseError::ClusterAuthorizationFailed.code(), String::new())),
+            };
+            match outcome {
                 Ok(entries) => {
                     let wanted = |e: &Entry| match &res.configuration_keys {
                         Some(keys) => keys.iter().any(|k| k.as_str() == e.name),

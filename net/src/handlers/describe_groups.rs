@@ -14,10 +14,15 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: DescribeGroupsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> DescribeGroupsResponse {
     let mut groups = Vec::with_capacity(req.groups.len());
     for id in req.groups {
         let base = DescribedGroup::default().with_group_id(id.clone());
+        if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Describe, &id) {
+            groups.push(base.with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()));
+            continue;
+        }
         groups.push(match srv.shard.describe_group(id.to_string()).await {
             Err(e) => base.with_error_code(errors::code(&e)),
             Ok(d) => {

@@ -33,7 +33,16 @@ fn volume_bytes(path: &std::path::Path) -> (i64, i64) {
     (st.f_blocks as i64 * block, st.f_bavail as i64 * block)
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: DescribeLogDirsRequest,
+    client: super::ClientInfo,
+) -> DescribeLogDirsResponse {
+    if !srv.allowed_on_cluster(&client, brook_engine::meta::acls::Operation::Describe) {
+        return DescribeLogDirsResponse::default().with_error_code(
+            kafka_protocol::ResponseError::ClusterAuthorizationFailed.code(),
+        );
+    }
     // None: every topic; otherwise the named partitions.
     let wanted: Option<HashSet<TopicPartition>> = req.topics.map(|topics| {
         topics

@@ -84,10 +84,16 @@ fn unknown(name: &TopicName) -> DescribeTopicPartitionsResponseTopic {
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: DescribeTopicPartitionsRequest,
+    client: super::ClientInfo,
 ) -> DescribeTopicPartitionsResponse {
+    use brook_engine::meta::acls::Operation::Describe;
     let catalog = srv.shard.catalog();
     let mut names: Vec<TopicName> = if req.topics.is_empty() {
-        catalog.topics.keys().map(|n| topic_name(n)).collect()
+        // Only the topics the principal may describe.
+        (catalog.topics.keys())
+            .filter(|n| srv.allowed_topic(&client, Describe, n))
+            .map(|n| topic_name(n))
+            .collect()
     } else {
         req.topics.into_iter().map(|t| t.name).collect()
     };
@@ -104,6 +110,12 @@ pub async fn handle(
     let mut next_cursor = None;
     for name in names {
         if start_topic.as_ref().is_some_and(|s| name < *s) {
+            continue;
+        }
+        if !srv.allowed_topic(&client, Describe, &name) {
+            topics.push(
+                unknown(&name).with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
             continue;
         }
         let Some(meta) = catalog.topics.get(name.as_str()) else {

@@ -21,7 +21,12 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: ElectLeadersRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> ElectLeadersResponse {
+    if !srv.allowed_on_cluster(&client, brook_engine::meta::acls::Operation::Alter) {
+        return ElectLeadersResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     // v0 has no election type: it is a preferred election.
     let unclean = match (version, req.election_type) {
         (0, _) | (_, 0) => false,

@@ -21,7 +21,24 @@ use crate::server::ShardServer;
 /// (error code, error message, node, host, port)
 type Answer = (i16, Option<StrBytes>, BrokerId, StrBytes, i32);
 
-async fn answer(srv: &Rc<ShardServer>, key_type: i8, key: &str, listener: usize) -> Answer {
+async fn answer(
+    srv: &Rc<ShardServer>,
+    key_type: i8,
+    key: &str,
+    client: &super::ClientInfo,
+) -> Answer {
+    use brook_engine::meta::acls::Operation::Describe;
+    let listener = client.listener;
+    // DESCRIBE on the group or the transactional id.
+    let denied = match key_type {
+        TRANSACTION => (!srv.allowed_txn(client, Describe, key))
+            .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+        _ => (!srv.allowed_group(client, Describe, key))
+            .then_some(ResponseError::GroupAuthorizationFailed),
+    };
+    if let Some(e) = denied {
+        return (e.code(), None, BrokerId(-1), StrBytes::default(), -1);
+    }
     const GROUP: i8 = 0;
     const TRANSACTION: i8 = 1;
     if key_type != GROUP && key_type != TRANSACTION {
@@ -107,13 +124,13 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: FindCoordinatorRequest,
     version: i16,
-    listener: usize,
+    client: super::ClientInfo,
 ) -> FindCoordinatorResponse {
     if version >= 4 {
         let mut coordinators = Vec::new();
         for key in req.coordinator_keys {
             let (code, message, node, host, port) =
-                answer(&srv, req.key_type, &key, listener).await;
+                answer(&srv, req.key_type, &key, &client).await;
             coordinators.push(
                 Coordinator::default()
                     .with_key(key)
@@ -126,7 +143,7 @@ pub async fn handle(
         }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, message, node, host, port) = answer(&srv, req.key_type, &req.key, listener).await;
+    let (code, message, node, host, port) = answer(&srv, req.key_type, &req.key, &client).await;
     FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_error_message(message)

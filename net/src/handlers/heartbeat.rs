@@ -7,7 +7,14 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 use crate::errors;
 use crate::server::ShardServer;
 
-pub async fn handle(srv: Rc<ShardServer>, req: HeartbeatRequest) -> HeartbeatResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: HeartbeatRequest,
+    client: super::ClientInfo,
+) -> HeartbeatResponse {
+    if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Read, &req.group_id) {
+        return HeartbeatResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let r = srv
         .shard
         .heartbeat(

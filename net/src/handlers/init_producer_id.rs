@@ -15,8 +15,25 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: InitProducerIdRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> InitProducerIdResponse {
+    use brook_engine::meta::acls::Operation::{IdempotentWrite, Write};
     let resp = InitProducerIdResponse::default();
+    // A transactional producer needs WRITE on its id; an idempotent one
+    // IDEMPOTENT_WRITE on the cluster or WRITE on some topic, as in Kafka.
+    let denied = match &req.transactional_id {
+        Some(id) => (!srv.allowed_txn(&client, Write, id))
+            .then_some(ResponseError::TransactionalIdAuthorizationFailed),
+        None => (!srv.allowed_on_cluster(&client, IdempotentWrite)
+            && !srv.allowed_on_some_topic(&client, Write))
+        .then_some(ResponseError::ClusterAuthorizationFailed),
+    };
+    if let Some(e) = denied {
+        return resp
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     if let Some(id) = &req.transactional_id {
         let expected = (req.producer_id.0, req.producer_epoch);
         let r = (srv.shard)

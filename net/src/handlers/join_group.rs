@@ -18,6 +18,7 @@ pub async fn handle(
     version: i16,
     client: super::ClientInfo,
 ) -> JoinGroupResponse {
+    let who = client.clone();
     let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
     // v0 has no rebalance timeout: Kafka uses the session timeout.
     let rebalance = if version >= 1 {
@@ -51,6 +52,9 @@ pub async fn handle(
     }
     if join.group.is_empty() {
         return resp.with_error_code(errors::code(&EngineError::InvalidGroupId));
+    }
+    if !srv.allowed_group(&who, brook_engine::meta::acls::Operation::Read, &join.group) {
+        return resp.with_error_code(errors::code(&EngineError::GroupAuthorizationFailed));
     }
     match srv.shard.join_group(join).await {
         Ok(j) => {

@@ -17,7 +17,12 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: ListGroupsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> ListGroupsResponse {
+    use brook_engine::meta::acls::Operation::Describe;
+    // DESCRIBE on the cluster lists every group; otherwise those the
+    // principal may describe.
+    let all = srv.allowed_on_cluster(&client, Describe);
     let wanted: Vec<String> = req
         .states_filter
         .iter()
@@ -37,6 +42,7 @@ pub async fn handle(
         .await
         .into_iter()
         .filter(|g| wanted.is_empty() || wanted.contains(&g.state.to_lowercase()))
+        .filter(|g| all || srv.allowed_group(&client, Describe, &g.group))
         .map(|g| {
             let l = ListedGroup::default()
                 .with_group_id(GroupId(StrBytes::from_string(g.group)))

@@ -83,6 +83,7 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: ListOffsetsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> ListOffsetsResponse {
     let twice = duplicates(&req);
     let mut answered = HashSet::new();
@@ -94,12 +95,16 @@ pub async fn handle(
             .iter()
             .filter(|p| answered.insert((t.name.as_str(), p.partition_index)))
             .collect();
+        let allowed =
+            srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Describe, &t.name);
         let asks = parts.iter().map(|p| {
             let tp = TopicPartition {
                 topic: t.name.to_string(),
                 partition: p.partition_index.max(0) as u32,
             };
-            let query = if twice.contains(&(t.name.as_str(), p.partition_index)) {
+            let query = if !allowed {
+                Err(EngineError::TopicAuthorizationFailed)
+            } else if twice.contains(&(t.name.as_str(), p.partition_index)) {
                 Err(EngineError::InvalidRequest(format!(
                     "{tp} is listed twice in one ListOffsets request"
                 )))

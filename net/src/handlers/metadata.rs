@@ -117,8 +117,10 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: MetadataRequest,
     version: i16,
-    listener: usize,
+    client: super::ClientInfo,
 ) -> MetadataResponse {
+    use brook_engine::meta::acls::Operation::{Create, Describe};
+    let listener = client.listener;
     let cfg = &srv.config;
     let brokers = cluster_view::brokers(&srv, listener)
         .into_iter()
@@ -138,7 +140,10 @@ pub async fn handle(
     let mut topics = Vec::new();
     if all {
         let catalog = srv.shard.catalog();
-        let mut names: Vec<&String> = catalog.topics.keys().collect();
+        // Only the topics the principal may describe.
+        let mut names: Vec<&String> = (catalog.topics.keys())
+            .filter(|n| srv.allowed_topic(&client, Describe, n))
+            .collect();
         names.sort();
         topics.extend(
             names
@@ -153,10 +158,34 @@ pub async fn handle(
             let name = match t.name {
                 Some(name) if t.topic_id.is_nil() => name,
                 _ => {
-                    topics.push(by_id(&srv, t.topic_id));
+                    let found = by_id(&srv, t.topic_id);
+                    let denied = (found.name.as_ref())
+                        .is_some_and(|n| !srv.allowed_topic(&client, Describe, n));
+                    topics.push(match denied {
+                        true => MetadataResponseTopic::default()
+                            .with_topic_id(t.topic_id)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+                        false => found,
+                    });
                     continue;
                 }
             };
+            if !srv.allowed_topic(&client, Describe, &name) {
+                topics.push(failed(name.as_str(), &EngineError::TopicAuthorizationFailed));
+                continue;
+            }
+            // Auto-creation needs CREATE on the cluster or the topic.
+            let create = create
+                && (srv.allowed_on_cluster(&client, Create)
+                    || srv.allowed_topic(&client, Create, &name));
+            if !create && !srv.shard.catalog().topics.contains_key(name.as_str()) {
+                let auto = srv.shard.shared.config.auto_create_topics
+                    && (version < 4 || req.allow_auto_topic_creation);
+                if auto {
+                    topics.push(failed(name.as_str(), &EngineError::TopicAuthorizationFailed));
+                    continue;
+                }
+            }
             match lookup_or_create(&srv, name.as_str(), create).await {
                 Ok(meta) => topics.push(describe(&srv, &meta)),
                 Err(e) => topics.push(failed(name.as_str(), &e)),

@@ -39,7 +39,13 @@ fn partition_refusal(
     None
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: OffsetCommitRequest) -> OffsetCommitResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: OffsetCommitRequest,
+    client: super::ClientInfo,
+) -> OffsetCommitResponse {
+    use brook_engine::meta::acls::Operation::Read;
+    let group_denied = !srv.allowed_group(&client, Read, &req.group_id);
     let now_ms = TimestampMs::now().0;
     let catalog = srv.shard.catalog();
     let metadata_max = srv.shard.shared.config.group.offset_metadata_max_bytes;
@@ -47,11 +53,15 @@ pub async fn handle(srv: Rc<ShardServer>, req: OffsetCommitRequest) -> OffsetCom
     let mut refused = HashMap::new();
     let mut invalid = false;
     for t in &req.topics {
+        let topic_denied = !srv.allowed_topic(&client, Read, &t.name);
         for p in &t.partitions {
             let metadata = p.committed_metadata.as_deref();
-            if let Some(code) =
-                partition_refusal(&catalog, &t.name, p.partition_index, metadata, metadata_max)
-            {
+            let refusal = match (group_denied, topic_denied) {
+                (true, _) => Some(errors::code(&EngineError::GroupAuthorizationFailed)),
+                (_, true) => Some(errors::code(&EngineError::TopicAuthorizationFailed)),
+                _ => partition_refusal(&catalog, &t.name, p.partition_index, metadata, metadata_max),
+            };
+            if let Some(code) = refusal {
                 refused.insert((t.name.as_str(), p.partition_index), code);
                 continue;
             }

@@ -17,8 +17,21 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use crate::errors;
 use crate::server::ShardServer;
 
-pub async fn handle(srv: Rc<ShardServer>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: OffsetDeleteRequest,
+    client: super::ClientInfo,
+) -> OffsetDeleteResponse {
+    use brook_engine::meta::acls::Operation::{Delete, Read};
+    if !srv.allowed_group(&client, Delete, &req.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
+    let denied: std::collections::HashSet<String> = (req.topics.iter())
+        .filter(|t| !srv.allowed_topic(&client, Read, &t.name))
+        .map(|t| t.name.to_string())
+        .collect();
     let tps: Vec<TopicPartition> = (req.topics.iter())
+        .filter(|t| !denied.contains(t.name.as_str()))
         .flat_map(|t| {
             (t.partitions.iter()).map(|p| TopicPartition {
                 topic: t.name.to_string(),
@@ -37,8 +50,16 @@ pub async fn handle(srv: Rc<ShardServer>, req: OffsetDeleteRequest) -> OffsetDel
     let mut results = results.into_iter();
     let topics = (req.topics.into_iter())
         .map(|t| {
+            let topic_denied = denied.contains(t.name.as_str());
             let partitions = (t.partitions.iter())
                 .map(|p| {
+                    if topic_denied {
+                        return OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(errors::code(
+                                &brook_engine::EngineError::TopicAuthorizationFailed,
+                            ));
+                    }
                     let code = match results.next() {
                         Some((_, Err(e))) => errors::code(&e),
                         _ => errors::NONE,

@@ -51,10 +51,19 @@ fn fields(c: &Row) -> (i64, i32, Option<StrBytes>, i16) {
 
 async fn lookup(
     srv: &Rc<ShardServer>,
+    client: &super::ClientInfo,
     group: String,
     topics: Option<Vec<(String, Vec<i32>)>>,
     require_stable: bool,
 ) -> Result<Committed, i16> {
+    use brook_engine::meta::acls::Operation::Describe;
+    use kafka_protocol::error::ResponseError;
+    if !srv.allowed_group(client, Describe, &group) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    // Named topics the principal may not describe are answered
+    // TOPIC_AUTHORIZATION_FAILED; "all topics" leaves them out.
+    let named = topics.is_some();
     let tps = topics.map(|ts| {
         ts.into_iter()
             .flat_map(|(t, ps)| {
@@ -78,9 +87,12 @@ async fn lookup(
     };
     Ok(rows
         .into_iter()
+        .filter(|(tp, _)| named || srv.allowed_topic(client, Describe, &tp.topic))
         .map(|(tp, c)| {
-            let row = if unstable.contains(&tp) {
-                Err(kafka_protocol::error::ResponseError::UnstableOffsetCommit.code())
+            let row = if !srv.allowed_topic(client, Describe, &tp.topic) {
+                Err(ResponseError::TopicAuthorizationFailed.code())
+            } else if unstable.contains(&tp) {
+                Err(ResponseError::UnstableOffsetCommit.code())
             } else {
                 Ok(c)
             };
@@ -93,6 +105,7 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: OffsetFetchRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> OffsetFetchResponse {
     if version >= 8 {
         let mut groups = Vec::new();
@@ -105,7 +118,7 @@ pub async fn handle(
             let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
             let stable = req.require_stable;
             groups.push(
-                match lookup(&srv, g.group_id.to_string(), topics, stable).await {
+                match lookup(&srv, &client, g.group_id.to_string(), topics, stable).await {
                     Err(code) => group.with_error_code(code),
                     Ok(rows) => group.with_topics(
                         by_topic(rows)
@@ -140,7 +153,7 @@ pub async fn handle(
             .collect()
     });
     let stable = version >= 7 && req.require_stable;
-    match lookup(&srv, req.group_id.to_string(), topics, stable).await {
+    match lookup(&srv, &client, req.group_id.to_string(), topics, stable).await {
         Err(code) => OffsetFetchResponse::default().with_error_code(code),
         Ok(rows) => {
             let topics = by_topic(rows)

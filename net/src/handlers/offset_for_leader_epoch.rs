@@ -20,9 +20,33 @@ use crate::server::ShardServer;
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: OffsetForLeaderEpochRequest,
+    client: super::ClientInfo,
 ) -> OffsetForLeaderEpochResponse {
+    use brook_engine::meta::acls::Operation;
+    // A follower needs the cluster's CLUSTER_ACTION, a client DESCRIBE on the topic.
+    let follower = req.replica_id.0 >= 0;
+    if follower && !srv.allowed_on_cluster(&client, Operation::ClusterAction) {
+        return OffsetForLeaderEpochResponse::default().with_throttle_time_ms(0).with_topics(
+            (req.topics.iter())
+                .map(|t| {
+                    OffsetForLeaderTopicResult::default().with_topic(t.topic.clone()).with_partitions(
+                        (t.partitions.iter())
+                            .map(|p| {
+                                EpochEndOffset::default()
+                                    .with_partition(p.partition)
+                                    .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code())
+                                    .with_leader_epoch(-1)
+                                    .with_end_offset(-1)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        );
+    }
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
+        let allowed = follower || srv.allowed_topic(&client, Operation::Describe, &t.topic);
         let asks = t.partitions.iter().map(|p| {
             let shard = srv.shard.clone();
             let tp = TopicPartition {
@@ -32,6 +56,9 @@ pub async fn handle(
             let (negative, current, requested) =
                 (p.partition < 0, p.current_leader_epoch, p.leader_epoch);
             async move {
+                if !allowed {
+                    return Err(brook_engine::EngineError::TopicAuthorizationFailed);
+                }
                 if negative {
                     return Err(brook_engine::EngineError::UnknownTopicOrPartition);
                 }

@@ -14,6 +14,8 @@ use kafka_protocol::messages::alter_partition_reassignments_response::{
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
+use brook_engine::meta::acls::Operation;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
@@ -23,7 +25,12 @@ pub async fn alter(
     srv: Rc<ShardServer>,
     req: AlterPartitionReassignmentsRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> AlterPartitionReassignmentsResponse {
+    if !srv.allowed_on_cluster(&client, Operation::Alter) {
+        return AlterPartitionReassignmentsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let changes = (req.topics.iter())
         .flat_map(|t| {
             (t.partitions.iter()).map(|p| {
@@ -61,7 +68,12 @@ pub async fn alter(
 pub async fn list(
     srv: Rc<ShardServer>,
     req: ListPartitionReassignmentsRequest,
+    client: super::ClientInfo,
 ) -> ListPartitionReassignmentsResponse {
+    if !srv.allowed_on_cluster(&client, Operation::Describe) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let wanted = req.topics.as_ref().map(|ts| {
         (ts.iter())
             .flat_map(|t| {

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
 
+use brook_engine::meta::acls::Operation;
 use brook_engine::meta::scram::{ScramChange, ScramMechanism};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_user_scram_credentials_response::AlterUserScramCredentialsResult;
@@ -30,7 +31,12 @@ fn text(s: impl Into<String>) -> Option<StrBytes> {
 pub async fn describe(
     srv: Rc<ShardServer>,
     req: DescribeUserScramCredentialsRequest,
+    client: super::ClientInfo,
 ) -> DescribeUserScramCredentialsResponse {
+    if !srv.allowed_on_cluster(&client, Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let creds = srv.shard.catalog().scram.clone();
     let infos = |user: &str| -> Vec<CredentialInfo> {
         (creds.users.get(user).into_iter().flatten())
@@ -79,7 +85,9 @@ pub async fn describe(
 pub async fn alter(
     srv: Rc<ShardServer>,
     req: AlterUserScramCredentialsRequest,
+    client: super::ClientInfo,
 ) -> AlterUserScramCredentialsResponse {
+    let allowed = srv.allowed_on_cluster(&client, Operation::Alter);
     // Every user named, in request order, with the first error for it.
     let mut order: Vec<String> = Vec::new();
     let mut failed: BTreeMap<String, (i16, String)> = BTreeMap::new();
@@ -91,6 +99,11 @@ pub async fn alter(
             order.push(name.to_string());
         }
         *pairs.entry((name.to_string(), m)).or_default() += 1;
+    }
+    if !allowed {
+        for user in &order {
+            fail(&mut failed, user, ResponseError::ClusterAuthorizationFailed.code(), String::new());
+        }
     }
     for ((user, _), n) in &pairs {
         if *n > 1 {

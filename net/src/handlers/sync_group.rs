@@ -11,7 +11,11 @@ pub async fn handle(
     srv: Rc<ShardServer>,
     req: SyncGroupRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> SyncGroupResponse {
+    if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Read, &req.group_id) {
+        return SyncGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    }
     let assignments = req
         .assignments
         .into_iter()

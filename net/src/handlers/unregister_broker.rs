@@ -9,13 +9,21 @@ use std::rc::Rc;
 use kafka_protocol::messages::{UnregisterBrokerRequest, UnregisterBrokerResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use brook_engine::meta::acls::Operation;
+use kafka_protocol::ResponseError;
+
 use crate::errors;
 use crate::server::ShardServer;
 
 pub async fn handle(
     srv: Rc<ShardServer>,
     req: UnregisterBrokerRequest,
+    client: super::ClientInfo,
 ) -> UnregisterBrokerResponse {
+    if !srv.allowed_on_cluster(&client, Operation::Alter) {
+        return UnregisterBrokerResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     match srv.shard.unregister_broker(req.broker_id.0).await {
         Ok(()) => UnregisterBrokerResponse::default(),
         Err(e) => UnregisterBrokerResponse::default()

@@ -51,6 +51,18 @@ impl ShardServer {
         self.allowed(client, op, ResourceType::Cluster, CLUSTER)
     }
 
+    /// Whether some ACL lets `client` do `op` on some topic (Kafka's
+    /// `authorizeByResourceType`, which an idempotent producer needs).
+    pub fn allowed_on_some_topic(&self, client: &ClientInfo, op: Operation) -> bool {
+        let cfg = &self.config.authz;
+        if !cfg.enabled || cfg.allow_if_no_acl || cfg.super_users.contains(client.principal.as_ref()) {
+            return true;
+        }
+        let host = client.host.strip_prefix('/').unwrap_or(&client.host);
+        let acls = self.shard.catalog().acls.clone();
+        acls.allows_some(&client.principal, host, op, ResourceType::Topic)
+    }
+
     pub fn allowed_topic(&self, client: &ClientInfo, op: Operation, topic: &str) -> bool {
         self.allowed(client, op, ResourceType::Topic, topic)
     }
