@@ -100,6 +100,9 @@ pub enum EngineError {
     /// The principal may not do this to the group (ACLs).
     #[error("Group authorization failed.")]
     GroupAuthorizationFailed,
+    /// The principal may not use the transactional id (ACLs).
+    #[error("Transactional Id authorization failed.")]
+    TransactionalIdAuthorizationFailed,
     /// A SCRAM credential Kafka would not accept (iterations out of bounds).
     #[error("{0}")]
     UnacceptableCredential(String),

@@ -68,6 +68,7 @@ pub fn code(e: &EngineError) -> i16 {
         EngineError::ClusterAuthorizationFailed => E::ClusterAuthorizationFailed,
         EngineError::TopicAuthorizationFailed => E::TopicAuthorizationFailed,
         EngineError::GroupAuthorizationFailed => E::GroupAuthorizationFailed,
+        EngineError::TransactionalIdAuthorizationFailed => E::TransactionalIdAuthorizationFailed,
         EngineError::ResourceNotFound(_) => E::ResourceNotFound,
         EngineError::TransactionCoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
         _ => E::UnknownServerError,

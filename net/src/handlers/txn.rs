@@ -7,6 +7,7 @@
 //! DescribeTransactions / ListTransactions for `kafka-transactions`. The
 //! coordinator itself is `brook_engine::shard::txns`.
 
+use brook_engine::meta::acls::Operation;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -64,14 +65,28 @@ pub async fn add_partitions(
     srv: Rc<ShardServer>,
     req: AddPartitionsToTxnRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> AddPartitionsToTxnResponse {
     if version >= 4 {
+        // From another broker: the cluster's CLUSTER_ACTION.
+        if !srv.allowed_on_cluster(&client, Operation::ClusterAction) {
+            return AddPartitionsToTxnResponse::default()
+                .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        }
         return add_partitions_for_leader(srv, req).await;
     }
+    // WRITE on the transactional id, then on each topic: a topic the
+    // principal may not write fails the request, as an unknown one does.
+    let txn_denied = !srv.allowed_txn(&client, Operation::Write, &req.v3_and_below_transactional_id);
     let catalog = srv.shard.catalog();
     let mut tps = Vec::new();
     let mut unknown = Vec::new();
+    let mut denied = Vec::new();
     for t in &req.v3_and_below_topics {
+        if !srv.allowed_topic(&client, Operation::Write, &t.name) {
+            denied.extend(t.partitions.iter().map(|&p| (t.name.to_string(), p)));
+            continue;
+        }
         let count = catalog.topics.get(t.name.as_str()).map(|m| m.partitions);
         for &p in &t.partitions {
             match (count, u32::try_from(p)) {
@@ -83,7 +98,11 @@ pub async fn add_partitions(
             }
         }
     }
-    let result = if unknown.is_empty() {
+    let result = if txn_denied {
+        Err(EngineError::TransactionalIdAuthorizationFailed)
+    } else if !denied.is_empty() {
+        Err(EngineError::TopicAuthorizationFailed)
+    } else if unknown.is_empty() {
         srv.shard
             .add_to_txn(
                 req.v3_and_below_transactional_id.to_string(),
@@ -105,8 +124,10 @@ pub async fn add_partitions(
                 .partitions
                 .iter()
                 .map(|&p| {
-                    let code = if unknown.is_empty() {
+                    let code = if txn_denied || (denied.is_empty() && unknown.is_empty()) {
                         all
+                    } else if denied.contains(&(t.name.to_string(), p)) {
+                        ResponseError::TopicAuthorizationFailed.code()
                     } else if unknown.contains(&(t.name.to_string(), p)) {
                         ResponseError::UnknownTopicOrPartition.code()
                     } else {
@@ -185,7 +206,16 @@ pub async fn add_offsets(
     srv: Rc<ShardServer>,
     req: AddOffsetsToTxnRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> AddOffsetsToTxnResponse {
+    if !srv.allowed_txn(&client, Operation::Write, &req.transactional_id) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    if !srv.allowed_group(&client, Operation::Read, &req.group_id) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let tp = TopicPartition {
         topic: brook_engine::coord::group::OFFSETS_TOPIC.to_string(),
         partition: brook_engine::coord::group::offsets_partition_of(&req.group_id),
@@ -205,7 +235,18 @@ pub async fn add_offsets(
 
 /// EndTxn; v5 is transaction version 2's: the epoch is bumped and the
 /// answer carries the producer id and epoch to use next.
-pub async fn end_txn(srv: Rc<ShardServer>, req: EndTxnRequest, version: i16) -> EndTxnResponse {
+pub async fn end_txn(
+    srv: Rc<ShardServer>,
+    req: EndTxnRequest,
+    version: i16,
+    client: super::ClientInfo,
+) -> EndTxnResponse {
+    if !srv.allowed_txn(&client, Operation::Write, &req.transactional_id) {
+        return EndTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let client_version = if version >= 5 { 2 } else { 1 };
     let result = srv
         .shard
@@ -234,12 +275,28 @@ pub async fn txn_offset_commit(
     srv: Rc<ShardServer>,
     req: TxnOffsetCommitRequest,
     version: i16,
+    client: super::ClientInfo,
 ) -> TxnOffsetCommitResponse {
+    // WRITE on the transactional id, READ on the group and on each topic.
+    let whole = if !srv.allowed_txn(&client, Operation::Write, &req.transactional_id) {
+        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+    } else if !srv.allowed_group(&client, Operation::Read, &req.group_id) {
+        Some(ResponseError::GroupAuthorizationFailed.code())
+    } else {
+        None
+    };
     let now_ms = TimestampMs::now().0;
     let catalog = srv.shard.catalog();
     let mut offsets = Vec::new();
     let mut refused: HashMap<(String, i32), i16> = HashMap::new();
     for t in &req.topics {
+        if whole.is_some() || !srv.allowed_topic(&client, Operation::Read, &t.name) {
+            let code = whole.unwrap_or(ResponseError::TopicAuthorizationFailed.code());
+            for p in &t.partitions {
+                refused.insert((t.name.to_string(), p.partition_index), code);
+            }
+            continue;
+        }
         let count = catalog.topics.get(t.name.as_str()).map(|m| m.partitions);
         for p in &t.partitions {
             let partition = u32::try_from(p.partition_index).ok();
@@ -280,6 +337,7 @@ pub async fn txn_offset_commit(
         u64::try_from(req.producer_id.0),
         u16::try_from(req.producer_epoch),
     ) {
+        _ if whole.is_some() => Ok(()),
         (Ok(pid), Ok(epoch)) if version >= 5 => {
             // Transaction version 2: no AddOffsetsToTxn came first; the
             // group's partition joins the transaction here.
@@ -361,7 +419,10 @@ async fn commit_txn_offsets(
 pub async fn write_markers(
     srv: Rc<ShardServer>,
     req: WriteTxnMarkersRequest,
+    client: super::ClientInfo,
 ) -> WriteTxnMarkersResponse {
+    // From a transaction coordinator: the cluster's CLUSTER_ACTION.
+    let allowed = srv.allowed_on_cluster(&client, Operation::ClusterAction);
     let mut out = Vec::new();
     for m in req.markers {
         let mut partitions = Vec::new();
@@ -381,6 +442,10 @@ pub async fn write_markers(
             u64::try_from(m.producer_id.0),
             u16::try_from(m.producer_epoch),
         ) {
+            _ if !allowed => partitions
+                .into_iter()
+                .map(|tp| (tp, Err(EngineError::ClusterAuthorizationFailed)))
+                .collect(),
             (Ok(producer_id), Ok(epoch)) => {
                 srv.shard
                     .write_markers_here(MarkerRequest {
@@ -436,11 +501,20 @@ pub async fn write_markers(
 pub async fn describe(
     srv: Rc<ShardServer>,
     req: DescribeTransactionsRequest,
+    client: super::ClientInfo,
 ) -> DescribeTransactionsResponse {
     use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
     let mut states = Vec::new();
     for id in req.transactional_ids {
         let row = TransactionState::default().with_transactional_id(id.clone());
+        if !srv.allowed_txn(&client, Operation::Describe, &id) {
+            states.push(
+                row.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            );
+            continue;
+        }
         let row = match srv.shard.describe_txn(id.to_string()).await {
             Ok(Some(d)) => {
                 let mut topics: Vec<TopicData> = Vec::new();
@@ -478,7 +552,11 @@ pub async fn describe(
 
 /// ListTransactions: the ids this broker coordinates, filtered by state,
 /// producer id and (v1) how long they have been open.
-pub async fn list(srv: Rc<ShardServer>, req: ListTransactionsRequest) -> ListTransactionsResponse {
+pub async fn list(
+    srv: Rc<ShardServer>,
+    req: ListTransactionsRequest,
+    client: super::ClientInfo,
+) -> ListTransactionsResponse {
     use kafka_protocol::messages::list_transactions_response::TransactionState;
     const STATES: [&str; 8] = [
         "Empty",
@@ -510,6 +588,7 @@ pub async fn list(srv: Rc<ShardServer>, req: ListTransactionsRequest) -> ListTra
         .filter(|d| {
             req.duration_filter < 0 || (d.start_ms >= 0 && now - d.start_ms >= req.duration_filter)
         })
+        .filter(|d| srv.allowed_txn(&client, Operation::Describe, &d.transactional_id))
         .map(|d| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(StrBytes::from_string(d.transactional_id)))
