@@ -383,7 +383,9 @@ pub fn settings(cli: Cli) -> Result<Settings, String> {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
-            return Err(format!("allow.everyone.if.no.acl.found: expected true or false, got {other:?}"));
+            return Err(format!(
+                "allow.everyone.if.no.acl.found: expected true or false, got {other:?}"
+            ));
         }
     };
     net.steer_connections = !cli.no_steer;

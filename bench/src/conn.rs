@@ -55,7 +55,9 @@ pub fn use_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Result<(), BenchErr
     };
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, &e))? {
-        roots.add(c.map_err(|e| bad(ca, &e))?).map_err(|e| bad(ca, &e))?;
+        roots
+            .add(c.map_err(|e| bad(ca, &e))?)
+            .map_err(|e| bad(ca, &e))?;
     }
     // ring: no C toolchain beyond cc; rustls deprecates it for lacking
     // post-quantum key exchange.
@@ -72,7 +74,9 @@ pub fn use_tls(ca: &Path, client: Option<(&Path, &Path)>) -> Result<(), BenchErr
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| bad(cert, &e))?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| bad(cert, &e))?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| bad(cert, &e))?
         }
     };
     TLS.set(Arc::new(config))

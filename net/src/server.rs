@@ -230,7 +230,10 @@ impl ShardServer {
             crate::quota::Direction::Produce => PRODUCER_BYTE_RATE,
             crate::quota::Direction::Fetch => CONSUMER_BYTE_RATE,
         };
-        let user = client.principal.strip_prefix("User:").unwrap_or(&client.principal);
+        let user = client
+            .principal
+            .strip_prefix("User:")
+            .unwrap_or(&client.principal);
         let wait = match quotas.limit(key, user, &client.client_id) {
             Some((rate, measured)) => {
                 (self.throttler).record(&measured, dir, bytes, rate, std::time::Instant::now())

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
+use crate::meta::acls::{AclBinding, AclFilter, Acls};
 use crate::meta::broker_configs::BrokerConfigs;
 use crate::meta::catalog::{Catalog, TopicMeta};
-use crate::meta::acls::{AclBinding, AclFilter, Acls};
 use crate::meta::scram::{ScramChange, ScramCredentials};
 
 /// A broker's node id (Kafka's `node.id`).

@@ -112,7 +112,10 @@ impl Operation {
     }
 
     pub fn wire(self) -> i8 {
-        Self::WIRE.iter().find(|(_, o)| *o == self).map_or(0, |(w, _)| *w)
+        Self::WIRE
+            .iter()
+            .find(|(_, o)| *o == self)
+            .map_or(0, |(w, _)| *w)
     }
 
     /// Whether a binding for `self` covers a request for `wanted`.
@@ -239,7 +242,11 @@ impl Acls {
     ) -> Decision {
         let mut any = false;
         let mut allowed = false;
-        for b in self.bindings.iter().filter(|b| b.resource_type == resource_type) {
+        for b in self
+            .bindings
+            .iter()
+            .filter(|b| b.resource_type == resource_type)
+        {
             if !names(b, resource) {
                 continue;
             }
@@ -262,7 +269,13 @@ impl Acls {
 
     /// Whether some ALLOW binding of `resource_type` lets `principal` from
     /// `host` do `op` on some resource.
-    pub fn allows_some(&self, principal: &str, host: &str, op: Operation, resource_type: ResourceType) -> bool {
+    pub fn allows_some(
+        &self,
+        principal: &str,
+        host: &str,
+        op: Operation,
+        resource_type: ResourceType,
+    ) -> bool {
         self.bindings.iter().any(|b| {
             b.resource_type == resource_type
                 && b.permission == Permission::Allow
@@ -281,7 +294,8 @@ impl Acls {
     pub fn changed(&self, created: &[AclBinding], deleted: &[AclFilter]) -> Acls {
         let mut next = self.clone();
         next.bindings.extend(created.iter().cloned());
-        next.bindings.retain(|b| !deleted.iter().any(|f| f.matches(b)));
+        next.bindings
+            .retain(|b| !deleted.iter().any(|f| f.matches(b)));
         next
     }
 
@@ -300,7 +314,8 @@ impl Acls {
     }
 
     pub fn store(&self, data_dir: &Path) -> Result<(), EngineError> {
-        let text = serde_json::to_vec_pretty(self).map_err(|e| EngineError::Storage(e.to_string()))?;
+        let text =
+            serde_json::to_vec_pretty(self).map_err(|e| EngineError::Storage(e.to_string()))?;
         crate::log::index::write_file_atomically(&Self::path(data_dir), &text)?;
         Ok(())
     }
@@ -310,7 +325,14 @@ impl Acls {
 mod tests {
     use super::*;
 
-    fn acl(rt: ResourceType, name: &str, pattern: PatternType, who: &str, op: Operation, p: Permission) -> AclBinding {
+    fn acl(
+        rt: ResourceType,
+        name: &str,
+        pattern: PatternType,
+        who: &str,
+        op: Operation,
+        p: Permission,
+    ) -> AclBinding {
         AclBinding {
             resource_type: rt,
             resource_name: name.into(),
@@ -342,14 +364,38 @@ mod tests {
         );
         let a = |who: &str, op, rt, name: &str| acls.authorize(who, "10.0.0.1", op, rt, name);
         assert_eq!(a("User:alice", Write, Topic, "orders"), Allowed);
-        assert_eq!(a("User:alice", Describe, Topic, "orders"), Allowed, "WRITE implies DESCRIBE");
+        assert_eq!(
+            a("User:alice", Describe, Topic, "orders"),
+            Allowed,
+            "WRITE implies DESCRIBE"
+        );
         assert_eq!(a("User:alice", Read, Topic, "orders"), Denied);
-        assert_eq!(a("User:alice", Read, Topic, "logs-app"), Allowed, "prefixed");
-        assert_eq!(a("User:alice", Read, Topic, "logs-secret"), Denied, "DENY wins");
-        assert_eq!(a("User:bob", Describe, Topic, "anything"), Allowed, "wildcard name");
+        assert_eq!(
+            a("User:alice", Read, Topic, "logs-app"),
+            Allowed,
+            "prefixed"
+        );
+        assert_eq!(
+            a("User:alice", Read, Topic, "logs-secret"),
+            Denied,
+            "DENY wins"
+        );
+        assert_eq!(
+            a("User:bob", Describe, Topic, "anything"),
+            Allowed,
+            "wildcard name"
+        );
         assert_eq!(a("User:bob", Read, Topic, "anything"), Denied);
-        assert_eq!(a("User:zed", Read, Group, "g"), Allowed, "wildcard principal, ALL");
-        assert_eq!(a("User:carol", DescribeConfigs, Topic, "conf"), Allowed, "ALTER_CONFIGS implies DESCRIBE_CONFIGS");
+        assert_eq!(
+            a("User:zed", Read, Group, "g"),
+            Allowed,
+            "wildcard principal, ALL"
+        );
+        assert_eq!(
+            a("User:carol", DescribeConfigs, Topic, "conf"),
+            Allowed,
+            "ALTER_CONFIGS implies DESCRIBE_CONFIGS"
+        );
         assert_eq!(a("User:alice", Read, Group, "other"), NoAcls);
         assert_eq!(a("User:alice", Alter, Cluster, "kafka-cluster"), NoAcls);
         // A host-specific binding.
@@ -360,8 +406,14 @@ mod tests {
             }],
             &[],
         );
-        assert_eq!(h.authorize("User:alice", "10.0.0.2", Read, Topic, "t"), Allowed);
-        assert_eq!(h.authorize("User:alice", "10.0.0.1", Read, Topic, "t"), Denied);
+        assert_eq!(
+            h.authorize("User:alice", "10.0.0.2", Read, Topic, "t"),
+            Allowed
+        );
+        assert_eq!(
+            h.authorize("User:alice", "10.0.0.1", Read, Topic, "t"),
+            Denied
+        );
     }
 
     #[test]
@@ -415,7 +467,14 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("__brook")).unwrap();
         assert_eq!(Acls::load(dir.path()).unwrap(), Acls::default());
         let acls = Acls::default().changed(
-            &[acl(ResourceType::Cluster, "kafka-cluster", PatternType::Literal, "User:ops", Operation::Alter, Permission::Allow)],
+            &[acl(
+                ResourceType::Cluster,
+                "kafka-cluster",
+                PatternType::Literal,
+                "User:ops",
+                Operation::Alter,
+                Permission::Allow,
+            )],
             &[],
         );
         acls.store(dir.path()).unwrap();

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, TopicConfig};
 use crate::error::EngineError;
-use crate::meta::broker_configs::{BrokerConfigs, BrokerSettings};
 use crate::meta::acls::Acls;
+use crate::meta::broker_configs::{BrokerConfigs, BrokerSettings};
 use crate::meta::scram::ScramCredentials;
 
 /// Everything the broker knows about one topic.

@@ -145,9 +145,15 @@ impl Quotas {
     }
 
     /// `self` with `ops` applied to `entity`; entities left with no limits disappear.
-    pub fn with_changes(&self, entity: &QuotaEntity, ops: &[QuotaOp]) -> Result<Quotas, EngineError> {
+    pub fn with_changes(
+        &self,
+        entity: &QuotaEntity,
+        ops: &[QuotaOp],
+    ) -> Result<Quotas, EngineError> {
         if entity.user.is_none() && entity.client.is_none() {
-            return Err(EngineError::InvalidRequest("a quota entity names a user, a client id or both".into()));
+            return Err(EngineError::InvalidRequest(
+                "a quota entity names a user, a client id or both".into(),
+            ));
         }
         let mut next = self.clone();
         let q = next.entities.entry(entity.clone()).or_default();
@@ -350,7 +356,15 @@ mod tests {
             q.limit(PRODUCER_BYTE_RATE, "alice", "other"),
             Some((2.0, "user=alice;client-id=other".into()))
         );
-        let q = q.with_changes(&e(named("alice"), Some(EntityName::Default)), &[QuotaOp { key: PRODUCER_BYTE_RATE.into(), value: None }]).unwrap();
+        let q = q
+            .with_changes(
+                &e(named("alice"), Some(EntityName::Default)),
+                &[QuotaOp {
+                    key: PRODUCER_BYTE_RATE.into(),
+                    value: None,
+                }],
+            )
+            .unwrap();
         // alice's own quota is shared by all of her clients.
         assert_eq!(
             q.limit(PRODUCER_BYTE_RATE, "alice", "other"),

@@ -18,8 +18,8 @@ use crate::cluster::NodeId;
 use crate::cluster::image::MetaRecord;
 use crate::config::ConfigChange;
 use crate::error::EngineError;
-use crate::meta::quota::RateWindow;
 use crate::meta::acls::{AclBinding, AclFilter};
+use crate::meta::quota::RateWindow;
 use crate::meta::scram::ScramChange;
 use crate::types::ShardId;
 

@@ -14,7 +14,9 @@ use brook_engine::meta::acls::{
 };
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_acls_response::AclCreationResult;
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeAclsResource};
 use kafka_protocol::messages::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
@@ -31,7 +33,10 @@ fn text(s: impl Into<String>) -> Option<StrBytes> {
 }
 
 fn disabled() -> (i16, Option<StrBytes>) {
-    (ResponseError::SecurityDisabled.code(), text("No Authorizer is configured."))
+    (
+        ResponseError::SecurityDisabled.code(),
+        text("No Authorizer is configured."),
+    )
 }
 
 /// A CreateAcls entry as a binding, or why it is refused.
@@ -61,10 +66,15 @@ fn binding(
     }
     match principal.split_once(':') {
         Some((t, n)) if !t.is_empty() && !n.is_empty() => {}
-        _ => return Err(format!("principal {principal:?} is not of the form Type:name")),
+        _ => {
+            return Err(format!(
+                "principal {principal:?} is not of the form Type:name"
+            ));
+        }
     }
     let operation = Operation::from_wire(op).ok_or(format!("invalid operation {op}"))?;
-    let permission = Permission::from_wire(perm).ok_or(format!("invalid permission type {perm}"))?;
+    let permission =
+        Permission::from_wire(perm).ok_or(format!("invalid permission type {perm}"))?;
     Ok(AclBinding {
         resource_type,
         resource_name: name.to_string(),
@@ -119,19 +129,32 @@ fn filter(
 }
 
 /// Whether the request may go on: `Err` is the error code and message.
-fn gate(srv: &ShardServer, client: &ClientInfo, op: Operation) -> Result<(), (i16, Option<StrBytes>)> {
+fn gate(
+    srv: &ShardServer,
+    client: &ClientInfo,
+    op: Operation,
+) -> Result<(), (i16, Option<StrBytes>)> {
     if !srv.config.authz.enabled {
         return Err(disabled());
     }
     if !srv.allowed_on_cluster(client, op) {
-        return Err((ResponseError::ClusterAuthorizationFailed.code(), None));
+        return Err((
+            ResponseError::ClusterAuthorizationFailed.code(),
+            text("Cluster authorization failed."),
+        ));
     }
     Ok(())
 }
 
-pub async fn create(srv: Rc<ShardServer>, req: CreateAclsRequest, client: ClientInfo) -> CreateAclsResponse {
+pub async fn create(
+    srv: Rc<ShardServer>,
+    req: CreateAclsRequest,
+    client: ClientInfo,
+) -> CreateAclsResponse {
     let fail = |(code, msg): (i16, Option<StrBytes>)| {
-        let r = AclCreationResult::default().with_error_code(code).with_error_message(msg);
+        let r = AclCreationResult::default()
+            .with_error_code(code)
+            .with_error_message(msg);
         CreateAclsResponse::default().with_results(vec![r; req.creations.len()])
     };
     if let Err(e) = gate(&srv, &client, Operation::Alter) {
@@ -150,7 +173,10 @@ pub async fn create(srv: Rc<ShardServer>, req: CreateAclsRequest, client: Client
             )
         })
         .collect();
-    let valid: Vec<AclBinding> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let valid: Vec<AclBinding> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
     let stored = match valid.is_empty() {
         true => Ok(Vec::new()),
         false => srv.shard.alter_acls(valid, Vec::new()).await,
@@ -169,9 +195,15 @@ pub async fn create(srv: Rc<ShardServer>, req: CreateAclsRequest, client: Client
     CreateAclsResponse::default().with_results(results)
 }
 
-pub async fn describe(srv: Rc<ShardServer>, req: DescribeAclsRequest, client: ClientInfo) -> DescribeAclsResponse {
+pub async fn describe(
+    srv: Rc<ShardServer>,
+    req: DescribeAclsRequest,
+    client: ClientInfo,
+) -> DescribeAclsResponse {
     if let Err((code, msg)) = gate(&srv, &client, Operation::Describe) {
-        return DescribeAclsResponse::default().with_error_code(code).with_error_message(msg);
+        return DescribeAclsResponse::default()
+            .with_error_code(code)
+            .with_error_message(msg);
     }
     let f = match filter(
         req.resource_type_filter,
@@ -192,9 +224,13 @@ pub async fn describe(srv: Rc<ShardServer>, req: DescribeAclsRequest, client: Cl
     let acls = srv.shard.catalog().acls.clone();
     let mut by_resource: BTreeMap<(i8, String, i8), Vec<AclDescription>> = BTreeMap::new();
     for b in acls.matching(&f) {
-        (by_resource.entry((b.resource_type.wire(), b.resource_name.clone(), b.pattern.wire())))
-            .or_default()
-            .push(description(b));
+        (by_resource.entry((
+            b.resource_type.wire(),
+            b.resource_name.clone(),
+            b.pattern.wire(),
+        )))
+        .or_default()
+        .push(description(b));
     }
     let resources = (by_resource.into_iter())
         .map(|((rt, name, pattern), acls)| {
@@ -216,9 +252,15 @@ fn description(b: &AclBinding) -> AclDescription {
         .with_permission_type(b.permission.wire())
 }
 
-pub async fn delete(srv: Rc<ShardServer>, req: DeleteAclsRequest, client: ClientInfo) -> DeleteAclsResponse {
+pub async fn delete(
+    srv: Rc<ShardServer>,
+    req: DeleteAclsRequest,
+    client: ClientInfo,
+) -> DeleteAclsResponse {
     let fail = |(code, msg): (i16, Option<StrBytes>)| {
-        let r = DeleteAclsFilterResult::default().with_error_code(code).with_error_message(msg);
+        let r = DeleteAclsFilterResult::default()
+            .with_error_code(code)
+            .with_error_message(msg);
         DeleteAclsResponse::default().with_filter_results(vec![r; req.filters.len()])
     };
     if let Err(e) = gate(&srv, &client, Operation::Alter) {
@@ -237,7 +279,10 @@ pub async fn delete(srv: Rc<ShardServer>, req: DeleteAclsRequest, client: Client
             )
         })
         .collect();
-    let valid: Vec<AclFilter> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let valid: Vec<AclFilter> = parsed
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
     let removed = match valid.is_empty() {
         true => Ok(Vec::new()),
         false => srv.shard.alter_acls(Vec::new(), valid).await,

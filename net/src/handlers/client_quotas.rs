@@ -90,7 +90,11 @@ pub async fn describe(
             entity.push(entity_data(CLIENT_ID, c));
         }
         let values = (q.values().into_iter())
-            .map(|(k, v)| ValueData::default().with_key(StrBytes::from_static_str(k)).with_value(v))
+            .map(|(k, v)| {
+                ValueData::default()
+                    .with_key(StrBytes::from_static_str(k))
+                    .with_value(v)
+            })
             .collect();
         entries.push(EntryData::default().with_entity(entity).with_values(values));
     }
@@ -98,8 +102,13 @@ pub async fn describe(
 }
 
 /// The entity an AlterClientQuotas entry names.
-fn entity_of(parts: &[kafka_protocol::messages::alter_client_quotas_request::EntityData]) -> Result<QuotaEntity, EngineError> {
-    let mut e = QuotaEntity { user: None, client: None };
+fn entity_of(
+    parts: &[kafka_protocol::messages::alter_client_quotas_request::EntityData],
+) -> Result<QuotaEntity, EngineError> {
+    let mut e = QuotaEntity {
+        user: None,
+        client: None,
+    };
     for p in parts {
         let name = match &p.entity_name {
             None => EntityName::Default,
@@ -111,11 +120,16 @@ fn entity_of(parts: &[kafka_protocol::messages::alter_client_quotas_request::Ent
             other => return Err(unsupported(other)),
         };
         if slot.replace(name).is_some() {
-            return Err(EngineError::InvalidRequest(format!("entity type {} given twice", p.entity_type)));
+            return Err(EngineError::InvalidRequest(format!(
+                "entity type {} given twice",
+                p.entity_type
+            )));
         }
     }
     if e.user.is_none() && e.client.is_none() {
-        return Err(EngineError::InvalidRequest("an entry names no entity".into()));
+        return Err(EngineError::InvalidRequest(
+            "an entry names no entity".into(),
+        ));
     }
     Ok(e)
 }

@@ -32,8 +32,11 @@ pub async fn handle(
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
-        let allowed =
-            srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Delete, &t.name);
+        let allowed = srv.allowed_topic(
+            &client,
+            brook_engine::meta::acls::Operation::Delete,
+            &t.name,
+        );
         let parts = t.partitions.iter().map(|p| {
             let tp = TopicPartition {
                 topic: t.name.to_string(),

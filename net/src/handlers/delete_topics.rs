@@ -35,7 +35,9 @@ pub async fn handle(
             catalog.topic_by_id(id.as_bytes()).map(|t| t.name.clone())
         });
         let outcome = match &name {
-            Some(n) if !srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Delete, n) => {
+            Some(n)
+                if !srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Delete, n) =>
+            {
                 Err(EngineError::TopicAuthorizationFailed)
             }
             Some(n) => srv.shard.delete_topic(n.clone()).await,

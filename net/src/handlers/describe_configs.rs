@@ -437,10 +437,14 @@ pub async fn handle(
             };
             let outcome = match allowed {
                 true => result_for(&srv, res),
-                false if res.resource_type == RESOURCE_TOPIC => {
-                    Err((ResponseError::TopicAuthorizationFailed.code(), String::new()))
-                }
-                false => Err((ResponseError::ClusterAuthorizationFailed.code(), String::new())),
+                false if res.resource_type == RESOURCE_TOPIC => Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    String::new(),
+                )),
+                false => Err((
+                    ResponseError::ClusterAuthorizationFailed.code(),
+                    String::new(),
+                )),
             };
             match outcome {
                 Ok(entries) => {

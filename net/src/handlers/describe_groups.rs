@@ -20,7 +20,11 @@ pub async fn handle(
     for id in req.groups {
         let base = DescribedGroup::default().with_group_id(id.clone());
         if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Describe, &id) {
-            groups.push(base.with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code()));
+            groups.push(
+                base.with_error_code(
+                    kafka_protocol::ResponseError::GroupAuthorizationFailed.code(),
+                ),
+            );
             continue;
         }
         groups.push(match srv.shard.describe_group(id.to_string()).await {

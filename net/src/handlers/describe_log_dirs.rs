@@ -39,9 +39,8 @@ pub async fn handle(
     client: super::ClientInfo,
 ) -> DescribeLogDirsResponse {
     if !srv.allowed_on_cluster(&client, brook_engine::meta::acls::Operation::Describe) {
-        return DescribeLogDirsResponse::default().with_error_code(
-            kafka_protocol::ResponseError::ClusterAuthorizationFailed.code(),
-        );
+        return DescribeLogDirsResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::ClusterAuthorizationFailed.code());
     }
     // None: every topic; otherwise the named partitions.
     let wanted: Option<HashSet<TopicPartition>> = req.topics.map(|topics| {

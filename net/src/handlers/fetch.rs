@@ -12,16 +12,16 @@ use brook_engine::log::partition::{FetchedData, Isolation};
 use brook_engine::{EngineError, Offset, TopicPartition};
 use bytes::Bytes;
 use futures::future::join_all;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use crate::errors;
 use crate::quota::Direction;
-use brook_engine::meta::acls::Operation;
 use crate::server::ShardServer;
+use brook_engine::meta::acls::Operation;
 
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
@@ -220,15 +220,20 @@ fn max_bytes_sent(topics: &[FetchableTopicResponse]) -> usize {
         .sum()
 }
 
-pub async fn handle(srv: Rc<ShardServer>, req: FetchRequest, client: super::ClientInfo) -> FetchResponse {
+pub async fn handle(
+    srv: Rc<ShardServer>,
+    req: FetchRequest,
+    client: super::ClientInfo,
+) -> FetchResponse {
     let wants = wanted(&req);
     // A follower needs the cluster's CLUSTER_ACTION, a consumer READ on each topic.
     if req.replica_id.0 >= 0 && !srv.allowed_on_cluster(&client, Operation::ClusterAction) {
         return FetchResponse::default()
             .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
-    let (wants, denied): (Vec<Wanted>, Vec<Wanted>) = (wants.into_iter())
-        .partition(|w| req.replica_id.0 >= 0 || srv.allowed_topic(&client, Operation::Read, &w.topic));
+    let (wants, denied): (Vec<Wanted>, Vec<Wanted>) = (wants.into_iter()).partition(|w| {
+        req.replica_id.0 >= 0 || srv.allowed_topic(&client, Operation::Read, &w.topic)
+    });
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;

@@ -129,8 +129,7 @@ pub async fn handle(
     if version >= 4 {
         let mut coordinators = Vec::new();
         for key in req.coordinator_keys {
-            let (code, message, node, host, port) =
-                answer(&srv, req.key_type, &key, &client).await;
+            let (code, message, node, host, port) = answer(&srv, req.key_type, &key, &client).await;
             coordinators.push(
                 Coordinator::default()
                     .with_key(key)

@@ -12,8 +12,13 @@ pub async fn handle(
     req: HeartbeatRequest,
     client: super::ClientInfo,
 ) -> HeartbeatResponse {
-    if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Read, &req.group_id) {
-        return HeartbeatResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    if !srv.allowed_group(
+        &client,
+        brook_engine::meta::acls::Operation::Read,
+        &req.group_id,
+    ) {
+        return HeartbeatResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
     }
     let r = srv
         .shard

@@ -14,8 +14,13 @@ pub async fn handle(
     version: i16,
     client: super::ClientInfo,
 ) -> LeaveGroupResponse {
-    if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Read, &req.group_id) {
-        return LeaveGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    if !srv.allowed_group(
+        &client,
+        brook_engine::meta::acls::Operation::Read,
+        &req.group_id,
+    ) {
+        return LeaveGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
     }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members

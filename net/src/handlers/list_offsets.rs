@@ -95,8 +95,11 @@ pub async fn handle(
             .iter()
             .filter(|p| answered.insert((t.name.as_str(), p.partition_index)))
             .collect();
-        let allowed =
-            srv.allowed_topic(&client, brook_engine::meta::acls::Operation::Describe, &t.name);
+        let allowed = srv.allowed_topic(
+            &client,
+            brook_engine::meta::acls::Operation::Describe,
+            &t.name,
+        );
         let asks = parts.iter().map(|p| {
             let tp = TopicPartition {
                 topic: t.name.to_string(),

@@ -171,7 +171,10 @@ pub async fn handle(
                 }
             };
             if !srv.allowed_topic(&client, Describe, &name) {
-                topics.push(failed(name.as_str(), &EngineError::TopicAuthorizationFailed));
+                topics.push(failed(
+                    name.as_str(),
+                    &EngineError::TopicAuthorizationFailed,
+                ));
                 continue;
             }
             // Auto-creation needs CREATE on the cluster or the topic.
@@ -182,7 +185,10 @@ pub async fn handle(
                 let auto = srv.shard.shared.config.auto_create_topics
                     && (version < 4 || req.allow_auto_topic_creation);
                 if auto {
-                    topics.push(failed(name.as_str(), &EngineError::TopicAuthorizationFailed));
+                    topics.push(failed(
+                        name.as_str(),
+                        &EngineError::TopicAuthorizationFailed,
+                    ));
                     continue;
                 }
             }

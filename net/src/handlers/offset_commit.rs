@@ -59,7 +59,9 @@ pub async fn handle(
             let refusal = match (group_denied, topic_denied) {
                 (true, _) => Some(errors::code(&EngineError::GroupAuthorizationFailed)),
                 (_, true) => Some(errors::code(&EngineError::TopicAuthorizationFailed)),
-                _ => partition_refusal(&catalog, &t.name, p.partition_index, metadata, metadata_max),
+                _ => {
+                    partition_refusal(&catalog, &t.name, p.partition_index, metadata, metadata_max)
+                }
             };
             if let Some(code) = refusal {
                 refused.insert((t.name.as_str(), p.partition_index), code);

@@ -24,7 +24,8 @@ pub async fn handle(
 ) -> OffsetDeleteResponse {
     use brook_engine::meta::acls::Operation::{Delete, Read};
     if !srv.allowed_group(&client, Delete, &req.group_id) {
-        return OffsetDeleteResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+        return OffsetDeleteResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
     }
     let denied: std::collections::HashSet<String> = (req.topics.iter())
         .filter(|t| !srv.allowed_topic(&client, Read, &t.name))

@@ -30,8 +30,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::errors;
 use crate::quota::Direction;
-use brook_engine::meta::acls::Operation;
 use crate::server::ShardServer;
+use brook_engine::meta::acls::Operation;
 
 fn acks_of(raw: i16) -> Option<Acks> {
     match raw {

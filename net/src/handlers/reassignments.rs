@@ -8,14 +8,14 @@ use std::rc::Rc;
 
 use crate::handlers::{by_topic, code_and_message};
 use crate::server::ShardServer;
+use brook_engine::meta::acls::Operation;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
 use kafka_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
-use brook_engine::meta::acls::Operation;
-use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,

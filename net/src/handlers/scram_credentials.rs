@@ -102,7 +102,12 @@ pub async fn alter(
     }
     if !allowed {
         for user in &order {
-            fail(&mut failed, user, ResponseError::ClusterAuthorizationFailed.code(), String::new());
+            fail(
+                &mut failed,
+                user,
+                ResponseError::ClusterAuthorizationFailed.code(),
+                String::new(),
+            );
         }
     }
     for ((user, _), n) in &pairs {

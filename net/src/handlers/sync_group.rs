@@ -13,8 +13,13 @@ pub async fn handle(
     version: i16,
     client: super::ClientInfo,
 ) -> SyncGroupResponse {
-    if !srv.allowed_group(&client, brook_engine::meta::acls::Operation::Read, &req.group_id) {
-        return SyncGroupResponse::default().with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
+    if !srv.allowed_group(
+        &client,
+        brook_engine::meta::acls::Operation::Read,
+        &req.group_id,
+    ) {
+        return SyncGroupResponse::default()
+            .with_error_code(kafka_protocol::ResponseError::GroupAuthorizationFailed.code());
     }
     let assignments = req
         .assignments

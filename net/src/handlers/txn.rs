@@ -77,7 +77,11 @@ pub async fn add_partitions(
     }
     // WRITE on the transactional id, then on each topic: a topic the
     // principal may not write fails the request, as an unknown one does.
-    let txn_denied = !srv.allowed_txn(&client, Operation::Write, &req.v3_and_below_transactional_id);
+    let txn_denied = !srv.allowed_txn(
+        &client,
+        Operation::Write,
+        &req.v3_and_below_transactional_id,
+    );
     let catalog = srv.shard.catalog();
     let mut tps = Vec::new();
     let mut unknown = Vec::new();

@@ -32,7 +32,13 @@ pub struct AuthzConfig {
 
 impl ShardServer {
     /// Whether `client` may do `op` on `name` of type `rt`.
-    pub fn allowed(&self, client: &ClientInfo, op: Operation, rt: ResourceType, name: &str) -> bool {
+    pub fn allowed(
+        &self,
+        client: &ClientInfo,
+        op: Operation,
+        rt: ResourceType,
+        name: &str,
+    ) -> bool {
         let cfg = &self.config.authz;
         if !cfg.enabled || cfg.super_users.contains(client.principal.as_ref()) {
             return true;
@@ -55,7 +61,10 @@ impl ShardServer {
     /// `authorizeByResourceType`, which an idempotent producer needs).
     pub fn allowed_on_some_topic(&self, client: &ClientInfo, op: Operation) -> bool {
         let cfg = &self.config.authz;
-        if !cfg.enabled || cfg.allow_if_no_acl || cfg.super_users.contains(client.principal.as_ref()) {
+        if !cfg.enabled
+            || cfg.allow_if_no_acl
+            || cfg.super_users.contains(client.principal.as_ref())
+        {
             return true;
         }
         let host = client.host.strip_prefix('/').unwrap_or(&client.host);
