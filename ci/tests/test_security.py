@@ -568,3 +568,14 @@ def test_user_quotas_follow_the_principal(secure, certs):
     assert any(t > 0 for t in throttles_of(alice, topic, "one")), "alice over her quota was not throttled"
     assert any(t > 0 for t in throttles_of(alice, topic, "another-id")), "alice's quota must follow her, not her client id"
     assert not any(t > 0 for t in throttles_of(admin_c, topic, "one")), "admin has no quota but was throttled"
+
+
+def test_acl_apis_without_an_authorizer_say_security_disabled(secure):
+    """No authorizer.class.name: every request is allowed, and the ACL APIs
+    answer SECURITY_DISABLED (54) at once, as Kafka does."""
+    import diff_wire
+    from kafka.protocol.admin.acl import DescribeAclsRequest
+    with diff_wire.Conn(secure.addr("PLAINTEXT")) as c:
+        r = c.call(DescribeAclsRequest, 1, resource_type_filter=1, resource_name_filter=None, pattern_type_filter=1,
+                   principal_filter=None, host_filter=None, operation=1, permission_type=1)
+        assert r.error_code == 54, r

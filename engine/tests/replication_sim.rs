@@ -788,6 +788,7 @@ fn register(node: NodeId, incarnation: u64) -> MetaRecord {
         port: 9000 + node,
         rack: None,
         incarnation,
+        endpoints: Vec::new(),
     }
 }
 

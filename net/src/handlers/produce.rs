@@ -72,11 +72,13 @@ pub fn handle(
     let acks = acks_of(req.acks);
     let deadline = (acks == Some(Acks::All))
         .then(|| Instant::now() + Duration::from_millis(req.timeout_ms.max(0) as u64));
-    let refuse = if req.transactional_id.is_none() && has_transactional_batch(&req) {
-        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
-    } else if (req.transactional_id.as_ref())
-        .is_some_and(|id| !srv.allowed_txn(client, Operation::Write, id))
-    {
+    // A transactional batch without a transactional id, or an id the
+    // principal may not write.
+    let txn_refused = match &req.transactional_id {
+        None => has_transactional_batch(&req),
+        Some(id) => !srv.allowed_txn(client, Operation::Write, id),
+    };
+    let refuse = if txn_refused {
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else if acks.is_none() {
         Some(ResponseError::InvalidRequiredAcks.code())

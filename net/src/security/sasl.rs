@@ -84,7 +84,7 @@ pub enum Step {
 /// One authentication in progress.
 pub enum Exchange {
     Plain,
-    Scram(ScramServer),
+    Scram(Box<ScramServer>),
 }
 
 impl Exchange {
@@ -93,7 +93,7 @@ impl Exchange {
         if mechanism == PLAIN {
             return Some(Exchange::Plain);
         }
-        ScramMechanism::from_name(mechanism).map(|m| Exchange::Scram(ScramServer::new(m)))
+        ScramMechanism::from_name(mechanism).map(|m| Exchange::Scram(Box::new(ScramServer::new(m))))
     }
 
     pub fn mechanism(&self) -> &'static str {

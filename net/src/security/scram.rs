@@ -207,13 +207,16 @@ pub fn parse_client_final(msg: &[u8]) -> Result<ClientFinal, ScramError> {
 /// Where an exchange stands.
 enum State {
     First,
-    Final {
-        first: ClientFirst,
-        server_first: String,
-        nonce: String,
-        credential: Option<ScramCredential>,
-    },
+    Final(Box<Final>),
     Over,
+}
+
+/// What client-final is checked against.
+struct Final {
+    first: ClientFirst,
+    server_first: String,
+    nonce: String,
+    credential: Option<ScramCredential>,
 }
 
 /// One SCRAM exchange on one connection.
@@ -272,27 +275,27 @@ impl ScramServer {
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let user = first.user.clone();
         let out = server_first.clone().into_bytes();
-        self.state = State::Final {
+        self.state = State::Final(Box::new(Final {
             first,
             server_first,
             nonce,
             credential,
-        };
+        }));
         Ok((user, out))
     }
 
     /// Checks client-final's proof and answers with server-final; `Ok`
     /// carries the authenticated user name.
     pub fn client_final(&mut self, msg: &[u8]) -> Result<(String, Vec<u8>), ScramError> {
-        let State::Final {
+        let State::Final(f) = std::mem::replace(&mut self.state, State::Over) else {
+            return err("client-final out of order");
+        };
+        let Final {
             first,
             server_first,
             nonce,
             credential,
-        } = std::mem::replace(&mut self.state, State::Over)
-        else {
-            return err("client-final out of order");
-        };
+        } = *f;
         let last = parse_client_final(msg)?;
         if last.channel_binding != first.gs2_header.as_bytes() {
             return err("channel binding does not match the GS2 header");
