@@ -106,7 +106,7 @@ def main():
                     cpu = (cpu_seconds(proc.pid) - c0) / (time.time() - t0) * 100
                     res = json.load(open(out))
                     p, pub = res["produce"], res["publish"]["latency_ms"]
-                    e2e = (res.get("end_to_end") or {}).get("latency_ms") or {}
+                    e2e = (res.get("end_to_end") or {}).get("latency_ms") if mode == "both" else None
                     print("round %d %-4s %-5s %9.0f rec/s %7.1f MB/s  publish p50 %6.2f p99 %7.2f ms"
                           "  e2e p50 %6s p99 %7s ms  broker CPU %4.0f%%" % (
                               r, mode, name, p["records_per_sec"], p["records_per_sec"] * 1024 / 1e6,
