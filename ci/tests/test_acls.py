@@ -440,3 +440,67 @@ def test_allow_deny_prefixed_and_super_users_with_real_clients(acl_broker, tmp_p
     again = admin_client(b, "admin")
     found = again.describe_acls(match).result(30)
     assert len(found) == 2, found
+
+
+def test_credentials_acls_and_listeners_across_a_cluster(tmp_path, request):
+    """Three brokers, each with a PLAINTEXT listener (between brokers) and a
+    SASL_PLAINTEXT one. SCRAM credentials and ACLs made through node 1 reach
+    every broker through the quorum; Metadata names every broker at the
+    listener the client used; brokers replicate as User:ANONYMOUS with the
+    CLUSTER_ACTION ACL SECURITY.md asks for."""
+    from cluster_util import Cluster, cluster_of
+    from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion)
+    c = Cluster(tmp_path)
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            + " ".join('user_%s="%s"' % kv for kv in PW.items()) + ";")
+    for b in c.brokers:
+        b.sasl_port = free_port()
+        cfg = b.workdir / "brook.toml"
+        cfg.write_text(cfg.read_text() + "\n".join([
+            '"listeners" = "PLAINTEXT://127.0.0.1:%d,SASL_PLAINTEXT://127.0.0.1:%d"' % (b.port, b.sasl_port),
+            '"sasl.enabled.mechanisms" = "PLAIN,SCRAM-SHA-512"',
+            "'sasl.jaas.config' = '%s'" % jaas,
+            '"authorizer.class.name" = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"',
+            '"super.users" = "User:admin"',
+        ]) + "\n")
+    with cluster_of(c, request):
+        n1, n2, n3 = c.brokers
+        a = admin_client(n1, "admin")
+        topic = unique_topic("acl-cluster")
+        for f in a.create_acls([
+            acl(ResourceType.BROKER, "kafka-cluster", ResourcePatternType.LITERAL, "User:ANONYMOUS",
+                AclOperation.CLUSTER_ACTION, AclPermissionType.ALLOW),
+            acl(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:alice", AclOperation.WRITE,
+                AclPermissionType.ALLOW),
+            acl(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:alice", AclOperation.READ,
+                AclPermissionType.ALLOW),
+            acl(ResourceType.GROUP, "alice-", ResourcePatternType.PREFIXED, "User:alice", AclOperation.READ,
+                AclPermissionType.ALLOW),
+        ]).values():
+            f.result(30)
+        pw = "alice-scram-%d" % os.getpid()
+        for f in a.alter_user_scram_credentials([UserScramCredentialUpsertion(
+                "alice", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), pw.encode())]).values():
+            f.result(30)
+        a.create_topics([NewTopic(topic, 3, 3)])[topic].result(30)
+        # Metadata over node 1's SASL listener names every broker at its SASL port.
+        md = a.list_topics(timeout=20)
+        assert sorted((x.id, x.port) for x in md.brokers.values()) == \
+            sorted((b.node, b.sasl_port) for b in c.brokers), md.brokers
+        # alice authenticates with SCRAM on node 3 alone, writes acks=all (the
+        # followers fetch as ANONYMOUS) and reads every record back.
+        alice = {"bootstrap.servers": "127.0.0.1:%d" % n3.sasl_port, "security.protocol": "SASL_PLAINTEXT",
+                 "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice", "sasl.password": pw}
+        extra = {k: v for k, v in alice.items() if k != "bootstrap.servers"}
+        p = producer(alice["bootstrap.servers"], acks="all", **extra)
+        dr = produce_keyed(p, topic, 2000)
+        got = consume_all(alice["bootstrap.servers"], topic, 3, **dict(extra, **{"group.id": "alice-r"}))
+        check_keyed(got, 2000, acked=dr.acked)
+        # bob, without ACLs, is refused on node 2 too.
+        bob = sasl(n2, "bob")
+        errs = []
+        p = producer(bob["bootstrap.servers"], **{k: v for k, v in bob.items() if k != "bootstrap.servers"},
+                     **{"message.timeout.ms": 10000})
+        p.produce(topic, b"v", on_delivery=lambda e, m: errs.append(e))
+        p.flush(20)
+        assert errs and errs[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, errs
