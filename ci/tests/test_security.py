@@ -436,9 +436,15 @@ def test_kafka_python_over_sasl_ssl_scram_and_mtls(secure, certs):
     sb = secure
     add_scram_users(sb, certs)
     settings = [
+        ("SSL", dict(security_protocol="SSL", ssl_cafile=str(certs["ca"]))),
+        ("SASL_SSL", dict(security_protocol="SASL_SSL", ssl_cafile=str(certs["ca"]),
+                          sasl_mechanism="PLAIN", sasl_plain_username="admin",
+                          sasl_plain_password=ADMIN_PW)),
         ("SASL_SSL", dict(security_protocol="SASL_SSL", ssl_cafile=str(certs["ca"]),
                           sasl_mechanism="SCRAM-SHA-256", sasl_plain_username="alice",
                           sasl_plain_password=ALICE_PW)),
+        ("SASL_PLAINTEXT", dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512",
+                                sasl_plain_username="alice", sasl_plain_password=ALICE_PW)),
         ("MTLS", dict(security_protocol="SSL", ssl_cafile=str(certs["ca"]),
                       ssl_certfile=str(certs["client_cert"]), ssl_keyfile=str(certs["client_key"]))),
     ]
@@ -494,7 +500,12 @@ def test_kafka_tools_manage_scram_users_and_use_them(secure, certs, tmp_path):
                                       'username="bob" password="bob-pw";', **trust)
     mtls = properties(tmp_path / "mtls.properties", security_protocol="SSL", ssl_keystore_type="PEM",
                       ssl_keystore_location=certs["client_pem"], **trust)
-    for cfg, addr in [(bob, bs), (mtls, sb.addr("MTLS"))]:
+    tls = properties(tmp_path / "ssl.properties", security_protocol="SSL", **trust)
+    bob256 = properties(tmp_path / "bob256.properties", security_protocol="SASL_SSL",
+                        sasl_mechanism="SCRAM-SHA-256",
+                        sasl_jaas_config='org.apache.kafka.common.security.scram.ScramLoginModule required '
+                                         'username="bob" password="bob-pw";', **trust)
+    for cfg, addr in [(bob, bs), (bob256, bs), (mtls, sb.addr("MTLS")), (tls, sb.addr("SSL"))]:
         topic = unique_topic("tools-sec")
         n = 200
         data = "".join("k%d\tv%d\n" % (i, i) for i in range(n)).encode()
