@@ -58,11 +58,12 @@ def describe(conn):
     return got
 
 
-def produce_and_collect_throttles(bootstrap, topic, client_id, n):
-    """Produces n records of 512 bytes; returns the throttle times the broker reported."""
+def produce_and_collect_throttles(bootstrap, topic, client_id, n, **conf):
+    """Produces n records of 512 bytes (with `conf` added to the producer's
+    settings); returns the throttle times the broker reported."""
     throttles, errors = [], []
-    p = producer(bootstrap, **{"client.id": client_id, "linger.ms": 5,
-                                "throttle_cb": lambda ev: throttles.append(ev.throttle_time)})
+    p = producer(bootstrap, **dict(conf, **{"client.id": client_id, "linger.ms": 5,
+                                            "throttle_cb": lambda ev: throttles.append(ev.throttle_time)}))
     for i in range(n):
         p.produce(topic, key=b"k%d" % i, value=b"x" * 512, on_delivery=lambda e, m: e and errors.append(e))
         p.poll(0)

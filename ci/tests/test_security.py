@@ -542,17 +542,9 @@ def test_kafka_tools_manage_scram_users_and_use_them(secure, certs, tmp_path):
 
 
 def throttles_of(c, topic, client_id, n=2000):
-    throttles, errors = [], []
+    from test_quotas import produce_and_collect_throttles
     extra = {k: v for k, v in c.items() if k != "bootstrap.servers"}
-    p = producer(c["bootstrap.servers"], **dict(extra, **{
-        "client.id": client_id, "throttle_cb": lambda ev: throttles.append(ev.throttle_time)}))
-    for i in range(n):
-        p.produce(topic, key=b"k%d" % i, value=b"x" * 512, on_delivery=lambda e, m: e and errors.append(e))
-        p.poll(0)
-    assert p.flush(120) == 0
-    p.poll(0.5)
-    assert not errors, errors[:3]
-    return throttles
+    return produce_and_collect_throttles(c["bootstrap.servers"], topic, client_id, n, **extra)
 
 
 def test_user_quotas_follow_the_principal(secure, certs):

@@ -6,6 +6,7 @@ pub mod acls;
 pub mod broker_configs;
 pub mod catalog;
 pub mod data_dir;
+pub mod json_file;
 pub mod log_dirs;
 pub mod quota;
 pub mod scram;

@@ -162,19 +162,11 @@ impl ScramCredentials {
     }
 
     pub fn load(data_dir: &Path) -> Result<ScramCredentials, EngineError> {
-        let path = Self::path(data_dir);
-        match std::fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .map_err(|e| EngineError::Storage(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ScramCredentials::default()),
-            Err(e) => Err(e.into()),
-        }
+        crate::meta::json_file::load(&Self::path(data_dir))
     }
 
     pub fn store(&self, data_dir: &Path) -> Result<(), EngineError> {
-        let text = serde_json::to_vec(self).map_err(|e| EngineError::Storage(e.to_string()))?;
-        crate::log::index::write_file_atomically(&Self::path(data_dir), &text)?;
-        Ok(())
+        crate::meta::json_file::store(&Self::path(data_dir), self)
     }
 }
 
