@@ -29,6 +29,14 @@ if ! command -v mkfs.ext4 >/dev/null 2>&1 || ! command -v losetup >/dev/null 2>&
     $SUDO apt-get install -y -q e2fsprogs mount
 fi
 
+# test_security.py makes its CA and certificates with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "setup: installing openssl"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -q
+    $SUDO apt-get install -y -q openssl
+fi
+
 # test_metrics.py checks a real scrape with promtool (Debian's prometheus package).
 if ! command -v promtool >/dev/null 2>&1; then
     echo "setup: installing prometheus (promtool)"
