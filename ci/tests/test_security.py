@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import (ScramCredentialInfo, ScramMechanism,
+from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialUpsertion)
 
 import kproto as kp
@@ -179,7 +179,7 @@ def test_every_protocol_carries_records_with_librdkafka(secure, certs):
     for listener, kw in CASES:
         c = conf(sb, certs, listener, **kw)
         topic = unique_topic("sec-%s" % listener.lower())
-        a = __import__("confluent_kafka.admin", fromlist=["AdminClient"]).AdminClient(
+        a = AdminClient(
             dict(c, **{"socket.timeout.ms": 10000}))
         md = a.list_topics(timeout=20)
         # Metadata names this broker at the listener the client came in on.
